@@ -1,0 +1,30 @@
+"""POST /api/keys/credit: a key that spends the prepaid balance, optionally capped by maxBudget."""
+
+from http import HTTPStatus
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from llm_platform.api import views
+from llm_platform.api.app import build_app, ok
+from llm_platform.api.schemas import CreateCreditKeyRequest
+from llm_platform.domain import api_keys
+from llm_platform.domain.money import usd_to_micros
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.post("/api/keys/credit")
+def create_credit_key(body: CreateCreditKeyRequest):
+    max_budget = None if body.max_budget is None else usd_to_micros(body.max_budget)
+    key, plaintext = api_keys.create_credit_key(app.caller, body.name, max_budget, body.rpm, body.tpm)
+    metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)
+    return ok(views.created_api_key(key, plaintext), HTTPStatus.CREATED)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,24 @@
+"""DELETE /api/keys/{id}: revoke a key at once."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from llm_platform.api.app import build_app, ok
+from llm_platform.domain import api_keys
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.delete("/api/keys/<key_id>")
+def delete_key(key_id: str):
+    key = api_keys.revoke_key(app.caller, key_id)
+    metrics.add_metric(name="ApiKeysRevoked", unit=MetricUnit.Count, value=1)
+    return ok({"id": key.key_id, "revoked": True})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,23 @@
+"""GET /api/management-keys: the account's management keys, never their secrets."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from llm_platform.api import views
+from llm_platform.api.app import build_app, ok
+from llm_platform.domain import management_keys
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.get("/api/management-keys")
+def list_management_keys():
+    caller = app.caller
+    return ok([views.management_key(key, caller.management_key_id) for key in management_keys.list_keys(caller)])
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,24 @@
+"""PATCH /api/keys/{id}: rename, disable or re-enable a key; the proxy sees it on the next request."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from llm_platform.api import views
+from llm_platform.api.app import build_app, ok
+from llm_platform.api.schemas import UpdateKeyRequest
+from llm_platform.domain import api_keys
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.patch("/api/keys/<key_id>")
+def update_key(key_id: str, body: UpdateKeyRequest):
+    key = api_keys.update_key(app.caller, key_id, name=body.name, disabled=body.disabled)
+    return ok(views.api_key(key))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

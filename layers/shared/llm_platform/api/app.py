@@ -1,0 +1,141 @@
+"""The management API's resolver: body-size cap and management-key auth ahead of validation
+(so a stranger gets 401, not a schema lesson), and every error mapped to HTTP in one place."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_platform.config import get_settings
+from llm_platform.domain import accounts
+from llm_platform.domain.accounts import Caller
+from llm_platform.domain.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InsufficientCredit,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
+from llm_platform.observability import logger
+
+# The one table from domain errors to HTTP statuses.
+STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
+    BadRequest: HTTPStatus.BAD_REQUEST,
+    Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    InsufficientCredit: HTTPStatus.PAYMENT_REQUIRED,
+    Forbidden: HTTPStatus.FORBIDDEN,
+    NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+}
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def status_for(error: DomainError) -> HTTPStatus:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return HTTPStatus.BAD_REQUEST
+
+
+def ok(data: Any, status: HTTPStatus = HTTPStatus.OK) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"data": data})
+
+
+def _error(status: HTTPStatus, code: str, message: str) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=error_body(code, message))
+
+
+def _header(event: Mapping[str, Any], name: str) -> str | None:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _body_size(event: Mapping[str, Any]) -> int:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return len(base64.b64decode(body, validate=False))
+    return len(body.encode())
+
+
+class ManagementApi(APIGatewayRestResolver):
+    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        try:
+            limit = get_settings().max_body_bytes
+            if _body_size(event) > limit:
+                raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+            caller = accounts.authenticate(_header(event, "authorization"))
+        except DomainError as error:
+            return {
+                "statusCode": status_for(error).value,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps(error_body(error.code, error.message)),
+                "isBase64Encoded": False,
+            }
+        self.append_context(caller=caller)
+        return super().resolve(event, context)
+
+    @property
+    def caller(self) -> Caller:
+        return self.context["caller"]
+
+
+def _describe(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
+    return "; ".join(parts) or "Invalid request."
+
+
+def build_app() -> ManagementApi:
+    app = ManagementApi(enable_validation=True)
+
+    @app.exception_handler(DomainError)
+    def _domain_error(error: DomainError) -> Response:
+        return _error(status_for(error), error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid_request(error: RequestValidationError) -> Response:
+        errors = list(error.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(HTTPStatus.BAD_REQUEST, "invalid_json", "Request body is not valid JSON.")
+        return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "validation_error", _describe(errors))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_type(_: Exception) -> Response:
+        return _error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send JSON with 'Content-Type: application/json'.",
+        )
+
+    @app.not_found
+    def _not_found(_: NotFoundError) -> Response:
+        return _error(HTTPStatus.NOT_FOUND, "route_not_found", "No such route.")
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        logger.exception("unhandled error")
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
+
+    return app

@@ -1,0 +1,74 @@
+"""Request bodies of the management API: strict, unknown fields refused (422), sizes capped."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from llm_platform.domain.plans import catalog
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CreateCreditKeyRequest(RequestBody):
+    name: Name
+    max_budget: Decimal | None = Field(default=None, alias="maxBudget", gt=0, decimal_places=6, allow_inf_nan=False)
+    rpm: StrictInt | None = Field(default=None, ge=1)
+    tpm: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("max_budget", mode="before")
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("maxBudget must be a number of US dollars")
+        return value
+
+    @model_validator(mode="after")
+    def _within_policy(self) -> CreateCreditKeyRequest:
+        policy = catalog().credit_keys
+        if self.rpm is not None and self.rpm > policy.max_rpm:
+            raise ValueError(f"rpm must be at most {policy.max_rpm}")
+        if self.tpm is not None and self.tpm > policy.max_tpm:
+            raise ValueError(f"tpm must be at most {policy.max_tpm}")
+        if self.max_budget is not None and self.max_budget > policy.max_budget_usd:
+            raise ValueError(f"maxBudget must be at most {policy.max_budget_usd}")
+        return self
+
+
+class CreateSubscriptionKeyRequest(RequestBody):
+    name: Name
+    subscription_id: ResourceId = Field(alias="subscriptionId")
+
+
+class UpdateKeyRequest(RequestBody):
+    name: Name | None = None
+    disabled: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> UpdateKeyRequest:
+        if self.name is None and self.disabled is None:
+            raise ValueError("send at least one of 'name' or 'disabled'")
+        return self
+
+
+class CreateManagementKeyRequest(RequestBody):
+    name: Name

@@ -1,0 +1,108 @@
+"""ApiKeys table (pk ``keyHash``; GSI ``byAccount``: accountId + keyId, all attributes;
+sparse GSI ``bySubscription``: subscriptionId + keyId, keys only, for revoking a subscription's keys).
+
+The proxy authenticates by hash with a strongly consistent read of the base table, so a revoke or
+disable is seen by the very next request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from llm_platform.config import get_settings
+from llm_platform.data.dynamo import (
+    WriteRefused,
+    client,
+    from_item,
+    is_condition_failure,
+    query_all,
+    to_values,
+    transact,
+)
+from llm_platform.data.records import from_record, from_record_item, to_record_item
+from llm_platform.domain.entities import ApiKey, KeyStatus
+
+
+def _table() -> str:
+    return get_settings().api_keys_table
+
+
+def get_by_hash(key_hash: str) -> ApiKey | None:
+    response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
+    return from_record_item(ApiKey, response.get("Item"))
+
+
+def list_for_account(account_id: str) -> list[ApiKey]:
+    items = query_all(
+        TableName=_table(),
+        IndexName="byAccount",
+        KeyConditionExpression="accountId = :account",
+        ExpressionAttributeValues=to_values({":account": account_id}),
+    )
+    return [from_record(ApiKey, item) for item in items]
+
+
+def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
+    items = query_all(
+        TableName=_table(),
+        IndexName="byAccount",
+        KeyConditionExpression="accountId = :account AND keyId = :key",
+        ExpressionAttributeValues=to_values({":account": account_id, ":key": key_id}),
+    )
+    return from_record(ApiKey, items[0]) if items else None
+
+
+def key_hashes_for_subscription(subscription_id: str) -> list[str]:
+    items = query_all(
+        TableName=_table(),
+        IndexName="bySubscription",
+        KeyConditionExpression="subscriptionId = :sub",
+        ExpressionAttributeValues=to_values({":sub": subscription_id}),
+    )
+    return [item["keyHash"] for item in items]
+
+
+def put_item(key: ApiKey) -> dict[str, Any]:
+    """A transaction item inserting a new key (never overwriting one)."""
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": to_record_item(key),
+            "ConditionExpression": "attribute_not_exists(keyHash)",
+        }
+    }
+
+
+def add(key: ApiKey, *guards: dict[str, Any]) -> None:
+    """Insert the key together with condition checks (e.g. "the subscription is still active")."""
+    transact([*guards, put_item(key)])
+
+
+def update(key: ApiKey, *, now: str, name: str | None = None, status: KeyStatus | None = None) -> ApiKey:
+    """Rename and/or change status of a key of ``key.account_id`` that is not revoked."""
+    assignments = ["updatedAt = :now"]
+    values: dict[str, Any] = {":now": now, ":account": key.account_id, ":revoked": KeyStatus.REVOKED.value}
+    if name is not None:
+        assignments.append("#name = :name")
+        values[":name"] = name
+    if status is not None:
+        assignments.append("#status = :status")
+        values[":status"] = status.value
+        if status == KeyStatus.REVOKED:
+            assignments.append("revokedAt = :now")
+    try:
+        response = client().update_item(
+            TableName=_table(),
+            Key={"keyHash": {"S": key.key_hash}},
+            UpdateExpression="SET " + ", ".join(assignments),
+            ConditionExpression="accountId = :account AND #status <> :revoked",
+            ExpressionAttributeNames={"#status": "status", **({"#name": "name"} if name is not None else {})},
+            ExpressionAttributeValues=to_values(values),
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as error:
+        if is_condition_failure(error):
+            raise WriteRefused(["ConditionalCheckFailed"]) from error
+        raise
+    return from_record(ApiKey, from_item(response["Attributes"]))

@@ -1,0 +1,94 @@
+"""The one place that creates the DynamoDB client. Created on first use (no import-time I/O) and
+cached for the life of the Lambda container; plain dicts in, plain dicts out (ints, not Decimals)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+
+from llm_platform.config import get_settings
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+@cache
+def client() -> Any:
+    settings = get_settings()
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=settings.dynamodb_endpoint_url,
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5),
+    )
+
+
+def to_item(record: dict[str, Any]) -> dict[str, Any]:
+    """Serialize a record, leaving out ``None`` values (absent attributes keep sparse indexes sparse)."""
+    return {name: _serializer.serialize(value) for name, value in record.items() if value is not None}
+
+
+def to_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    return {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def query_all(**kwargs: Any) -> list[dict[str, Any]]:
+    """Every page of a Query, deserialized."""
+    items: list[dict[str, Any]] = []
+    paginator = client().get_paginator("query")
+    for page in paginator.paginate(**kwargs):
+        items.extend(from_item(item) for item in page["Items"])
+    return items
+
+
+class WriteRefused(Exception):
+    """A conditional write found the state changed underneath it (revoked key, inactive subscription,
+    balance too low). ``reasons`` holds one code per transaction item (``"None"`` where it passed)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"conditional write refused: {reasons}")
+        self.reasons = reasons
+
+
+def transact(items: list[dict[str, Any]]) -> None:
+    """One TransactWriteItems call; a failed condition becomes ``WriteRefused``."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client().transact_write_items(TransactItems=items)
+    except ClientError as error:
+        reasons = cancellation_reasons(error)
+        if error.response["Error"]["Code"] == "TransactionCanceledException" and ("ConditionalCheckFailed" in reasons):
+            raise WriteRefused(reasons) from error
+        raise
+
+
+def is_condition_failure(error: Exception) -> bool:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return code == "ConditionalCheckFailedException"
+
+
+def cancellation_reasons(error: Exception) -> list[str]:
+    """Per-item codes of a cancelled transaction (``"None"`` for items that passed)."""
+    reasons = getattr(error, "response", {}).get("CancellationReasons", [])
+    return [reason.get("Code", "None") for reason in reasons]

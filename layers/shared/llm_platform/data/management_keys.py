@@ -1,0 +1,86 @@
+"""ManagementKeys table (pk ``keyHash``; GSI ``byAccount``: accountId + keyId)."""
+
+from __future__ import annotations
+
+from llm_platform.config import get_settings
+from llm_platform.data.dynamo import client, query_all, to_values, transact
+from llm_platform.data.records import from_record, from_record_item, to_record_item
+from llm_platform.domain.entities import ManagementKey
+
+
+def _table() -> str:
+    return get_settings().management_keys_table
+
+
+def get_by_hash(key_hash: str) -> ManagementKey | None:
+    response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
+    return from_record_item(ManagementKey, response.get("Item"))
+
+
+def list_for_account(account_id: str) -> list[ManagementKey]:
+    items = query_all(
+        TableName=_table(),
+        IndexName="byAccount",
+        KeyConditionExpression="accountId = :account",
+        ExpressionAttributeValues=to_values({":account": account_id}),
+    )
+    return [from_record(ManagementKey, item) for item in items]
+
+
+def find_for_account(account_id: str, key_id: str) -> ManagementKey | None:
+    items = query_all(
+        TableName=_table(),
+        IndexName="byAccount",
+        KeyConditionExpression="accountId = :account AND keyId = :key",
+        ExpressionAttributeValues=to_values({":account": account_id, ":key": key_id}),
+    )
+    return from_record(ManagementKey, items[0]) if items else None
+
+
+def add(key: ManagementKey) -> None:
+    """Insert the key and bump the account's key count in one transaction."""
+    transact(
+        [
+            {
+                "Put": {
+                    "TableName": _table(),
+                    "Item": to_record_item(key),
+                    "ConditionExpression": "attribute_not_exists(keyHash)",
+                }
+            },
+            _count_update(key.account_id, +1, "attribute_exists(accountId)"),
+        ]
+    )
+
+
+def remove_unless_last(key: ManagementKey) -> None:
+    """Delete the key only while the account keeps at least one other: the count is the guard, so two
+    concurrent deletes of an account's last two keys cannot both succeed."""
+    transact(
+        [
+            {
+                "Delete": {
+                    "TableName": _table(),
+                    "Key": {"keyHash": {"S": key.key_hash}},
+                    "ConditionExpression": "accountId = :account",
+                    "ExpressionAttributeValues": to_values({":account": key.account_id}),
+                }
+            },
+            _count_update(key.account_id, -1, "managementKeyCount > :one"),
+        ]
+    )
+
+
+def _count_update(account_id: str, delta: int, condition: str) -> dict:
+    values = {":delta": delta}
+    if ":one" in condition:
+        values[":one"] = 1
+    return {
+        "Update": {
+            "TableName": get_settings().accounts_table,
+            "Key": {"accountId": {"S": account_id}},
+            "UpdateExpression": "ADD managementKeyCount :delta",
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": to_values(values),
+        }
+    }

@@ -1,0 +1,45 @@
+"""UsageCounters table (pk ``pk``, sk ``sk``, TTL ``expiresAt``): the atomic counters of the proxy.
+
+- ``key#<keyId>`` / ``minute#<epochMinute>``: requests and tokens of one key in one minute (RPM/TPM).
+- ``sub#<subscriptionId>`` / ``window#<n>``: spend, requests and tokens of a subscription's n-th
+  5-hour budget window, anchored at the subscription's start.
+Admission increments these with conditional updates inside one transaction; items expire by TTL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_platform.config import get_settings
+from llm_platform.data.dynamo import client, from_item
+
+CounterId = tuple[str, str]  # (pk, sk)
+
+
+def minute_counter(key_id: str, epoch_minute: int) -> CounterId:
+    return f"key#{key_id}", f"minute#{epoch_minute}"
+
+
+def window_counter(subscription_id: str, window_index: int) -> CounterId:
+    return f"sub#{subscription_id}", f"window#{window_index}"
+
+
+def as_key(counter: CounterId) -> dict[str, Any]:
+    return {"pk": {"S": counter[0]}, "sk": {"S": counter[1]}}
+
+
+def get_many(counters: list[CounterId]) -> dict[CounterId, dict[str, Any]]:
+    """Counter items by id; absent counters are simply missing (zero)."""
+    table = get_settings().usage_counters_table
+    found: dict[CounterId, dict[str, Any]] = {}
+    unique = list(dict.fromkeys(counters))
+    for start in range(0, len(unique), 100):
+        request: dict[str, Any] = {
+            table: {"Keys": [as_key(c) for c in unique[start : start + 100]], "ConsistentRead": True}
+        }
+        while request:
+            response = client().batch_get_item(RequestItems=request)
+            for item in response["Responses"].get(table, []):
+                record = from_item(item)
+                found[(record["pk"], record["sk"])] = record
+            request = response.get("UnprocessedKeys") or {}
+    return found

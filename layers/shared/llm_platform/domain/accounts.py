@@ -1,0 +1,92 @@
+"""Accounts and who is calling: management-key authentication, account creation, operator grants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_platform.data import accounts as accounts_table
+from llm_platform.data import ledger
+from llm_platform.data import management_keys as management_keys_table
+from llm_platform.data.dynamo import transact
+from llm_platform.domain.clock import to_iso, utc_now
+from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
+from llm_platform.domain.entities import Account, ManagementKey
+from llm_platform.domain.errors import NotFound, Unauthenticated
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated management-key holder."""
+
+    account_id: str
+    management_key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedAccount:
+    account_id: str
+    management_key_id: str
+    management_key: str  # plaintext, shown once
+
+    def __repr__(self) -> str:
+        return f"CreatedAccount(account_id={self.account_id!r})"
+
+
+def bearer_token(authorization: str | None, *, missing_code: str) -> str:
+    if not authorization:
+        raise Unauthenticated("Missing Authorization header: send 'Authorization: Bearer <key>'.", code=missing_code)
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer <key>'.", code=missing_code)
+    return token.strip()
+
+
+def authenticate(authorization: str | None) -> Caller:
+    token = bearer_token(authorization, missing_code="missing_management_key")
+    key = None
+    if token.startswith(MANAGEMENT_KEY_PREFIX) and len(token) <= 128:
+        key = management_keys_table.get_by_hash(hash_secret(token))
+    if key is None:
+        raise Unauthenticated("Invalid management key.", code="invalid_management_key")
+    return Caller(account_id=key.account_id, management_key_id=key.key_id)
+
+
+def new_management_key(account_id: str, name: str) -> tuple[ManagementKey, str]:
+    secret = issue_secret(MANAGEMENT_KEY_PREFIX)
+    key = ManagementKey(
+        key_hash=secret.key_hash,
+        key_id=new_id("mkey"),
+        account_id=account_id,
+        name=name,
+        display_prefix=secret.display_prefix,
+        created_at=to_iso(utc_now()),
+    )
+    return key, secret.plaintext
+
+
+def create_account(name: str) -> CreatedAccount:
+    now = to_iso(utc_now())
+    account = Account(account_id=new_id("acct"), name=name, created_at=now)
+    key, plaintext = new_management_key(account.account_id, "default")
+    accounts_table.create_with_management_key(account, key)
+    return CreatedAccount(account.account_id, key.key_id, plaintext)
+
+
+def get_account(account_id: str) -> Account:
+    account = accounts_table.get(account_id)
+    if account is None:
+        raise NotFound(f"Account {account_id} not found.")
+    return account
+
+
+def grant_credit(account_id: str, amount_micros: int, reason: str) -> Account:
+    """Operator credit (bin/admin): balance and ledger entry move together."""
+    get_account(account_id)
+    now = to_iso(utc_now())
+    transact(
+        [
+            accounts_table.credit_balance_update(account_id, amount_micros),
+            ledger.entry_put(account_id, amount_micros=amount_micros, kind="grant", reference=reason, now=now),
+        ]
+    )
+    return get_account(account_id)

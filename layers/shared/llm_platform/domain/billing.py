@@ -1,0 +1,68 @@
+"""Subscriptions and the credit balance as the customer sees them; operator grants of a plan."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import datetime
+
+from llm_platform.data import api_keys as api_keys_table
+from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.domain.accounts import Caller, get_account
+from llm_platform.domain.clock import to_iso, utc_now
+from llm_platform.domain.credentials import new_id
+from llm_platform.domain.entities import ApiKey, KeyStatus, PaymentMethod, Subscription, SubscriptionStatus
+from llm_platform.domain.plans import Plan, catalog
+
+
+@dataclass(frozen=True, slots=True)
+class BillingStatus:
+    subscriptions: list[tuple[Subscription, list[ApiKey]]]
+    credit_balance_micros: int
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Same day next month, clamped to the month's last day (Jan 31 → Feb 28/29)."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def new_subscription(account_id: str, plan: Plan, payment_method: PaymentMethod, start: datetime) -> Subscription:
+    return Subscription(
+        subscription_id=new_id("sub"),
+        account_id=account_id,
+        plan_slug=plan.slug,
+        status=SubscriptionStatus.ACTIVE,
+        payment_method=payment_method,
+        created_at=to_iso(start),
+        current_period_start=to_iso(start),
+        current_period_end=to_iso(add_months(start, plan.interval_months)),
+        rpm=plan.rpm,
+        tpm=plan.tpm,
+        budget_per_window_micros=plan.budget_per_window_micros,
+    )
+
+
+def grant_subscription(account_id: str, plan_slug: str) -> Subscription:
+    """Operator-granted plan for one period (bin/admin grant-subscription): no payment involved."""
+    get_account(account_id)
+    subscription = new_subscription(account_id, catalog().plan(plan_slug), PaymentMethod.GRANT, utc_now())
+    subscriptions_table.add(subscription)
+    return subscription
+
+
+def status(caller: Caller) -> BillingStatus:
+    account = get_account(caller.account_id)
+    subscriptions = sorted(
+        subscriptions_table.list_for_account(caller.account_id), key=lambda s: s.created_at, reverse=True
+    )
+    live_keys: dict[str, list[ApiKey]] = {}
+    for key in sorted(api_keys_table.list_for_account(caller.account_id), key=lambda k: k.created_at):
+        if key.subscription_id and key.status != KeyStatus.REVOKED:
+            live_keys.setdefault(key.subscription_id, []).append(key)
+    return BillingStatus(
+        subscriptions=[(s, live_keys.get(s.subscription_id, [])) for s in subscriptions],
+        credit_balance_micros=account.credit_balance_micros,
+    )

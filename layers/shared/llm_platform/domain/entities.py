@@ -1,0 +1,94 @@
+"""What the platform stores. Field names map 1:1 to DynamoDB attributes (snake_case ↔ camelCase)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from llm_platform.domain.clock import from_iso
+
+
+class KeyKind(StrEnum):
+    SUBSCRIPTION = "subscription"
+    CREDIT = "credit"
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    REVOKED = "revoked"
+
+
+class SubscriptionStatus(StrEnum):
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    EXPIRED = "expired"
+
+
+class PaymentMethod(StrEnum):
+    STRIPE = "stripe"
+    CREDIT = "credit"
+    GRANT = "grant"  # given by the operator (bin/admin grant-subscription)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    account_id: str
+    name: str
+    created_at: str
+    credit_balance_micros: int = 0
+    management_key_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementKey:
+    key_hash: str
+    key_id: str
+    account_id: str
+    name: str
+    display_prefix: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_hash: str
+    key_id: str
+    account_id: str
+    name: str
+    display_prefix: str
+    kind: KeyKind
+    status: KeyStatus
+    created_at: str
+    rpm: int
+    tpm: int
+    subscription_id: str | None = None
+    max_budget_micros: int | None = None
+    # Lifetime usage, added to by the proxy's settle step.
+    request_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    spend_micros: int = 0
+    updated_at: str | None = None
+    revoked_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscription_id: str
+    account_id: str
+    plan_slug: str
+    status: SubscriptionStatus
+    payment_method: PaymentMethod
+    created_at: str
+    current_period_start: str
+    current_period_end: str
+    rpm: int
+    tpm: int
+    budget_per_window_micros: int
+    cancel_at_period_end: bool = False
+    stripe_subscription_id: str | None = None
+
+    def is_active(self, now: datetime) -> bool:
+        return self.status == SubscriptionStatus.ACTIVE and from_iso(self.current_period_end) > now

@@ -1,0 +1,42 @@
+"""Domain errors. Each carries a stable snake_case ``code``; ``llm_platform.api.errors`` maps the
+classes to HTTP statuses in one place, so business code never thinks about HTTP."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class BadRequest(DomainError):
+    code = "bad_request"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InsufficientCredit(DomainError):
+    code = "insufficient_credit"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"

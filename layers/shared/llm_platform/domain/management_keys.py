@@ -1,0 +1,34 @@
+"""More management keys for the same account; an account always keeps at least one."""
+
+from __future__ import annotations
+
+from llm_platform.data import management_keys as management_keys_table
+from llm_platform.data.dynamo import WriteRefused
+from llm_platform.domain.accounts import Caller, new_management_key
+from llm_platform.domain.entities import ManagementKey
+from llm_platform.domain.errors import Conflict, NotFound
+
+
+def create(caller: Caller, name: str) -> tuple[ManagementKey, str]:
+    key, plaintext = new_management_key(caller.account_id, name)
+    management_keys_table.add(key)
+    return key, plaintext
+
+
+def list_keys(caller: Caller) -> list[ManagementKey]:
+    return sorted(management_keys_table.list_for_account(caller.account_id), key=lambda k: k.created_at)
+
+
+def delete(caller: Caller, key_id: str) -> None:
+    key = management_keys_table.find_for_account(caller.account_id, key_id)
+    if key is None:
+        raise NotFound(f"Management key {key_id} not found.")
+    try:
+        management_keys_table.remove_unless_last(key)
+    except WriteRefused as refused:
+        if refused.reasons[0] == "ConditionalCheckFailed":  # deleted concurrently
+            raise NotFound(f"Management key {key_id} not found.") from refused
+        raise Conflict(
+            "This is the account's last management key; create another before deleting it.",
+            code="last_management_key",
+        ) from refused
