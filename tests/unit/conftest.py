@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -63,13 +64,22 @@ class FakeContext:
 
 
 def api_event(
-    method: str, path: str, *, resource: str | None = None, body: Any = None, key: str | None = None, raw: str | None = None
+    method: str,
+    path: str,
+    *,
+    resource: str | None = None,
+    body: Any = None,
+    key: str | None = None,
+    raw: str | None = None,
+    base64_body: bool = False,
 ) -> dict[str, Any]:
     """An API Gateway REST (v1 proxy) event, as the deployed API sends it."""
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     text = raw if raw is not None else (None if body is None else json.dumps(body))
+    if base64_body and text is not None:
+        text = base64.b64encode(text.encode()).decode()
     segments = path.strip("/").split("/")
     template_segments = (resource or path).strip("/").split("/")
     params = {t[1:-1]: s for t, s in zip(template_segments, segments, strict=True) if t.startswith("{")}
@@ -92,7 +102,7 @@ def api_event(
             "identity": {"sourceIp": "127.0.0.1"},
         },
         "body": text,
-        "isBase64Encoded": False,
+        "isBase64Encoded": base64_body,
     }
 
 

@@ -85,6 +85,7 @@ class ManagementApi(APIGatewayRestResolver):
                 raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
             caller = accounts.authenticate(_header(event, "authorization"))
         except DomainError as error:
+            logger.info("request refused", extra={"status": status_for(error).value, "code": error.code})
             return {
                 "statusCode": status_for(error).value,
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
@@ -92,7 +93,10 @@ class ManagementApi(APIGatewayRestResolver):
                 "isBase64Encoded": False,
             }
         self.append_context(caller=caller)
-        return super().resolve(event, context)
+        logger.append_keys(account_id=caller.account_id)
+        response = super().resolve(event, context)
+        logger.info("request handled", extra={"status": response["statusCode"], "route": event.get("resource")})
+        return response
 
     @property
     def caller(self) -> Caller:

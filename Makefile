@@ -1,0 +1,76 @@
+# One way to run each check. `make dev` starts the platform locally; `make test` runs everything CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .venv-tools
+PY := $(VENV)/bin/python
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help install system-deps dev test lint validate unit integration e2e build layer-requirements clean
+
+help:
+	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
+	@echo "make test       lint, template checks and every test tier"
+	@echo "make unit | integration | e2e | lint | validate | build"
+
+# Java (DynamoDB Local) and Node (its npm package) from the system package manager when missing.
+system-deps:
+	@command -v java >/dev/null && command -v npm >/dev/null || { \
+		echo "installing Java 17 and Node.js from apt"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openjdk-17-jre-headless nodejs npm >/dev/null; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# SAM CLI and cfn-lint pin their own boto3/click: they live in a venv of their own.
+$(TOOLS)/.installed:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q aws-sam-cli cfn-lint
+	touch $@
+
+install: system-deps $(VENV)/.installed node_modules/.installed
+
+dev: install
+	$(PY) -m local_stack
+
+test: install $(TOOLS)/.installed lint validate
+	$(PY) -m pytest tests
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+integration: install
+	$(PY) -m pytest tests/integration
+
+e2e: install
+	$(PY) -m pytest tests/e2e
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+validate: $(TOOLS)/.installed layer-requirements
+	$(TOOLS)/bin/sam validate --lint
+	$(TOOLS)/bin/cfn-lint template.yaml
+	git diff --exit-code -- layers/shared/requirements.txt || { echo "layers/shared/requirements.txt is stale: commit the regenerated file"; exit 1; }
+
+# The layer's requirements.txt is derived from pyproject.toml, the one dependency source.
+layer-requirements:
+	@$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	open("layers/shared/requirements.txt", "w").write("# Generated from pyproject.toml [project.dependencies] by `make layer-requirements`; do not edit.\n" + "\n".join(d) + "\n")'
+
+# sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
+build: $(TOOLS)/.installed layer-requirements
+	PYENV_VERSION=$${PYENV_VERSION:-$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | head -1)} $(TOOLS)/bin/sam build
+
+clean:
+	rm -rf .aws-sam .local .pytest_cache .ruff_cache
