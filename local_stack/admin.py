@@ -12,7 +12,7 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-STACK_FILE = Path(__file__).resolve().parent.parent / ".local" / "stack.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # Environment variable read by llm_platform.config ← CloudFormation output of template.yaml.
 TABLE_OUTPUTS = {
     "ACCOUNTS_TABLE": "AccountsTableName",
@@ -43,9 +43,10 @@ def target_environment(stack: str | None, region: str | None) -> dict[str, str]:
         if region:
             env["AWS_DEFAULT_REGION"] = region
         return env
-    if not STACK_FILE.exists():
-        raise AdminError("no local stack found (.local/stack.json); start it with `make dev` or pass --stack NAME")
-    local = json.loads(STACK_FILE.read_text())
+    stack_file = Path(os.environ.get("LOCAL_STACK_STATE_DIR") or REPO_ROOT / ".local") / "stack.json"
+    if not stack_file.exists():
+        raise AdminError(f"no local stack found ({stack_file}); start it with `make dev` or pass --stack NAME")
+    local = json.loads(stack_file.read_text())
     env = {var: output.removesuffix("Name") for var, output in TABLE_OUTPUTS.items()}
     env.update(
         DYNAMODB_ENDPOINT_URL=local["dynamodbUrl"],

@@ -5,6 +5,7 @@ from http import HTTPStatus
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
 from llm_platform.api.schemas import CreateSubscriptionKeyRequest

@@ -3,6 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from llm_platform.api.app import build_app, ok
 from llm_platform.domain import api_keys
 from llm_platform.observability import logger, metrics, tracer

@@ -2,6 +2,7 @@
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from llm_platform.api.app import build_app, ok
 from llm_platform.domain import management_keys
 from llm_platform.observability import logger, metrics, tracer

@@ -42,7 +42,9 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         for logical_id, definition in table_definitions(TEMPLATE).items():
             dynamodb.create_table(**definition["create"])
             names[logical_id] = definition["create"]["TableName"]
-        any_function = next(iter(r for r, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"))
+        any_function = next(
+            iter(r for r, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function")
+        )
         for name, value in function_environment(TEMPLATE, any_function, names).items():
             monkeypatch.setenv(name, value)
         _reset_caches()
@@ -115,7 +117,9 @@ def invoke() -> Callable[..., tuple[int, dict[str, Any]]]:
 
     def _invoke(function: str, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         if function not in loaded:
-            spec = importlib.util.spec_from_file_location(f"fn_{function}", REPO / "functions" / function / "handler.py")
+            spec = importlib.util.spec_from_file_location(
+                f"fn_{function}", REPO / "functions" / function / "handler.py"
+            )
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             loaded[function] = module

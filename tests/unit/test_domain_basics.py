@@ -52,7 +52,14 @@ def test_usd_to_micros_refuses_sub_micro_amounts() -> None:
 
 @pytest.mark.parametrize(
     ("micros", "text"),
-    [(25_000_000, "25.00"), (0, "0.00"), (140_000, "0.14"), (123, "0.000123"), (24_999_874, "24.999874"), (-5_000_000, "-5.00")],
+    [
+        (25_000_000, "25.00"),
+        (0, "0.00"),
+        (140_000, "0.14"),
+        (123, "0.000123"),
+        (24_999_874, "24.999874"),
+        (-5_000_000, "-5.00"),
+    ],
 )
 def test_format_usd_shows_cents_and_keeps_sub_cent_precision(micros: int, text: str) -> None:
     assert format_usd(micros) == text

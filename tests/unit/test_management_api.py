@@ -127,8 +127,20 @@ def test_bad_credit_key_bodies_are_refused_with_422_and_create_nothing(invoke, a
 
 
 def test_max_budget_keeps_decimal_precision(invoke, account) -> None:
-    invoke("create_credit_key", "POST", "/api/keys/credit", key=account.management_key, body={"name": "k", "maxBudget": "0.1"})
-    invoke("create_credit_key", "POST", "/api/keys/credit", key=account.management_key, body={"name": "j", "maxBudget": 12.345678})
+    invoke(
+        "create_credit_key",
+        "POST",
+        "/api/keys/credit",
+        key=account.management_key,
+        body={"name": "k", "maxBudget": "0.1"},
+    )
+    invoke(
+        "create_credit_key",
+        "POST",
+        "/api/keys/credit",
+        key=account.management_key,
+        body={"name": "j", "maxBudget": 12.345678},
+    )
     _, listed = invoke("list_keys", "GET", "/api/keys", key=account.management_key)
     assert sorted(k["maxBudget"] for k in listed["data"]) == ["0.10", "12.345678"]
 
@@ -179,8 +191,11 @@ def test_subscription_key_needs_an_active_subscription(invoke, account, lapse) -
     subscription = billing.new_subscription(account.account_id, catalog().plan("pro"), PaymentMethod.CREDIT, start)
     if lapse == "expired_status":
         subscription = type(subscription)(
-            **{**{f: getattr(subscription, f) for f in subscription.__slots__}, "status": SubscriptionStatus.EXPIRED,
-               "current_period_end": to_iso(datetime.now(UTC) + timedelta(days=1))}
+            **{
+                **{f: getattr(subscription, f) for f in subscription.__slots__},
+                "status": SubscriptionStatus.EXPIRED,
+                "current_period_end": to_iso(datetime.now(UTC) + timedelta(days=1)),
+            }
         )
     subscriptions_table.add(subscription)
     # When a key is requested on it, then 409 and no key
@@ -274,12 +289,22 @@ def test_usage_reads_the_counters_the_proxy_writes(invoke, account, tables) -> N
     minute = minute_window(datetime.now(UTC)).index
     dynamodb.put_item(
         TableName=tables["UsageCountersTable"],
-        Item={"pk": {"S": f"key#{key_id}"}, "sk": {"S": f"minute#{minute}"}, "requests": {"N": "3"}, "tokens": {"N": "120"}},
+        Item={
+            "pk": {"S": f"key#{key_id}"},
+            "sk": {"S": f"minute#{minute}"},
+            "requests": {"N": "3"},
+            "tokens": {"N": "120"},
+        },
     )
     dynamodb.put_item(
         TableName=tables["UsageCountersTable"],
-        Item={"pk": {"S": f"sub#{subscription.subscription_id}"}, "sk": {"S": "window#0"}, "spendMicros": {"N": "100000"},
-              "requests": {"N": "3"}, "tokens": {"N": "120"}},
+        Item={
+            "pk": {"S": f"sub#{subscription.subscription_id}"},
+            "sk": {"S": "window#0"},
+            "spendMicros": {"N": "100000"},
+            "requests": {"N": "3"},
+            "tokens": {"N": "120"},
+        },
     )
     # When usage is read
     status, body = invoke("get_usage", "GET", "/api/usage", key=account.management_key)
@@ -291,11 +316,19 @@ def test_usage_reads_the_counters_the_proxy_writes(invoke, account, tables) -> N
     assert entry["usage"]["currentMinute"]["requests"] == 3 and entry["usage"]["currentMinute"]["tokens"] == 120
     window = entry["usage"]["currentBudgetWindow"]
     assert (window["spend"], window["remaining"], window["budget"]) == ("0.10", "0.32", "0.42")
-    assert entry["usage"]["lifetime"] == {"requests": 0, "inputTokens": 0, "outputTokens": 0, "totalTokens": 0, "spend": "0.00"}
+    assert entry["usage"]["lifetime"] == {
+        "requests": 0,
+        "inputTokens": 0,
+        "outputTokens": 0,
+        "totalTokens": 0,
+        "spend": "0.00",
+    }
 
 
 def test_usage_keeps_revoked_keys_for_history(invoke, account, credit_key) -> None:
-    invoke("delete_key", "DELETE", f"/api/keys/{credit_key['id']}", resource="/api/keys/{id}", key=account.management_key)
+    invoke(
+        "delete_key", "DELETE", f"/api/keys/{credit_key['id']}", resource="/api/keys/{id}", key=account.management_key
+    )
     _, body = invoke("get_usage", "GET", "/api/usage", key=account.management_key)
     assert [(k["id"], k["status"]) for k in body["data"]["keys"]] == [(credit_key["id"], "revoked")]
 
@@ -304,7 +337,9 @@ def test_usage_keeps_revoked_keys_for_history(invoke, account, credit_key) -> No
 
 
 def test_management_keys_create_list_use_and_delete(invoke, account) -> None:
-    status, body = invoke("create_management_key", "POST", "/api/management-keys", key=account.management_key, body={"name": "ci"})
+    status, body = invoke(
+        "create_management_key", "POST", "/api/management-keys", key=account.management_key, body={"name": "ci"}
+    )
     assert status == 201
     second = body["data"]
     assert second["managementKey"].startswith("mk_") and second["name"] == "ci"
@@ -315,7 +350,10 @@ def test_management_keys_create_list_use_and_delete(invoke, account) -> None:
     assert second["managementKey"] not in json.dumps(listed)
     # Deleting it makes it stop working at once
     status, _ = invoke(
-        "delete_management_key", "DELETE", f"/api/management-keys/{second['id']}", resource="/api/management-keys/{id}",
+        "delete_management_key",
+        "DELETE",
+        f"/api/management-keys/{second['id']}",
+        resource="/api/management-keys/{id}",
         key=account.management_key,
     )
     assert status == 200
@@ -327,7 +365,10 @@ def test_the_last_management_key_cannot_be_deleted(invoke, account) -> None:
     _, listed = invoke("list_management_keys", "GET", "/api/management-keys", key=account.management_key)
     [only] = listed["data"]
     status, body = invoke(
-        "delete_management_key", "DELETE", f"/api/management-keys/{only['id']}", resource="/api/management-keys/{id}",
+        "delete_management_key",
+        "DELETE",
+        f"/api/management-keys/{only['id']}",
+        resource="/api/management-keys/{id}",
         key=account.management_key,
     )
     assert (status, body["error"]["code"]) == (409, "last_management_key")
@@ -338,8 +379,11 @@ def test_another_accounts_management_key_is_not_found(invoke, account) -> None:
     other = create_account("other")
     _, listed = invoke("list_management_keys", "GET", "/api/management-keys", key=other.management_key)
     status, _ = invoke(
-        "delete_management_key", "DELETE", f"/api/management-keys/{listed['data'][0]['id']}",
-        resource="/api/management-keys/{id}", key=account.management_key,
+        "delete_management_key",
+        "DELETE",
+        f"/api/management-keys/{listed['data'][0]['id']}",
+        resource="/api/management-keys/{id}",
+        key=account.management_key,
     )
     assert status == 404
     assert invoke("list_keys", "GET", "/api/keys", key=other.management_key)[0] == 200
@@ -350,7 +394,11 @@ def test_another_accounts_management_key_is_not_found(invoke, account) -> None:
 
 @pytest.mark.parametrize(
     ("headers_key", "code"),
-    [(None, "missing_management_key"), ("mk_notarealkey", "invalid_management_key"), ("sk_live_abc", "invalid_management_key")],
+    [
+        (None, "missing_management_key"),
+        ("mk_notarealkey", "invalid_management_key"),
+        ("sk_live_abc", "invalid_management_key"),
+    ],
 )
 def test_requests_without_a_valid_management_key_get_401(invoke, tables, headers_key, code) -> None:
     status, body = invoke("billing_status", "GET", "/api/billing/status", key=headers_key)
@@ -387,14 +435,21 @@ def test_oversize_body_is_413_and_creates_nothing(invoke, account) -> None:
 
 def test_base64_bodies_from_api_gateway_are_decoded(invoke, account) -> None:
     status, body = invoke(
-        "create_credit_key", "POST", "/api/keys/credit", key=account.management_key, body={"name": "b64"}, base64_body=True
+        "create_credit_key",
+        "POST",
+        "/api/keys/credit",
+        key=account.management_key,
+        body={"name": "b64"},
+        base64_body=True,
     )
     assert status == 201 and body["data"]["name"] == "b64"
 
 
 def test_body_size_cap_counts_decoded_bytes(invoke, account) -> None:
     raw = json.dumps({"name": "k", "pad": "x" * 20_000})
-    status, _ = invoke("create_credit_key", "POST", "/api/keys/credit", key=account.management_key, raw=raw, base64_body=True)
+    status, _ = invoke(
+        "create_credit_key", "POST", "/api/keys/credit", key=account.management_key, raw=raw, base64_body=True
+    )
     assert status == 413
 
 
@@ -408,7 +463,9 @@ def test_keys_never_reach_the_logs(invoke, account) -> None:
     logger.addHandler(handler)
     try:
         # When a key is created and then (wrongly) used as a management key
-        _, body = invoke("create_credit_key", "POST", "/api/keys/credit", key=account.management_key, body={"name": "k"})
+        _, body = invoke(
+            "create_credit_key", "POST", "/api/keys/credit", key=account.management_key, body={"name": "k"}
+        )
         invoke("list_keys", "GET", "/api/keys", key=body["data"]["apiKey"])
     finally:
         logger.removeHandler(handler)

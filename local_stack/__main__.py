@@ -1,0 +1,92 @@
+"""`python -m local_stack` (what `make dev` runs): the whole stack on 127.0.0.1:$PORT until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from local_stack.dynamodb_local import REPO_ROOT
+from local_stack.stack import LocalStack, StackInfo
+from local_stack.template import api_routes, load_template
+
+
+def _examples(info: StackInfo, template_path: Path) -> list[str]:
+    """Two curl commands for routes that exist in the template (the shortest GET and POST without params)."""
+    routes = [r for r in api_routes(load_template(template_path)) if "{" not in r.path]
+    get = min((r for r in routes if r.method == "GET"), key=lambda r: len(r.path), default=None)
+    post = min((r for r in routes if r.method == "POST"), key=lambda r: len(r.path), default=None)
+    auth = f'-H "Authorization: Bearer {info.demo_management_key}"' if info.demo_management_key else ""
+    examples = []
+    if get:
+        examples.append(f"curl -s {auth} {info.api_url}{get.path}")
+    if post:
+        examples.append(
+            f"curl -s -X POST {auth} -H 'content-type: application/json' -d '{{}}' {info.api_url}{post.path}"
+        )
+    return examples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--template", type=Path, default=REPO_ROOT / "template.yaml")
+    args = parser.parse_args(argv)
+
+    # LOCAL_STACK_STATE_DIR lets tests run a second stack without touching a developer's .local/.
+    state_dir = Path(os.environ.get("LOCAL_STACK_STATE_DIR") or args.template.resolve().parent / ".local")
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        print(f"\n{signal.Signals(signum).name} received, stopping local stack...", file=sys.stderr)
+        stop.set()
+
+    # Installed before start() so a signal during startup still leads to an orderly stop.
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    stack = LocalStack(args.template, port=args.port, log_dir=state_dir, log_level="info")
+    try:
+        try:
+            info = stack.start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            print(f"Port {args.port} is in use: stop what uses it or pick another (PORT=3001).", file=sys.stderr)
+            return 1
+        state = {
+            "apiUrl": info.api_url,
+            "demoAccountId": info.demo_account_id,
+            "demoManagementKey": info.demo_management_key,
+            "dynamodbUrl": info.dynamodb_url,
+        }
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "stack.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        lines = [
+            "",
+            f"Local stack ready (details in {state_dir / 'stack.json'}):",
+            f"  API:                  {info.api_url}",
+            f"  DynamoDB Local:       {info.dynamodb_url} (log: {state_dir / 'dynamodb-local.log'})",
+            f"  demo account:         {info.demo_account_id}",
+            f"  demo management key:  {info.demo_management_key}",
+            "",
+            "Try:",
+            *(f"  {example}" for example in _examples(info, args.template)),
+            "",
+            "Ctrl-C stops the stack (DynamoDB Local is in memory: data is not kept).",
+        ]
+        print("\n".join(lines), flush=True)
+        stop.wait()
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

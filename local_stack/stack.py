@@ -1,0 +1,177 @@
+"""The whole local stack: DynamoDB Local + tables + the gateway served over HTTP by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from local_stack.dynamodb_local import LOCAL_CREDENTIALS, REGION, REPO_ROOT, DynamoDBLocal, create_tables
+from local_stack.gateway import build_gateway
+from local_stack.template import function_environment, function_ids, load_template
+
+
+def stack_environment(template: dict[str, Any], table_names: dict[str, str], dynamodb_url: str) -> dict[str, str]:
+    """Environment for the in-process functions: the template's variables plus local endpoints."""
+    env: dict[str, str] = {}
+    # All functions share one process, so take the union (Globals are common to all of them anyway).
+    for function_id in function_ids(template):
+        env.update(function_environment(template, function_id, table_names))
+    env.update(
+        DYNAMODB_ENDPOINT_URL=dynamodb_url,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        AWS_ACCESS_KEY_ID=LOCAL_CREDENTIALS["aws_access_key_id"],
+        AWS_SECRET_ACCESS_KEY=LOCAL_CREDENTIALS["aws_secret_access_key"],
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_DISABLED="true",
+        POWERTOOLS_DEV="false",
+    )
+    return env
+
+
+class ServerThread:
+    """uvicorn serving an ASGI app from a daemon thread on a socket we bind first (port 0 = free port)."""
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        self.socket = socket.create_server((host, port))
+        self.host, self.port = host, int(self.socket.getsockname()[1])
+        # proxy_headers off: sourceIp must be the peer address, as on API Gateway, not X-Forwarded-For.
+        config = uvicorn.Config(
+            app, host=host, port=self.port, log_level=log_level, lifespan="off", proxy_headers=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, name="local-stack-http", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            # join() is the poll interval and notices a server thread that died during startup.
+            self.thread.join(timeout=0.05)
+            if not self.thread.is_alive():
+                self.socket.close()
+                raise RuntimeError("HTTP server exited during startup (see the log above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"HTTP server not started after {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout=timeout)
+        self.socket.close()
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    api_url: str
+    dynamodb_url: str
+    table_names: dict[str, str]
+    demo_account_id: str | None = None
+    demo_management_key: str | None = None
+
+
+class LocalStack:
+    """start() -> StackInfo, stop(); or use as a context manager.
+
+    Pass `dynamodb` to reuse a running DynamoDBLocal (it is then left running on stop()).
+    The process environment is changed while the stack runs (handlers read it) and restored on stop().
+    """
+
+    def __init__(
+        self,
+        template_path: str | Path = REPO_ROOT / "template.yaml",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        dynamodb: DynamoDBLocal | None = None,
+        create_demo_account: bool = True,
+        asgi_mounts: dict[str, ASGIApp] | None = None,
+        log_dir: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.template_path = Path(template_path)
+        self.port, self.host = port, host
+        self._dynamodb, self._owns_dynamodb = dynamodb, dynamodb is None
+        self.create_demo_account = create_demo_account
+        self.asgi_mounts = asgi_mounts
+        self.log_dir = log_dir
+        self.log_level = log_level
+        self._server: ServerThread | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self.info: StackInfo | None = None
+
+    def start(self) -> StackInfo:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> StackInfo:
+        template = load_template(self.template_path)
+        if self._dynamodb is None:
+            log_path = self.log_dir / "dynamodb-local.log" if self.log_dir else None
+            self._dynamodb = DynamoDBLocal(log_path=log_path)
+        self._dynamodb.start()
+        dynamodb_url = self._dynamodb.endpoint_url
+        table_names = create_tables(dynamodb_url, template)
+
+        env = stack_environment(template, table_names, dynamodb_url)
+        self._saved_env = {name: os.environ.get(name) for name in env}
+        app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
+
+        account_id = management_key = None
+        if self.create_demo_account:
+            # Imported only now: the shared code reads its configuration from the environment set above.
+            from llm_platform.domain.accounts import create_account
+
+            account = create_account(name="demo")
+            account_id, management_key = account.account_id, account.management_key
+
+        self._server = ServerThread(app, host=self.host, port=self.port, log_level=self.log_level)
+        self._server.start()
+        self.info = StackInfo(
+            api_url=self._server.url,
+            dynamodb_url=dynamodb_url,
+            table_names=table_names,
+            demo_account_id=account_id,
+            demo_management_key=management_key,
+        )
+        return self.info
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._dynamodb is not None and self._owns_dynamodb:
+            self._dynamodb.stop()
+            self._dynamodb = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,187 @@
+"""Read what the local stack needs straight from the SAM template, so local and AWS cannot drift."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+import yaml
+
+# Create-table properties that DynamoDB Local ignores or rejects; the local stack drops them.
+_TABLE_PROPS_IGNORED = {
+    "PointInTimeRecoverySpecification",
+    "DeletionProtectionEnabled",
+    "SSESpecification",
+    "Tags",
+    "TableName",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "ContributorInsightsSpecification",
+    "TableClass",
+    "KinesisStreamSpecification",
+    "ResourcePolicy",
+    "OnDemandThroughput",
+    "WarmThroughput",
+    "ImportSourceSpecification",
+}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags (!Ref, !Sub, !GetAtt, ...) into their long form."""
+
+
+def _construct_value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+
+
+def _construct_cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value = _construct_value(loader, node)
+    if tag_suffix in ("Ref", "Condition"):
+        return {tag_suffix: value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        # "Resource.Attr.Sub" -> ["Resource", "Attr.Sub"], as CloudFormation splits on the first dot.
+        resource, _, attribute = value.partition(".")
+        value = [resource, attribute]
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
+
+
+def load_template(path: str | Path = "template.yaml") -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return loads_template(fh.read())
+
+
+def loads_template(text: str) -> dict[str, Any]:
+    """Parse template text (handy for tests with inline templates)."""
+    data = yaml.load(text, Loader=CfnLoader)  # noqa: S506 - CfnLoader is a SafeLoader subclass
+    if not isinstance(data, dict):
+        raise ValueError("template is not a YAML mapping")
+    return data
+
+
+def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in (template.get("Resources") or {}).items()
+        if isinstance(resource, dict) and resource.get("Type") == resource_type
+    }
+
+
+class TableDefinition(TypedDict):
+    create: dict[str, Any]  # kwargs for boto3 dynamodb.create_table
+    ttl_attribute: str | None
+
+
+def table_definitions(template: dict[str, Any]) -> dict[str, TableDefinition]:
+    """Every AWS::DynamoDB::Table as create_table kwargs; the table is named after its logical id."""
+    definitions: dict[str, TableDefinition] = {}
+    for logical_id, resource in _resources(template, "AWS::DynamoDB::Table").items():
+        props: dict[str, Any] = resource.get("Properties") or {}
+        create: dict[str, Any] = {
+            "TableName": logical_id,
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+        }
+        for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            if props.get(key):
+                create[key] = [_index(index) for index in props[key]]
+        if stream := props.get("StreamSpecification"):
+            create["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+        unknown = set(props) - _TABLE_PROPS_IGNORED - set(create) - {"TimeToLiveSpecification"}
+        if unknown:  # surface drift instead of silently creating a different table
+            warnings.warn(f"table {logical_id}: local stack ignores properties {sorted(unknown)}", stacklevel=2)
+        ttl = props.get("TimeToLiveSpecification") or {}
+        enabled = ttl.get("Enabled") in (True, "true", "True")
+        definitions[logical_id] = {
+            "create": create,
+            "ttl_attribute": ttl.get("AttributeName") if enabled else None,
+        }
+    return definitions
+
+
+def _index(index: dict[str, Any]) -> dict[str, Any]:
+    # Keep only what create_table accepts for PAY_PER_REQUEST tables.
+    return {key: index[key] for key in ("IndexName", "KeySchema", "Projection") if key in index}
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str  # upper case; "ANY" matches every method
+    path: str  # API Gateway resource path, e.g. /api/keys/{id}
+    function_id: str
+    code_uri: str
+    handler: str  # e.g. handler.lambda_handler
+
+
+def _function_setting(template: dict[str, Any], props: dict[str, Any], key: str) -> Any:
+    globals_fn = (template.get("Globals") or {}).get("Function") or {}
+    return props.get(key, globals_fn.get(key))
+
+
+def api_routes(template: dict[str, Any]) -> list[ApiRoute]:
+    """Routes of every Api event of every AWS::Serverless::Function, in template order."""
+    routes: list[ApiRoute] = []
+    for function_id, resource in _resources(template, "AWS::Serverless::Function").items():
+        props = resource.get("Properties") or {}
+        for event in (props.get("Events") or {}).values():
+            if event.get("Type") != "Api":
+                continue
+            code_uri = _function_setting(template, props, "CodeUri")
+            handler = _function_setting(template, props, "Handler")
+            if not isinstance(code_uri, str) or not isinstance(handler, str):
+                raise ValueError(f"function {function_id}: CodeUri and Handler must be literal strings")
+            event_props = event.get("Properties") or {}
+            routes.append(
+                ApiRoute(
+                    method=str(event_props["Method"]).upper(),
+                    path=event_props["Path"],
+                    function_id=function_id,
+                    code_uri=code_uri,
+                    handler=handler,
+                )
+            )
+    return routes
+
+
+def gateway_responses(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """GatewayResponses (type -> spec) of the implicit API (Globals.Api) and every AWS::Serverless::Api.
+
+    The local gateway serves a single API, so later definitions override earlier ones.
+    """
+    responses = dict(((template.get("Globals") or {}).get("Api") or {}).get("GatewayResponses") or {})
+    for resource in _resources(template, "AWS::Serverless::Api").values():
+        responses.update((resource.get("Properties") or {}).get("GatewayResponses") or {})
+    return responses
+
+
+def function_ids(template: dict[str, Any]) -> list[str]:
+    return list(_resources(template, "AWS::Serverless::Function"))
+
+
+def function_environment(template: dict[str, Any], function_id: str, table_names: dict[str, str]) -> dict[str, str]:
+    """Globals + function environment; table Refs resolve to local names, other intrinsics are dropped."""
+    globals_env = ((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
+    resource = (template.get("Resources") or {})[function_id]
+    function_env = (resource.get("Properties") or {}).get("Environment") or {}
+    merged = {**(globals_env.get("Variables") or {}), **(function_env.get("Variables") or {})}
+
+    env: dict[str, str] = {}
+    for name, value in merged.items():
+        if isinstance(value, dict):
+            ref = value.get("Ref") if len(value) == 1 else None
+            if isinstance(ref, str) and ref in table_names:
+                env[name] = table_names[ref]
+        elif isinstance(value, bool):
+            env[name] = "true" if value else "false"  # YAML true -> the string CloudFormation would pass
+        elif value is not None:
+            env[name] = str(value)
+    return env

@@ -1,0 +1,155 @@
+"""`make dev` end to end: the real `python -m local_stack` process, driven by `curl` exactly as the
+public docs show (host swapped), `bin/admin` as an operator runs it, and Ctrl-C stopping it all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp("state")
+    env = {**os.environ, "PORT": str(_free_port()), "LOCAL_STACK_STATE_DIR": str(state_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack_file = state_dir / "stack.json"
+    deadline = time.monotonic() + 120
+    while not stack_file.exists():  # readiness: the stack writes this file once it serves
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "local stack did not become ready in 120 s"
+        time.sleep(0.2)
+    info = json.loads(stack_file.read_text())
+    info["process"], info["stateDir"] = process, state_dir
+    yield info
+    if process.poll() is None:
+        process.kill()
+
+
+def curl(*args: str) -> dict:
+    result = subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(result.stdout)
+
+
+def admin(stack: dict, *args: str) -> dict:
+    env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
+    result = subprocess.run([str(REPO / "bin" / "admin"), *args], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_stack_json_describes_the_running_stack(stack) -> None:
+    assert stack["apiUrl"].startswith("http://127.0.0.1:")
+    assert stack["demoManagementKey"].startswith("mk_")
+    assert stack["dynamodbUrl"].startswith("http://")
+    assert _port_open(stack["apiUrl"]) and _port_open(stack["dynamodbUrl"])
+
+
+def test_the_documented_curl_examples_work(stack) -> None:
+    api, mk = stack["apiUrl"], stack["demoManagementKey"]
+    # curl https://…/api/billing/status -H "Authorization: Bearer mk_your_management_key"
+    status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")
+    assert status["data"]["creditBalance"] == "0.00"
+    # A subscription to attach keys to (paid checkout arrives with the billing issue; an operator grant here)
+    granted = admin(stack, "grant-subscription", "--account", stack["demoAccountId"], "--plan", "pro")
+    # curl -X POST …/api/keys/subscription … -d '{"name": "prod-api", "subscriptionId": "sub_uuid"}'
+    key = curl(
+        "-X",
+        "POST",
+        f"{api}/api/keys/subscription",
+        "-H",
+        f"Authorization: Bearer {mk}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps({"name": "prod-api", "subscriptionId": granted["subscriptionId"]}),
+    )["data"]
+    assert key["name"] == "prod-api" and key["apiKey"].startswith("sk_live_")
+    # curl -X POST …/api/keys/credit … -d '{"name": "client-acme", "maxBudget": 25, "rpm": 100, "tpm": 50000}'
+    credit = curl(
+        "-X",
+        "POST",
+        f"{api}/api/keys/credit",
+        "-H",
+        f"Authorization: Bearer {mk}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"name": "client-acme", "maxBudget": 25, "rpm": 100, "tpm": 50000}',
+    )["data"]
+    # curl …/api/keys -H "Authorization: Bearer $MK"
+    listed = curl(f"{api}/api/keys", "-H", f"Authorization: Bearer {mk}")["data"]
+    assert {k["name"] for k in listed} == {"prod-api", "client-acme"}
+    # curl -X DELETE …/api/keys/KEY_ID
+    deleted = curl("-X", "DELETE", f"{api}/api/keys/{credit['id']}", "-H", f"Authorization: Bearer {mk}")
+    assert deleted["data"]["revoked"] is True
+    # curl …/api/usage  (the "Tracking keys" example)
+    usage = curl(f"{api}/api/usage", "-H", f"Authorization: Bearer {mk}")["data"]["keys"]
+    assert {(k["name"], k["status"]) for k in usage} == {("prod-api", "active"), ("client-acme", "revoked")}
+    status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
+    assert status["subscriptions"][0]["id"] == granted["subscriptionId"]
+    assert status["subscriptions"][0]["keys"] == [{"id": key["id"], "name": "prod-api"}]
+
+
+def test_admin_creates_an_account_whose_key_works(stack) -> None:
+    created = admin(stack, "create-account", "--name", "first customer")
+    assert set(created) == {"accountId", "managementKey"} and created["managementKey"].startswith("mk_")
+    me = curl(f"{stack['apiUrl']}/api/management-keys", "-H", f"Authorization: Bearer {created['managementKey']}")
+    assert [k["current"] for k in me["data"]] == [True]
+    credited = admin(stack, "grant-credit", "--account", created["accountId"], "--amount", "25")
+    assert credited["creditBalance"] == "25.00"
+    status = curl(f"{stack['apiUrl']}/api/billing/status", "-H", f"Authorization: Bearer {created['managementKey']}")
+    assert status["data"]["creditBalance"] == "25.00"
+
+
+def test_admin_refuses_bad_input_clearly(stack) -> None:
+    env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
+    for args in (
+        ["grant-credit", "--account", "acct_nope", "--amount", "5"],
+        ["grant-subscription", "--account", "acct_nope", "--plan", "pro"],
+        ["grant-credit", "--account", "acct_nope", "--amount", "1.0000001"],
+    ):
+        result = subprocess.run(
+            [str(REPO / "bin" / "admin"), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert result.returncode == 2 and result.stderr.startswith("bin/admin: "), result.stderr
+        assert result.stdout == ""
+
+
+def test_ctrl_c_stops_everything(stack) -> None:
+    # Runs last in this module: it stops the stack the other tests used.
+    process = stack["process"]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    assert not _port_open(stack["apiUrl"])
+    assert not _port_open(stack["dynamodbUrl"])  # DynamoDB Local went with it

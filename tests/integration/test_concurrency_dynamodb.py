@@ -1,0 +1,73 @@
+"""Races at the data layer, on DynamoDB Local (atomic like DynamoDB; moto is not)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from datetime import UTC, datetime, timedelta
+
+from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.domain import api_keys, billing, management_keys
+from llm_platform.domain.accounts import Caller, create_account
+from llm_platform.domain.clock import to_iso
+from llm_platform.domain.errors import Conflict, NotFound
+
+
+def _race(calls: list) -> list:
+    barrier = concurrent.futures.ThreadPoolExecutor(len(calls))
+    with barrier as pool:
+        futures = [pool.submit(call) for call in calls]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(("ok", future.result()))
+        except (Conflict, NotFound) as error:
+            outcomes.append((type(error).__name__, error.code))
+    return outcomes
+
+
+def test_deleting_the_last_two_management_keys_at_once_keeps_one(local_stack) -> None:
+    # Given an account with two management keys
+    account = create_account("race")
+    caller = Caller(account.account_id, account.management_key_id)
+    second, _ = management_keys.create(caller, "second")
+    # When both are deleted concurrently, many times over
+    outcomes = _race(
+        [lambda k=k: management_keys.delete(caller, k) for k in (account.management_key_id, second.key_id)] * 5
+    )
+    # Then exactly one delete succeeds and the account keeps exactly one key
+    assert [o[0] for o in outcomes].count("ok") == 1
+    assert len(management_keys.list_keys(caller)) == 1
+
+
+def test_concurrent_revokes_of_one_key_succeed_once(local_stack) -> None:
+    account = create_account("revoker")
+    caller = Caller(account.account_id, account.management_key_id)
+    key, _ = api_keys.create_credit_key(caller, "k", None, None, None)
+    outcomes = _race([lambda: api_keys.revoke_key(caller, key.key_id)] * 10)
+    assert [o[0] for o in outcomes].count("ok") == 1
+    assert {o for o in outcomes if o[0] != "ok"} == {("NotFound", "not_found")}
+
+
+def test_no_key_is_minted_on_a_subscription_that_lapsed_after_it_was_read(local_stack) -> None:
+    """The insert re-checks the subscription in its transaction, not only the earlier read."""
+    from dataclasses import replace
+
+    account = create_account("lapse")
+    subscription = billing.grant_subscription(account.account_id, "pro")
+    # Given the subscription expires in storage after the domain has read it as active
+    lapsed = replace(subscription, current_period_end=to_iso(datetime.now(UTC) - timedelta(seconds=1)))
+    from llm_platform.data.dynamo import client
+
+    client().delete_item(
+        TableName=local_stack.table_names["SubscriptionsTable"],
+        Key={"subscriptionId": {"S": subscription.subscription_id}},
+    )
+    subscriptions_table.add(lapsed)
+    # When a key is issued from the stale (active) copy, then it is refused and nothing is stored
+    try:
+        api_keys.issue_subscription_key(account.account_id, subscription, "late")
+    except Conflict as error:
+        assert error.code == "subscription_not_active"
+    else:
+        raise AssertionError("a key was minted on a lapsed subscription")
+    assert api_keys.list_keys(Caller(account.account_id, account.management_key_id)) == []
