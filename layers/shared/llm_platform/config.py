@@ -1,16 +1,15 @@
-"""Typed configuration, read once from the environment (set by template.yaml or the local stack)."""
+"""Typed configuration, read once from the environment (set by template.yaml or the local stack).
+A plain dataclass, not pydantic: the proxy imports this on its cold path."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict
 
-
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, slots=True)
+class Settings:
     accounts_table: str
     management_keys_table: str
     api_keys_table: str
@@ -22,23 +21,26 @@ class Settings(BaseModel):
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.
     max_body_bytes: int = 16 * 1024
+    # Inference request bodies above this size are refused with 413.
+    max_proxy_body_bytes: int = 4 * 1024 * 1024
+    # Where provider secrets named "ssm:NAME" / "secretsmanager:NAME" in the model catalog live.
+    provider_secrets_prefix: str = "/llm-platform/providers/"
 
 
-_ENV = {
-    "accounts_table": "ACCOUNTS_TABLE",
-    "management_keys_table": "MANAGEMENT_KEYS_TABLE",
-    "api_keys_table": "API_KEYS_TABLE",
-    "subscriptions_table": "SUBSCRIPTIONS_TABLE",
-    "ledger_table": "LEDGER_TABLE",
-    "usage_counters_table": "USAGE_COUNTERS_TABLE",
-    "payment_events_table": "PAYMENT_EVENTS_TABLE",
-    "dynamodb_endpoint_url": "DYNAMODB_ENDPOINT_URL",
-    "max_body_bytes": "MAX_BODY_BYTES",
-}
+class ConfigError(RuntimeError):
+    pass
 
 
 @cache
 def get_settings() -> Settings:
-    """Settings from the environment; a missing table name fails loudly on first use."""
-    values = {field: os.environ[env] for field, env in _ENV.items() if os.environ.get(env)}
-    return Settings(**values)
+    """Settings from the environment (``ACCOUNTS_TABLE``, ``MAX_BODY_BYTES``…: the field name in
+    upper case); a missing table name fails loudly on first use."""
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        raw = os.environ.get(field.name.upper())
+        if raw:
+            values[field.name] = int(raw) if field.type == "int" else raw
+    try:
+        return Settings(**values)
+    except TypeError as error:
+        raise ConfigError(f"missing configuration: {error}") from error

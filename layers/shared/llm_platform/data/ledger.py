@@ -10,14 +10,18 @@ from llm_platform.config import get_settings
 from llm_platform.data.dynamo import to_item
 
 
-def entry_put(account_id: str, *, amount_micros: int, kind: str, reference: str, now: str) -> dict[str, Any]:
+def entry_put(
+    account_id: str, *, amount_micros: int, kind: str, reference: str, now: str, unique: str | None = None
+) -> dict[str, Any]:
+    """``unique`` (e.g. the request id) makes the entry id deterministic, so a retried transaction
+    carrying the same ``ClientRequestToken`` has identical parameters."""
     return {
         "Put": {
             "TableName": get_settings().ledger_table,
             "Item": to_item(
                 {
                     "accountId": account_id,
-                    "entryId": f"{now}#{secrets.token_hex(4)}",
+                    "entryId": f"{now}#{unique or secrets.token_hex(4)}",
                     "amountMicros": amount_micros,
                     "kind": kind,
                     "reference": reference,

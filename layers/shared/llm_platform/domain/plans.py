@@ -3,13 +3,12 @@ Operators change plans by editing that file, not code."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from functools import cache
-from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_platform.catalog import load
 from llm_platform.domain.errors import BadRequest
 from llm_platform.domain.money import usd_to_micros
 
@@ -60,5 +59,4 @@ class Catalog(_Model):
 
 @cache
 def catalog() -> Catalog:
-    text = resources.files("llm_platform.catalog").joinpath("plans.json").read_text()
-    return Catalog.model_validate(json.loads(text))
+    return Catalog.model_validate(load("plans.json"))

@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from llm_platform.catalog import load
 from llm_platform.domain.clock import from_iso
+
+
+def budget_window_hours() -> int:
+    return load("plans.json")["budgetWindowHours"]
 
 
 @dataclass(frozen=True, slots=True)

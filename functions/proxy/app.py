@@ -1,0 +1,6 @@
+"""The inference proxy's entry point: an ASGI app, run by uvicorn under the Lambda Web Adapter
+(``run.sh``) on AWS and mounted by the local gateway. The logic lives in the shared layer."""
+
+from llm_platform.proxy.asgi import create_app
+
+app = create_app()

@@ -1,0 +1,286 @@
+"""The proxy's two DynamoDB round trips: one admission transaction, one settle transaction.
+
+Admission (all or nothing):
+  - the key is still active (and, for a credit key, its ``maxBudget`` has room for the reservation),
+  - the key's minute counter is below RPM and TPM (``requests`` is incremented here, exactly),
+  - subscription key: the subscription is active and the 5-hour window's committed spend (settled +
+    reserved) is below the budget; credit key: the balance covers the whole reservation (deducted here),
+    so money can never go negative while a quota may be overshot by at most one request.
+Settle replaces the reservation with the real cost and records usage (and, for credit, a ledger entry)."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from llm_platform.config import get_settings
+from llm_platform.data import ledger
+from llm_platform.data.dynamo import client, from_item, to_values
+from llm_platform.data.usage_counters import CounterId, as_key
+
+# Counter items outlive their window by this much, then DynamoDB's TTL removes them.
+_MINUTE_TTL_SECONDS = 3 * 3600
+_WINDOW_TTL_SECONDS = 40 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitPlan:
+    key_hash: str
+    key_id: str
+    account_id: str
+    minute: CounterId
+    minute_expires_at: int
+    rpm: int
+    tpm: int
+    reserve_micros: int
+    now_iso: str
+    # Subscription keys
+    subscription_id: str | None = None
+    window: CounterId | None = None
+    window_expires_at: int | None = None
+    budget_micros: int | None = None
+    # Credit keys
+    max_budget_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Which admission check failed, with the item as it was (for exact 429 details)."""
+
+    check: str  # "key" | "rate" | "subscription" | "budget" | "balance"
+    item: dict[str, Any] | None
+
+
+class AdmissionRefused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.check)
+        self.refusal = refusal
+
+
+def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+    settings = get_settings()
+    if plan.subscription_id is not None:
+        return "key", {
+            "ConditionCheck": {
+                "TableName": settings.api_keys_table,
+                "Key": {"keyHash": {"S": plan.key_hash}},
+                "ConditionExpression": "#status = :active",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": to_values({":active": "active"}),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+    # Credit key: reserve against its own lifetime cap in the same write that proves it is active.
+    condition = "#status = :active"
+    values: dict[str, Any] = {":active": "active", ":reserve": plan.reserve_micros}
+    if plan.max_budget_micros is not None:
+        condition += " AND (attribute_not_exists(spendMicros) OR spendMicros <= :room)"
+        values[":room"] = plan.max_budget_micros - plan.reserve_micros
+    return "key", {
+        "Update": {
+            "TableName": settings.api_keys_table,
+            "Key": {"keyHash": {"S": plan.key_hash}},
+            "UpdateExpression": "ADD spendMicros :reserve",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(values),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+    return "rate", {
+        "Update": {
+            "TableName": get_settings().usage_counters_table,
+            "Key": as_key(plan.minute),
+            "UpdateExpression": "ADD requests :one SET expiresAt = :expires",
+            "ConditionExpression": "(attribute_not_exists(requests) OR requests < :rpm) "
+            "AND (attribute_not_exists(tokens) OR tokens < :tpm)",
+            "ExpressionAttributeValues": to_values(
+                {":one": 1, ":rpm": plan.rpm, ":tpm": plan.tpm, ":expires": plan.minute_expires_at}
+            ),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
+    settings = get_settings()
+    return [
+        (
+            "subscription",
+            {
+                "ConditionCheck": {
+                    "TableName": settings.subscriptions_table,
+                    "Key": {"subscriptionId": {"S": plan.subscription_id}},
+                    "ConditionExpression": "#status = :active AND currentPeriodEnd > :now",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": to_values({":active": "active", ":now": plan.now_iso}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+        ),
+        (
+            "budget",
+            {
+                "Update": {
+                    "TableName": settings.usage_counters_table,
+                    "Key": as_key(plan.window),
+                    # committedMicros = settled spend + in-flight reservations. Admitting while it is
+                    # below the budget lets the last admitted request overshoot by at most its own cost.
+                    "UpdateExpression": "ADD committedMicros :reserve SET expiresAt = :expires",
+                    "ConditionExpression": "attribute_not_exists(committedMicros) OR committedMicros < :budget",
+                    "ExpressionAttributeValues": to_values(
+                        {
+                            ":reserve": plan.reserve_micros,
+                            ":budget": plan.budget_micros,
+                            ":expires": plan.window_expires_at,
+                        }
+                    ),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+        ),
+    ]
+
+
+def _balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+    return "balance", {
+        "Update": {
+            "TableName": get_settings().accounts_table,
+            "Key": {"accountId": {"S": plan.account_id}},
+            "UpdateExpression": "ADD creditBalanceMicros :minus",
+            "ConditionExpression": "creditBalanceMicros >= :reserve",
+            "ExpressionAttributeValues": to_values({":minus": -plan.reserve_micros, ":reserve": plan.reserve_micros}),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+_CONFLICT_ATTEMPTS = 8
+
+
+def _transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
+    """TransactWriteItems, retried when it only collided with another transaction on the same items
+    (``TransactionConflict``: concurrent requests of one key or one subscription). Any other
+    cancellation reason is raised to the caller."""
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            client().transact_write_items(TransactItems=items, **kwargs)
+            return
+        except ClientError as error:
+            reasons = {r.get("Code") for r in error.response.get("CancellationReasons", [])} - {"None"}
+            conflict = error.response["Error"]["Code"] == "TransactionCanceledException" and reasons <= {
+                "TransactionConflict"
+            }
+            if not conflict or attempt == _CONFLICT_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
+
+
+def admit(plan: AdmitPlan) -> None:
+    checks = [_key_check(plan), _rate_update(plan)]
+    checks += _subscription_items(plan) if plan.subscription_id is not None else [_balance_update(plan)]
+    try:
+        _transact([item for _, item in checks])
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "TransactionCanceledException":
+            raise
+        reasons = error.response.get("CancellationReasons", [])
+        for (check, _), reason in zip(checks, reasons, strict=False):
+            if reason.get("Code") == "ConditionalCheckFailed":
+                raise AdmissionRefused(Refusal(check, from_item(reason.get("Item")))) from error
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class SettlePlan:
+    request_id: str
+    key_hash: str
+    account_id: str
+    minute: CounterId
+    reserve_micros: int
+    cost_micros: int
+    input_tokens: int
+    output_tokens: int
+    counted: bool  # False when no provider answered: only the reservation is released
+    now_iso: str
+    window: CounterId | None = None  # subscription keys
+    credit: bool = False
+
+
+def settle(plan: SettlePlan) -> None:
+    """One transaction; ``ClientRequestToken`` makes a retried settle apply once."""
+    settings = get_settings()
+    tokens = plan.input_tokens + plan.output_tokens
+    delta = plan.cost_micros - plan.reserve_micros
+    requests = 1 if plan.counted else 0
+    items: list[dict[str, Any]] = [
+        {
+            "Update": {
+                "TableName": settings.api_keys_table,
+                "Key": {"keyHash": {"S": plan.key_hash}},
+                # A credit key reserved on spendMicros at admission; a subscription key did not.
+                "UpdateExpression": "ADD requestCount :requests, inputTokens :input, outputTokens :output, "
+                "spendMicros :spend",
+                "ExpressionAttributeValues": to_values(
+                    {
+                        ":requests": requests,
+                        ":input": plan.input_tokens,
+                        ":output": plan.output_tokens,
+                        ":spend": delta if plan.credit else plan.cost_micros,
+                    }
+                ),
+            }
+        },
+        {
+            "Update": {
+                "TableName": settings.usage_counters_table,
+                "Key": as_key(plan.minute),
+                "UpdateExpression": "ADD tokens :tokens",
+                "ExpressionAttributeValues": to_values({":tokens": tokens}),
+            }
+        },
+    ]
+    if plan.window is not None:
+        items.append(
+            {
+                "Update": {
+                    "TableName": settings.usage_counters_table,
+                    "Key": as_key(plan.window),
+                    "UpdateExpression": "ADD committedMicros :delta, spendMicros :cost, tokens :tokens, "
+                    "requests :requests",
+                    "ExpressionAttributeValues": to_values(
+                        {":delta": delta, ":cost": plan.cost_micros, ":tokens": tokens, ":requests": requests}
+                    ),
+                }
+            }
+        )
+    if plan.credit:
+        items.append(
+            {
+                "Update": {
+                    "TableName": settings.accounts_table,
+                    "Key": {"accountId": {"S": plan.account_id}},
+                    "UpdateExpression": "ADD creditBalanceMicros :refund",
+                    "ExpressionAttributeValues": to_values({":refund": -delta}),
+                }
+            }
+        )
+        if plan.cost_micros:
+            items.append(
+                ledger.entry_put(
+                    plan.account_id,
+                    amount_micros=-plan.cost_micros,
+                    kind="usage",
+                    reference=plan.request_id,
+                    now=plan.now_iso,
+                    unique=plan.request_id,
+                )
+            )
+    _transact(items, ClientRequestToken=plan.request_id[:36])

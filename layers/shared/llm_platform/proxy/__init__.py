@@ -1,0 +1,2 @@
+"""The OpenAI-compatible inference proxy. Kept light for cold starts: no Powertools, no pydantic,
+no openai/stripe/web3 imports; boto3 (data access) and httpx (upstreams) only."""

@@ -1,0 +1,388 @@
+"""The OpenAI-compatible proxy as a raw ASGI app (no framework on the cold path): served by uvicorn
+under the Lambda Web Adapter on AWS, mounted directly by the local gateway.
+
+Per request: authenticate the key, validate the body, reserve the most it can cost and admit it in
+one DynamoDB transaction, forward to the cheapest healthy provider, relay (streaming as it comes),
+then settle the real cost from the upstream's ``usage`` (or a local count) in a second transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from llm_platform.config import get_settings
+from llm_platform.data import api_keys as api_keys_table
+from llm_platform.domain.credentials import hash_secret
+from llm_platform.domain.money import format_usd
+from llm_platform.proxy import catalog
+from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
+from llm_platform.proxy.keys import KeyCache
+from llm_platform.proxy.metering import Admission, Meter
+from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_estimate
+from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Body fields that would let a client point the proxy at another server or credential.
+UPSTREAM_OVERRIDES = frozenset(
+    {"api_base", "base_url", "api_url", "api_key", "endpoint", "url", "upstream", "upstream_url", "provider_url"}
+)
+_MAX_N = 16
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class ProxyApp:
+    def __init__(self) -> None:
+        self.keys = KeyCache()
+        self.meter = Meter(self.keys)
+        self.upstreams = Upstreams()
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def _blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run boto3 (blocking) off the event loop, in a pool sized for concurrent requests: the default
+        executor has cpu+4 threads, which would queue admissions behind each other."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="proxy-db")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(function, *args, **kwargs))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = str(uuid.uuid4())
+        method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        try:
+            if (method, path) == ("POST", "/v1/chat/completions"):
+                await self._chat(scope, receive, send, request_id)
+            elif (method, path) == ("GET", "/v1/models"):
+                await self._models(scope, send, request_id)
+            elif (method, path) == ("GET", "/healthz"):  # the Lambda Web Adapter's readiness check
+                await _send_json(send, 200, {"status": "ok"}, {})
+            else:
+                raise ProxyError(404, "not_found", f"Unknown route {method} {path}.")
+        except ProxyError as error:
+            await _send_json(send, error.status, error.body(), {**error.headers, "x-request-id": request_id})
+        except _ClientGone:
+            return
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.upstreams.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ GET /v1/models
+
+    async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
+        token = _bearer(scope)
+        key = await self._blocking(api_keys_table.get_by_hash, hash_secret(token))
+        if key is None or key.status != "active":
+            raise unauthorized()
+        data = [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in catalog.models().values()
+        ]
+        await _send_json(send, 200, {"object": "list", "data": data}, {"x-request-id": request_id})
+
+    # ------------------------------------------------------------------ POST /v1/chat/completions
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        raw = await _read_body(receive, get_settings().max_proxy_body_bytes)
+        token = _bearer(scope)
+        key = await self._blocking(self.keys.lookup, token)
+        if key is None:
+            raise unauthorized()
+        body = _parse_json(raw)
+        model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
+        request = _validate(body, model)
+        reserve = cost_micros(
+            input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"])),
+            request.max_output * request.n,
+            model.input_price,
+            model.output_price,
+        )
+        admission = await self._blocking(self.meter.admit, key, reserve, request_id, _now())
+        payload = dict(body)
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            payload["max_tokens"] = request.max_output  # bounds the cost to what was reserved
+        if request.stream:
+            payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            await self._relay_stream(receive, send, admission, model, payload, body)
+        else:
+            await self._relay_once(send, admission, model, payload, body)
+
+    async def _relay_once(
+        self, send: Send, admission: Admission, model: catalog.Model, payload: dict, body: dict
+    ) -> None:
+        opened = await self._open(admission, model, payload, read_body=True)
+        response = opened.response
+        try:
+            if response.status_code >= 400:  # the client's mistake, as judged by the provider: pass it on
+                await self._release(admission)
+                await _send_raw(send, response.status_code, response.content, _headers(admission))
+                return
+            try:
+                data = response.json()
+            except ValueError as error:
+                await self._release(admission)
+                raise ProxyError(
+                    502, "upstream_error", "The provider sent an invalid response.", type_="api_error"
+                ) from error
+            content = "".join(
+                str((choice.get("message") or {}).get("content") or "") for choice in data.get("choices") or []
+            )
+            input_tokens, output_tokens = _token_counts(data.get("usage"), body, content)
+            cost = await self._settle(admission, model, input_tokens, output_tokens)
+            data["model"] = model.id
+            await _send_json(send, 200, data, {**_headers(admission), "x-request-cost": format_usd(cost)})
+        finally:
+            await response.aclose()
+
+    async def _relay_stream(
+        self, receive: Receive, send: Send, admission: Admission, model: catalog.Model, payload: dict, body: dict
+    ) -> None:
+        opened = await self._open(admission, model, payload, read_body=False)
+        response = opened.response
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            await self._release(admission)
+            await _send_raw(send, response.status_code, content, _headers(admission))
+            return
+
+        usage: dict | None = None
+        text: list[str] = []
+
+        async def relay() -> None:
+            nonlocal usage
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": _encode(
+                        {**_headers(admission), "content-type": "text/event-stream", "cache-control": "no-cache"}
+                    ),
+                }
+            )
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
+                    continue
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    continue
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    text.append(str((choice.get("delta") or {}).get("content") or ""))
+                chunk["model"] = model.id
+                frame = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+        async def client_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        relaying = asyncio.ensure_future(relay())
+        watching = asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait({relaying, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (relaying, watching):
+                task.cancel()
+            await asyncio.gather(relaying, watching, return_exceptions=True)
+            await response.aclose()
+            # Always charged: upstream usage when it came, else a local count (a cut-off stream too).
+            input_tokens, output_tokens = _token_counts(usage, body, "".join(text))
+            await asyncio.shield(self._settle(admission, model, input_tokens, output_tokens))
+        # The stream ends only once it is billed (an upstream cut-off ends it too, without [DONE]).
+        if not watching.done() or watching.cancelled():
+            await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _open(self, admission: Admission, model: catalog.Model, payload: dict, *, read_body: bool):
+        try:
+            return await self.upstreams.open(model, payload, read_body=read_body)
+        except NoProviderAvailable as failed:
+            await self._release(admission)
+            raise ProxyError(
+                502,
+                "upstream_unavailable",
+                f"No provider could serve {model.id} right now; nothing was charged.",
+                type_="api_error",
+                headers=_headers(admission),
+            ) from failed
+
+    async def _settle(self, admission: Admission, model: catalog.Model, input_tokens: int, output_tokens: int) -> int:
+        cost = cost_micros(input_tokens, output_tokens, model.input_price, model.output_price)
+        await self._blocking(
+            self.meter.settle,
+            admission,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_micros=cost,
+            counted=True,
+            now=_now(),
+        )
+        return cost
+
+    async def _release(self, admission: Admission) -> None:
+        """No provider served the request: give the reservation back, charge nothing."""
+        await self._blocking(
+            self.meter.settle, admission, input_tokens=0, output_tokens=0, cost_micros=0, counted=False, now=_now()
+        )
+
+
+class _Request:
+    __slots__ = ("max_output", "n", "stream")
+
+    def __init__(self, max_output: int, n: int, stream: bool) -> None:
+        self.max_output, self.n, self.stream = max_output, n, stream
+
+
+def _validate(body: dict, model: catalog.Model | None) -> _Request:
+    overrides = sorted(UPSTREAM_OVERRIDES.intersection(body))
+    if overrides:
+        raise bad_request(
+            f"'{overrides[0]}' is not accepted: the platform chooses the upstream provider.",
+            code="upstream_override_not_allowed",
+            param=overrides[0],
+        )
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise bad_request("'model' is required.", code="missing_model", param="model")
+    if model is None:
+        raise ProxyError(404, "model_not_found", f"The model '{body['model']}' does not exist.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise bad_request("'messages' must be a non-empty list of message objects.", param="messages")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean.", param="stream")
+    if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+        raise bad_request("'stream_options' must be an object.", param="stream_options")
+    max_output = model.default_max_output_tokens
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad_request(f"'{field}' must be a positive integer.", param=field)
+        if value > model.max_output_tokens:
+            raise bad_request(f"'{field}' can be at most {model.max_output_tokens} for {model.id}.", param=field)
+        max_output = value
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N:
+        raise bad_request(f"'n' must be an integer from 1 to {_MAX_N}.", param="n")
+    return _Request(max_output, n, stream)
+
+
+def _prompt_text(body: dict) -> str:
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return " ".join(parts)
+
+
+def _token_counts(usage: Any, body: dict, completion: str) -> tuple[int, int]:
+    """Upstream usage when present and sane; otherwise a local count, never zero."""
+    if isinstance(usage, dict):
+        prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(output, int) and prompt >= 0 and output >= 0:
+            return prompt, output
+    return max(1, estimate_tokens(_prompt_text(body))), estimate_tokens(completion)
+
+
+def _headers(admission: Admission) -> dict[str, str]:
+    return {**admission.rate_headers, "x-request-id": admission.request_id}
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers") or []:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise unauthorized("Missing API key: send 'Authorization: Bearer sk_live_…'.")
+
+
+def _parse_json(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise bad_request("The request body is not valid JSON.", code="invalid_json") from error
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+async def _send_raw(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    all_headers = {**headers, "content-type": "application/json", "content-length": str(len(body))}
+    await send({"type": "http.response.start", "status": status, "headers": _encode(all_headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, payload: Any, headers: dict[str, str]) -> None:
+    await _send_raw(send, status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+
+
+async def _safe_send(send: Send, message: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):  # the client may be gone already; nothing left to tell it
+        await send(message)
+
+
+def create_app() -> ProxyApp:
+    return ProxyApp()

@@ -1,0 +1,201 @@
+"""Per-request metering: reserve the most a request can cost, admit it atomically (key active,
+RPM/TPM, budget window or balance), then settle the real cost. Built on ``data.metering``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from llm_platform.data import metering as store
+from llm_platform.data.usage_counters import minute_counter, window_counter
+from llm_platform.domain.clock import to_iso
+from llm_platform.domain.money import format_usd
+from llm_platform.domain.windows import Window, budget_window, budget_window_hours, minute_window
+from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
+from llm_platform.proxy.keys import KeyCache, KeySnapshot
+
+_MINUTE_TTL = 3 * 3600
+_WINDOW_TTL = 40 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    request_id: str
+    key: KeySnapshot
+    minute: Window
+    window: Window | None
+    reserve_micros: int
+    rate_headers: dict[str, str]
+
+
+class RateView:
+    """This instance's view of each key's current minute, for the ``x-ratelimit-*`` headers.
+    Enforcement is exact in DynamoDB; the headers are exact when one instance serves the key (as
+    locally) and an upper bound on what remains when several do."""
+
+    def __init__(self) -> None:
+        self._minutes: dict[str, tuple[int, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def _add(self, key_id: str, minute: int, requests: int, tokens: int, exact: bool = False) -> tuple[int, int]:
+        with self._lock:
+            seen_minute, seen_requests, seen_tokens = self._minutes.get(key_id, (minute, 0, 0))
+            if seen_minute != minute or exact:
+                seen_requests, seen_tokens = 0, 0
+            state = (minute, seen_requests + requests, seen_tokens + tokens)
+            if len(self._minutes) > 10_000:
+                self._minutes.clear()
+            self._minutes[key_id] = state
+            return state[1], state[2]
+
+    def admitted(self, key: KeySnapshot, minute: Window, now: datetime) -> dict[str, str]:
+        requests, tokens = self._add(key.key_id, minute.index, 1, 0)
+        return headers(key, minute, now, requests, tokens)
+
+    def refused(self, key: KeySnapshot, minute: Window, now: datetime, item: dict | None) -> dict[str, str]:
+        item = item or {}
+        requests, tokens = self._add(key.key_id, minute.index, item.get("requests", 0), item.get("tokens", 0), True)
+        return headers(key, minute, now, requests, tokens)
+
+    def settled(self, key_id: str, minute: Window, tokens: int) -> None:
+        self._add(key_id, minute.index, 0, tokens)
+
+
+def headers(key: KeySnapshot, minute: Window, now: datetime, requests: int, tokens: int) -> dict[str, str]:
+    reset = f"{max(1, int((minute.end - now).total_seconds() + 0.999))}s"
+    return {
+        "x-ratelimit-limit-requests": str(key.rpm),
+        "x-ratelimit-remaining-requests": str(max(0, key.rpm - requests)),
+        "x-ratelimit-reset-requests": reset,
+        "x-ratelimit-limit-tokens": str(key.tpm),
+        "x-ratelimit-remaining-tokens": str(max(0, key.tpm - tokens)),
+        "x-ratelimit-reset-tokens": reset,
+    }
+
+
+def _seconds_until(moment: datetime, now: datetime) -> str:
+    return str(max(1, int((moment - now).total_seconds() + 0.999)))
+
+
+class Meter:
+    def __init__(self, keys: KeyCache) -> None:
+        self.keys = keys
+        self.rates = RateView()
+
+    def admit(self, key: KeySnapshot, reserve_micros: int, request_id: str, now: datetime) -> Admission:
+        minute = minute_window(now)
+        window = None
+        plan_fields: dict = {}
+        if key.subscription_id is not None:
+            window = budget_window(key.window_anchor, now, budget_window_hours())
+            if reserve_micros > key.budget_micros:
+                raise bad_request(
+                    f"This request could cost up to ${format_usd(reserve_micros)}, more than the whole 5-hour "
+                    f"budget of ${format_usd(key.budget_micros)}: lower max_tokens or shorten the prompt.",
+                    code="request_too_large",
+                    param="max_tokens",
+                )
+            plan_fields = {
+                "subscription_id": key.subscription_id,
+                "window": window_counter(key.subscription_id, window.index),
+                "window_expires_at": int(window.end.timestamp()) + _WINDOW_TTL,
+                "budget_micros": key.budget_micros,
+            }
+        else:
+            plan_fields = {"max_budget_micros": key.max_budget_micros}
+        plan = store.AdmitPlan(
+            key_hash=key.key_hash,
+            key_id=key.key_id,
+            account_id=key.account_id,
+            minute=minute_counter(key.key_id, minute.index),
+            minute_expires_at=int(minute.end.timestamp()) + _MINUTE_TTL,
+            rpm=key.rpm,
+            tpm=key.tpm,
+            reserve_micros=reserve_micros,
+            now_iso=to_iso(now),
+            **plan_fields,
+        )
+        try:
+            store.admit(plan)
+        except store.AdmissionRefused as refused:
+            raise self._refusal_error(key, refused.refusal, minute, window, now) from refused
+        return Admission(request_id, key, minute, window, reserve_micros, self.rates.admitted(key, minute, now))
+
+    def _refusal_error(
+        self, key: KeySnapshot, refusal: store.Refusal, minute: Window, window: Window | None, now: datetime
+    ) -> ProxyError:
+        item = refusal.item or {}
+        if refusal.check == "key":
+            if item.get("status") == "active":  # active, so the credit key's own cap is what failed
+                return ProxyError(
+                    402, "insufficient_quota", "This key's maxBudget is spent.", type_="insufficient_quota"
+                )
+            self.keys.forget(key.key_hash)
+            return unauthorized("This API key is revoked or disabled.")
+        if refusal.check == "subscription":
+            self.keys.forget(key.key_hash)
+            return unauthorized("This API key's subscription is not active.")
+        if refusal.check == "rate":
+            rate_headers = self.rates.refused(key, minute, now, item)
+            which = "requests" if item.get("requests", 0) >= key.rpm else "tokens"
+            limit = key.rpm if which == "requests" else key.tpm
+            return ProxyError(
+                429,
+                "rate_limit_exceeded",
+                f"Rate limit reached: {limit} {which} per minute for this key. Try again in "
+                f"{rate_headers['x-ratelimit-reset-requests']}.",
+                type_=which,
+                headers={**rate_headers, "retry-after": _seconds_until(minute.end, now)},
+            )
+        if refusal.check == "budget":
+            if item.get("spendMicros", 0) < key.budget_micros:  # held by requests still in flight
+                return ProxyError(
+                    429,
+                    "budget_exceeded",
+                    "Requests in flight have reserved the rest of this 5-hour budget; retry in a moment.",
+                    type_="budget_exceeded",
+                    headers={"retry-after": "1"},
+                )
+            return ProxyError(
+                429,
+                "budget_exceeded",
+                f"The subscription's 5-hour budget is spent; it resets at {to_iso(window.end)}.",
+                type_="budget_exceeded",
+                headers={"retry-after": _seconds_until(window.end, now)},
+            )
+        return ProxyError(
+            402,
+            "insufficient_quota",
+            "Your credit balance does not cover this request's maximum cost (lower max_tokens or top up).",
+            type_="insufficient_quota",
+        )
+
+    def settle(
+        self,
+        admission: Admission,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cost_micros: int,
+        counted: bool,
+        now: datetime,
+    ) -> None:
+        key = admission.key
+        store.settle(
+            store.SettlePlan(
+                request_id=admission.request_id,
+                key_hash=key.key_hash,
+                account_id=key.account_id,
+                minute=minute_counter(key.key_id, admission.minute.index),
+                reserve_micros=admission.reserve_micros,
+                cost_micros=cost_micros,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                counted=counted,
+                now_iso=to_iso(now),
+                window=window_counter(key.subscription_id, admission.window.index) if admission.window else None,
+                credit=key.credit,
+            )
+        )
+        self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens)

@@ -1,0 +1,49 @@
+"""Upstream provider keys, referenced by name in the model catalog and never stored in the template:
+``ssm:NAME`` (SecureString under the stack's provider prefix), ``secretsmanager:NAME`` or, for local
+runs only, ``env:VAR``. Fetched on first use and cached for a few minutes (rotations apply soon)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from llm_platform.config import get_settings
+
+_TTL_SECONDS = 300
+_cache: dict[str, tuple[float, str]] = {}
+_lock = threading.Lock()
+
+
+class SecretError(RuntimeError):
+    pass
+
+
+def resolve(reference: str | None) -> str | None:
+    if not reference:
+        return None
+    now = time.monotonic()
+    cached = _cache.get(reference)
+    if cached and cached[0] > now:
+        return cached[1]
+    value = _fetch(reference)
+    with _lock:
+        _cache[reference] = (now + _TTL_SECONDS, value)
+    return value
+
+
+def _fetch(reference: str) -> str:
+    source, _, name = reference.partition(":")
+    if source == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise SecretError(f"environment variable {name} is not set")
+        return value
+    import boto3  # data-access style: the SDK only where a secret store is really used
+
+    full_name = get_settings().provider_secrets_prefix + name
+    if source == "ssm":
+        return boto3.client("ssm").get_parameter(Name=full_name, WithDecryption=True)["Parameter"]["Value"]
+    if source == "secretsmanager":
+        return boto3.client("secretsmanager").get_secret_value(SecretId=full_name.lstrip("/"))["SecretString"]
+    raise SecretError(f"unknown secret source in {reference!r}: use ssm:, secretsmanager: or env:")

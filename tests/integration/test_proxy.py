@@ -1,0 +1,399 @@
+"""The inference proxy over real HTTP: DynamoDB Local for every limit and every micro-dollar, real
+OpenAI-compatible upstream servers (healthy, failing, hanging) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llm_platform.data import api_keys as api_keys_table
+from llm_platform.domain import accounts, api_keys, billing
+from llm_platform.domain.accounts import Caller
+from llm_platform.domain.credentials import hash_secret
+from llm_platform.domain.money import format_usd
+from local_stack.stack import ServerThread
+from local_stack.upstream import UpstreamServer, count_tokens, prompt_tokens
+
+# Prices in USD per 1M tokens = micro-dollars per token, so expected costs are easy to state.
+ECHO_IN, ECHO_OUT = 1, 2
+PRICEY_IN, PRICEY_OUT = 100, 1000
+
+
+@dataclass
+class Proxy:
+    url: str
+    app: object
+
+
+def _model(
+    model_id: str, upstream_model: str, providers: list[tuple[str, float]], price=(ECHO_IN, ECHO_OUT), max_out=256
+):
+    return {
+        "id": model_id,
+        "ownedBy": "test",
+        "inputPerMTokUsd": str(price[0]),
+        "outputPerMTokUsd": str(price[1]),
+        "maxOutputTokens": max_out,
+        "providers": [
+            {
+                "name": f"p{i}",
+                "baseUrl": f"{url}/v1",
+                "model": upstream_model,
+                "inputCostPerMTokUsd": str(cost),
+                "outputCostPerMTokUsd": str(cost),
+                "timeoutSeconds": 2,
+            }
+            for i, (url, cost) in enumerate(providers)
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def proxy(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    servers = {
+        "healthy": UpstreamServer(name="healthy", chunk_delay=0.005),
+        "broken": UpstreamServer(name="broken", fail_mode="500"),
+        "throttled": UpstreamServer(name="throttled", fail_mode="429"),
+        "hanging": UpstreamServer(name="hanging", fail_mode="hang"),
+    }
+    for server in servers.values():
+        server.start()
+    ok, bad, slow, busy = (servers[n].url for n in ("healthy", "broken", "hanging", "throttled"))
+    catalog = {
+        "models": [
+            _model("test/echo", "test/echo", [(ok, 0.5)]),
+            _model("test/story", "test/story", [(ok, 0.5)]),
+            _model("test/no-usage", "test/no-usage", [(ok, 0.5)]),
+            _model("test/cutoff", "test/cutoff", [(ok, 0.5)]),
+            _model("fail/echo", "test/echo", [(bad, 0.1), (ok, 0.5)]),
+            _model("hang/echo", "test/echo", [(slow, 0.1), (ok, 0.5)]),
+            _model("busy/echo", "test/echo", [(busy, 0.1), (ok, 0.5)]),
+            _model("down/echo", "test/echo", [(bad, 0.1), (busy, 0.2)]),
+            _model("pricey/echo", "test/echo", [(ok, 0.5)], price=(PRICEY_IN, PRICEY_OUT), max_out=16),
+        ]
+    }
+    path = Path(tmp_path_factory.mktemp("catalog")) / "models.json"
+    path.write_text(json.dumps(catalog))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODEL_CATALOG_FILE", str(path))
+    from llm_platform.proxy import catalog as catalog_module
+    from llm_platform.proxy.asgi import create_app
+
+    catalog_module.models.cache_clear()
+    app = create_app()
+    server = ServerThread(app)
+    server.start()
+    yield Proxy(server.url, app)
+    server.stop()
+    for upstream in servers.values():
+        upstream.stop()
+    mp.undo()
+    catalog_module.models.cache_clear()
+
+
+def _caller() -> tuple[Caller, str]:
+    created = accounts.create_account("proxy-test")
+    return Caller(created.account_id, created.management_key_id), created.account_id
+
+
+def credit_key(balance_usd: int = 1, **limits) -> tuple[str, str, str]:
+    """(api key, key id, account id) of a credit key on an account holding ``balance_usd``."""
+    caller, account_id = _caller()
+    if balance_usd:
+        accounts.grant_credit(account_id, balance_usd * 1_000_000, "test")
+    key, plaintext = api_keys.create_credit_key(
+        caller, "k", limits.get("max_budget"), limits.get("rpm", 1000), limits.get("tpm", 10_000_000)
+    )
+    return plaintext, key.key_id, account_id
+
+
+def subscription_key(plan: str = "pro") -> tuple[str, str]:
+    caller, account_id = _caller()
+    subscription = billing.grant_subscription(account_id, plan)
+    key, plaintext = api_keys.create_subscription_key(caller, "sub-key", subscription.subscription_id)
+    return plaintext, subscription.subscription_id
+
+
+def chat(proxy: Proxy, key: str, **body) -> httpx.Response:
+    body.setdefault("messages", [{"role": "user", "content": "hello there proxy"}])
+    return httpx.post(
+        f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=30
+    )
+
+
+def balance(account_id: str) -> int:
+    return accounts.get_account(account_id).credit_balance_micros
+
+
+def ledger_sum(local_stack, account_id: str) -> int:
+    from local_stack.dynamodb_local import client
+
+    items = client(local_stack.dynamodb_url).query(
+        TableName=local_stack.table_names["LedgerTable"],
+        KeyConditionExpression="accountId = :a",
+        ExpressionAttributeValues={":a": {"S": account_id}},
+    )["Items"]
+    return sum(int(item["amountMicros"]["N"]) for item in items)
+
+
+# ------------------------------------------------------------------ billing of single requests
+
+
+def test_a_plain_request_is_billed_exactly_from_upstream_usage(proxy, local_stack) -> None:
+    # Given a credit key on a $1 balance
+    key, key_id, account_id = credit_key(1)
+    messages = [{"role": "user", "content": "hello there proxy"}]
+    # When it asks the echo model
+    response = chat(proxy, key, model="test/echo", messages=messages)
+    # Then it gets the answer in OpenAI form, with the public model id and rate-limit headers
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["model"] == "test/echo" and data["choices"][0]["message"]["content"] == "hello there proxy"
+    usage = data["usage"]
+    assert usage["prompt_tokens"] == prompt_tokens(messages) and usage["completion_tokens"] == count_tokens(
+        "hello there proxy"
+    )
+    assert response.headers["x-ratelimit-limit-requests"] == "1000"
+    assert int(response.headers["x-ratelimit-remaining-requests"]) == 999
+    for header in (
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ):
+        assert header in response.headers
+    # And exactly prompt*1 + completion*2 micro-dollars left the balance, with one ledger entry
+    cost = usage["prompt_tokens"] * ECHO_IN + usage["completion_tokens"] * ECHO_OUT
+    assert response.headers["x-request-cost"] == format_usd(cost)
+    assert balance(account_id) == 1_000_000 - cost
+    assert ledger_sum(local_stack, account_id) == 1_000_000 - cost
+    stored = api_keys_table.get_by_hash(hash_secret(key))
+    assert (stored.request_count, stored.input_tokens, stored.output_tokens, stored.spend_micros) == (
+        1,
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        cost,
+    )
+
+
+def test_a_stream_arrives_in_chunks_with_usage_and_is_billed(proxy) -> None:
+    key, _, account_id = credit_key(1)
+    frames = []
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "test/story", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "go"}]},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert "x-ratelimit-remaining-requests" in response.headers
+        frames = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert frames[-1] == "data: [DONE]"
+    chunks = [json.loads(f[6:]) for f in frames[:-1]]
+    assert all(c["model"] == "test/story" for c in chunks)
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
+    assert len(text.split()) == 20
+    [usage] = [c["usage"] for c in chunks if c.get("usage")]  # asked for even though the client did not
+    assert balance(account_id) == 1_000_000 - (usage["prompt_tokens"] * ECHO_IN + usage["completion_tokens"] * ECHO_OUT)
+
+
+@pytest.mark.parametrize("model", ["test/no-usage", "test/cutoff"])
+def test_streams_without_usage_or_cut_off_are_still_charged(proxy, local_stack, model) -> None:
+    key, _, account_id = credit_key(1)
+    with httpx.stream(
+        "POST",
+        f"{proxy.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": model, "stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        try:
+            lines = list(response.iter_lines())
+        except httpx.HTTPError:
+            lines = []
+    if model == "test/cutoff":
+        assert "data: [DONE]" not in lines
+    # Then a local count was charged: never zero, and the ledger agrees with the balance
+    spent = 1_000_000 - balance(account_id)
+    assert spent > 0
+    assert ledger_sum(local_stack, account_id) == balance(account_id)
+    stored = api_keys_table.get_by_hash(hash_secret(key))
+    assert stored.request_count == 1 and stored.spend_micros == spent and stored.output_tokens > 0
+
+
+# ------------------------------------------------------------------ providers
+
+
+@pytest.mark.parametrize("model", ["fail/echo", "hang/echo", "busy/echo"])
+def test_failover_to_the_next_provider_on_5xx_timeout_and_429(proxy, model) -> None:
+    key, _, _ = credit_key(1)
+    response = chat(proxy, key, model=model)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "hello there proxy"
+
+
+def test_no_provider_available_is_502_and_costs_nothing(proxy, local_stack) -> None:
+    key, _, account_id = credit_key(1)
+    response = chat(proxy, key, model="down/echo")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_unavailable"
+    assert balance(account_id) == 1_000_000 and ledger_sum(local_stack, account_id) == 1_000_000
+    assert api_keys_table.get_by_hash(hash_secret(key)).spend_micros == 0
+
+
+# ------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"model": "nope/nothing"}, 404, "model_not_found"),
+        ({"model": "test/echo", "api_base": "http://evil.example"}, 400, "upstream_override_not_allowed"),
+        ({"model": "test/echo", "base_url": "http://evil.example"}, 400, "upstream_override_not_allowed"),
+        ({"model": "test/echo", "messages": []}, 400, "invalid_request"),
+        ({"model": "test/echo", "max_tokens": 0}, 400, "invalid_request"),
+        ({"model": "test/echo", "max_tokens": 100_000}, 400, "invalid_request"),
+        ({"model": "test/echo", "stream": "yes"}, 400, "invalid_request"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 400, "missing_model"),
+    ],
+)
+def test_bad_requests_get_openai_errors_and_cost_nothing(proxy, body, status, code) -> None:
+    key, _, account_id = credit_key(1)
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code and set(error) == {"message", "type", "code", "param"}
+    assert balance(account_id) == 1_000_000
+
+
+def test_malformed_json_and_missing_key(proxy) -> None:
+    key, _, _ = credit_key(1)
+    response = httpx.post(
+        f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, content=b"{nope"
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_json")
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "test/echo"})
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_api_key")
+    response = chat(proxy, "sk_live_" + "x" * 43, model="test/echo")
+    assert response.status_code == 401
+
+
+def test_disable_and_revoke_apply_to_the_very_next_request(proxy) -> None:
+    caller, account_id = _caller()
+    accounts.grant_credit(account_id, 1_000_000, "test")
+    key, plaintext = api_keys.create_credit_key(caller, "k", None, None, None)
+    assert chat(proxy, plaintext, model="test/echo").status_code == 200  # warm: the key is cached now
+    api_keys.update_key(caller, key.key_id, name=None, disabled=True)
+    assert chat(proxy, plaintext, model="test/echo").status_code == 401
+    api_keys.update_key(caller, key.key_id, name=None, disabled=False)
+    assert chat(proxy, plaintext, model="test/echo").status_code == 200
+    api_keys.revoke_key(caller, key.key_id)
+    response = chat(proxy, plaintext, model="test/echo")
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_api_key")
+
+
+def test_empty_balance_is_402_insufficient_quota(proxy) -> None:
+    key, _, _ = credit_key(0)
+    response = chat(proxy, key, model="test/echo")
+    assert (response.status_code, response.json()["error"]["code"]) == (402, "insufficient_quota")
+
+
+def test_max_budget_of_a_credit_key_is_enforced(proxy) -> None:
+    # Given a key capped at 0.05 USD on a big balance, and requests reserving ~0.02 each
+    key, _, account_id = credit_key(10, max_budget=50_000)
+    statuses = [chat(proxy, key, model="pricey/echo", max_tokens=16).status_code for _ in range(10)]
+    assert 402 in statuses and statuses[0] == 200
+    assert api_keys_table.get_by_hash(hash_secret(key)).spend_micros <= 50_000
+
+
+def test_models_lists_the_catalog_for_a_valid_key(proxy) -> None:
+    key, _, _ = credit_key(1)
+    response = httpx.get(f"{proxy.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    assert {"test/echo", "test/story"} <= {m["id"] for m in response.json()["data"]}
+    assert httpx.get(f"{proxy.url}/v1/models").status_code == 401
+
+
+# ------------------------------------------------------------------ exact limits under concurrency
+
+
+async def _burst(proxy: Proxy, key: str, count: int, **body) -> list[httpx.Response]:
+    body.setdefault("messages", [{"role": "user", "content": "hello there proxy"}])
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=count)) as client:
+        return await asyncio.gather(
+            *[
+                client.post(f"{proxy.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)
+                for _ in range(count)
+            ]
+        )
+
+
+def test_20_simultaneous_requests_on_rpm_5_admit_exactly_5(proxy) -> None:
+    key, _, _ = credit_key(1, rpm=5)
+    responses = asyncio.run(_burst(proxy, key, 20, model="test/echo"))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 5 + [429] * 15
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_50_simultaneous_requests_never_overspend_a_subscription_budget(proxy, local_stack) -> None:
+    # Given a standard subscription (0.14 USD per 5 h) and requests costing 0.0036 USD (reserving 0.0048)
+    key, subscription_id = subscription_key("standard")
+    responses = asyncio.run(_burst(proxy, key, 50, model="pricey/echo", max_tokens=3))
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert ok and refused
+    assert {r.json()["error"]["code"] for r in refused} == {"budget_exceeded"}
+    assert all(1 <= int(r.headers["retry-after"]) <= 5 * 3600 for r in refused)
+    # The budget is really used: at least what k = budget // (reserved cost) requests need
+    assert len(ok) >= 140_000 // 4_800
+    # Then the window's spend is the sum of what was settled, and within the budget
+    costs = [_micros(r.headers["x-request-cost"]) for r in ok]
+    from llm_platform.data.usage_counters import get_many
+    from llm_platform.domain.usage import usage_report
+
+    report = usage_report(Caller(*_owner_of(key)))
+    window = report[0].budget_window
+    counters = get_many([(f"sub#{subscription_id}", f"window#{window.index}")])
+    spent = counters[(f"sub#{subscription_id}", f"window#{window.index}")]["spendMicros"]
+    assert spent == sum(costs)
+    assert spent <= 140_000 + max(costs)
+
+
+def test_50_simultaneous_requests_never_overspend_a_balance(proxy, local_stack) -> None:
+    # Given a 0.10 USD balance and requests that cost ~0.006 each (reserving up to ~0.02)
+    caller, account_id = _caller()
+    accounts.grant_credit(account_id, 100_000, "test")
+    _, key = api_keys.create_credit_key(caller, "k", None, 1000, 10_000_000)
+    responses = asyncio.run(_burst(proxy, key, 50, model="pricey/echo", max_tokens=16))
+    ok = [r for r in responses if r.status_code == 200]
+    assert ok and any(r.status_code == 402 for r in responses)
+    costs = [_micros(r.headers["x-request-cost"]) for r in ok]
+    # Then the balance is what was granted minus exactly the settled costs, never below zero,
+    # and the ledger says the same
+    assert balance(account_id) == 100_000 - sum(costs)
+    assert balance(account_id) >= -max(costs)
+    assert ledger_sum(local_stack, account_id) == balance(account_id)
+
+
+def _micros(usd: str) -> int:
+    return int(Decimal(usd) * 1_000_000)
+
+
+def _owner_of(key: str) -> tuple[str, str]:
+    stored = api_keys_table.get_by_hash(hash_secret(key))
+    return stored.account_id, "unused"
