@@ -39,11 +39,11 @@ def _fetch(reference: str) -> str:
         if value is None:
             raise SecretError(f"environment variable {name} is not set")
         return value
+    if source not in ("ssm", "secretsmanager"):
+        raise SecretError(f"unknown secret source in {reference!r}: use ssm:, secretsmanager: or env:")
     import boto3  # data-access style: the SDK only where a secret store is really used
 
     full_name = get_settings().provider_secrets_prefix + name
     if source == "ssm":
         return boto3.client("ssm").get_parameter(Name=full_name, WithDecryption=True)["Parameter"]["Value"]
-    if source == "secretsmanager":
-        return boto3.client("secretsmanager").get_secret_value(SecretId=full_name.lstrip("/"))["SecretString"]
-    raise SecretError(f"unknown secret source in {reference!r}: use ssm:, secretsmanager: or env:")
+    return boto3.client("secretsmanager").get_secret_value(SecretId=full_name.lstrip("/"))["SecretString"]

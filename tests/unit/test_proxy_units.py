@@ -1,0 +1,190 @@
+"""Proxy pieces without I/O: pricing, catalog, request validation, token fallback, headers, secrets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from llm_platform.domain.windows import minute_window
+from llm_platform.proxy import secrets
+from llm_platform.proxy.asgi import UPSTREAM_OVERRIDES, _token_counts, _validate
+from llm_platform.proxy.catalog import CatalogError, parse_catalog
+from llm_platform.proxy.errors import ProxyError
+from llm_platform.proxy.keys import KeySnapshot
+from llm_platform.proxy.metering import RateView
+from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_estimate, per_million_micros
+
+
+def _catalog(**overrides) -> dict:
+    model = {
+        "id": "m/x",
+        "inputPerMTokUsd": "0.40",
+        "outputPerMTokUsd": "1.30",
+        "maxOutputTokens": 1000,
+        "providers": [
+            {
+                "name": "pricey",
+                "baseUrl": "https://a.example/v1",
+                "model": "x",
+                "inputCostPerMTokUsd": "0.3",
+                "outputCostPerMTokUsd": "1.2",
+            },
+            {
+                "name": "cheap",
+                "baseUrl": "https://b.example/v1/",
+                "model": "x",
+                "inputCostPerMTokUsd": "0.1",
+                "outputCostPerMTokUsd": "0.2",
+            },
+        ],
+    }
+    model.update(overrides)
+    return {"models": [model]}
+
+
+def test_costs_are_integer_micro_dollars_rounded_up() -> None:
+    # $0.40 / 1M input, $1.30 / 1M output
+    price_in, price_out = per_million_micros(Decimal("0.40")), per_million_micros(Decimal("1.30"))
+    assert (price_in, price_out) == (400_000, 1_300_000)
+    assert cost_micros(1_000_000, 0, price_in, price_out) == 400_000
+    assert cost_micros(1, 1, price_in, price_out) == 2  # 1.7 micro-dollars round up, never down to 0
+    assert cost_micros(0, 0, price_in, price_out) == 0
+    with pytest.raises(ValueError):
+        per_million_micros(Decimal("0.0000001"))
+
+
+def test_token_estimates() -> None:
+    assert estimate_tokens("") == 0 and estimate_tokens("a") == 1 and estimate_tokens("a" * 9) == 3
+    assert input_token_estimate(0, 1) == 12 and input_token_estimate(30, 2) == 10 + 8 + 8
+
+
+def test_catalog_sorts_providers_cheapest_first_and_defaults_max_output() -> None:
+    model = parse_catalog(_catalog())["m/x"]
+    assert [p.name for p in model.providers] == ["cheap", "pricey"]
+    assert model.providers[0].base_url == "https://b.example/v1"
+    assert model.default_max_output_tokens == 1000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"providers": []},
+        {"defaultMaxOutputTokens": 2000},
+        {"maxOutputTokens": 0},
+        {
+            "providers": [
+                {
+                    "name": "p",
+                    "baseUrl": "ftp://x",
+                    "model": "x",
+                    "inputCostPerMTokUsd": "1",
+                    "outputCostPerMTokUsd": "1",
+                }
+            ]
+        },
+    ],
+)
+def test_bad_catalogs_are_refused(overrides) -> None:
+    with pytest.raises(CatalogError):
+        parse_catalog(_catalog(**overrides))
+
+
+MODEL = parse_catalog(_catalog())["m/x"]
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def test_valid_request_takes_max_tokens_or_the_default() -> None:
+    assert _validate({"model": "m/x", "messages": MESSAGES}, MODEL).max_output == 1000
+    request = _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": 50, "n": 2, "stream": True}, MODEL)
+    assert (request.max_output, request.n, request.stream) == (50, 2, True)
+
+
+@pytest.mark.parametrize("field", sorted(UPSTREAM_OVERRIDES))
+def test_client_supplied_upstreams_are_refused(field) -> None:
+    with pytest.raises(ProxyError) as refused:
+        _validate({"model": "m/x", "messages": MESSAGES, field: "http://attacker.example"}, MODEL)
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400,
+        "upstream_override_not_allowed",
+        field,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": MESSAGES}, "model"),
+        ({"model": "m/x", "messages": "hi"}, "messages"),
+        ({"model": "m/x", "messages": [1]}, "messages"),
+        ({"model": "m/x", "messages": MESSAGES, "max_tokens": True}, "max_tokens"),
+        ({"model": "m/x", "messages": MESSAGES, "max_completion_tokens": 1001}, "max_completion_tokens"),
+        ({"model": "m/x", "messages": MESSAGES, "n": 17}, "n"),
+        ({"model": "m/x", "messages": MESSAGES, "stream_options": []}, "stream_options"),
+    ],
+)
+def test_invalid_requests_name_the_parameter(body, param) -> None:
+    with pytest.raises(ProxyError) as refused:
+        _validate(body, MODEL)
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_unknown_model_is_404() -> None:
+    with pytest.raises(ProxyError) as refused:
+        _validate({"model": "nope", "messages": MESSAGES}, None)
+    assert (refused.value.status, refused.value.code) == (404, "model_not_found")
+
+
+def test_token_counts_prefer_upstream_usage_and_never_fall_to_zero() -> None:
+    body = {"messages": [{"role": "user", "content": "a b c d e f g h"}]}
+    assert _token_counts({"prompt_tokens": 7, "completion_tokens": 3}, body, "x") == (7, 3)
+    assert _token_counts(None, body, "twelve chars") == (4, 3)
+    assert _token_counts({"prompt_tokens": "7"}, {"messages": [{"role": "user", "content": ""}]}, "") == (1, 0)
+
+
+def test_rate_headers_follow_the_instance_view_and_reset_each_minute() -> None:
+    key = KeySnapshot(
+        "h",
+        "key_1",
+        "acct",
+        True,
+        rpm=5,
+        tpm=100,
+        max_budget_micros=None,
+        subscription_id=None,
+        budget_micros=None,
+        window_anchor=None,
+    )
+    now = datetime(2026, 1, 1, 10, 0, 45, tzinfo=UTC)
+    view, minute = RateView(), minute_window(now)
+    view.admitted(key, minute, now)
+    view.settled("key_1", minute, 40)
+    headers = view.admitted(key, minute, now)
+    assert headers["x-ratelimit-remaining-requests"] == "3" and headers["x-ratelimit-remaining-tokens"] == "60"
+    assert headers["x-ratelimit-reset-requests"] == "15s" and headers["x-ratelimit-limit-tokens"] == "100"
+    later = datetime(2026, 1, 1, 10, 1, 1, tzinfo=UTC)
+    assert view.admitted(key, minute_window(later), later)["x-ratelimit-remaining-requests"] == "4"
+
+
+def test_secret_references(monkeypatch) -> None:
+    monkeypatch.setenv("UPSTREAM_TEST_KEY", "s3cret")
+    secrets._cache.clear()
+    assert secrets.resolve("env:UPSTREAM_TEST_KEY") == "s3cret"
+    assert secrets.resolve(None) is None
+    with pytest.raises(secrets.SecretError):
+        secrets.resolve("env:NOT_SET_ANYWHERE")
+    with pytest.raises(secrets.SecretError):
+        secrets.resolve("vault:x")
+
+
+def test_ssm_secrets_are_read_under_the_stack_prefix(tables, monkeypatch) -> None:
+    import boto3
+
+    from llm_platform.config import get_settings
+
+    monkeypatch.setenv("PROVIDER_SECRETS_PREFIX", "/stack-a/providers/")
+    get_settings.cache_clear()
+    boto3.client("ssm").put_parameter(Name="/stack-a/providers/deepseek", Value="sk-upstream", Type="SecureString")
+    secrets._cache.clear()
+    assert secrets.resolve("ssm:deepseek") == "sk-upstream"
