@@ -61,12 +61,17 @@ lint: $(VENV)/.installed
 validate: $(TOOLS)/.installed layer-requirements
 	$(TOOLS)/bin/sam validate --lint
 	$(TOOLS)/bin/cfn-lint template.yaml
-	git diff --exit-code -- layers/shared/requirements.txt || { echo "layers/shared/requirements.txt is stale: commit the regenerated file"; exit 1; }
+	git diff --exit-code -- $(GENERATED_REQUIREMENTS) || { echo "$(GENERATED_REQUIREMENTS): stale, commit the regenerated files"; exit 1; }
 
-# The layer's requirements.txt is derived from pyproject.toml, the one dependency source.
+# The requirements.txt files sam build installs are derived from pyproject.toml, the one dependency source:
+# [project.dependencies] -> the shared layer; the optional group "proxy" -> the proxy function only.
+GENERATED_REQUIREMENTS := layers/shared/requirements.txt functions/proxy/requirements.txt
 layer-requirements:
-	@$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
-	open("layers/shared/requirements.txt", "w").write("# Generated from pyproject.toml [project.dependencies] by `make layer-requirements`; do not edit.\n" + "\n".join(d) + "\n")'
+	@$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	targets = [("layers/shared/requirements.txt", "[project.dependencies]", p["dependencies"]), \
+	("functions/proxy/requirements.txt", "[project.optional-dependencies] proxy", p["optional-dependencies"]["proxy"])]; \
+	[open(path, "w").write(f"# Generated from pyproject.toml {source} by `make layer-requirements`; do not edit.\n" \
+	+ "\n".join(deps) + "\n") for path, source, deps in targets]'
 
 # sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
 build: $(TOOLS)/.installed layer-requirements

@@ -2,15 +2,22 @@
 
 Each HTTP request becomes the same v1 proxy event API Gateway would send, and the function's handler
 (the code deployed to Lambda) is called with it in a worker thread.
+
+A function that runs under the AWS Lambda Web Adapter (its startup script runs uvicorn on an ASGI app)
+gets no event: the adapter turns API Gateway's event back into the HTTP request. Locally its ASGI app is
+served at the paths of its Api events, with the request passed through and the response streamed as the
+app sends it, as the streaming integration does on AWS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 import threading
 import time
@@ -28,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from local_stack.template import ApiRoute, api_routes, gateway_responses, load_template
 
@@ -72,7 +79,8 @@ class LambdaContext:
 # Handlers run one at a time. A Lambda container handles one event at a time anyway, and Powertools
 # resolvers keep the current event in class attributes shared by every resolver in the process, so
 # two concurrent invocations in one process would read each other's requests. Concurrency reaches the
-# data layer in the tests that drive the domain from threads; the /v1 proxy is an ASGI mount.
+# data layer in the tests that drive the domain from threads, and through the ASGI apps of web adapter
+# functions (the proxy), which are not serialised.
 _INVOKE_LOCK = threading.Lock()
 
 
@@ -119,12 +127,92 @@ class LambdaFunction:
         return module
 
 
+DEFAULT_ASGI_TARGET = "app:app"
+_ASGI_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def asgi_target(startup_script: Path) -> str:
+    """The `module:attribute` the script hands to uvicorn (`uvicorn app:app ...`); app:app without one."""
+    try:
+        text = startup_script.read_text(encoding="utf-8")
+    except OSError:
+        return DEFAULT_ASGI_TARGET
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.lstrip().startswith("#") or "uvicorn" not in line:
+            continue
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        command = next((i for i, word in enumerate(words) if word == "uvicorn" or word.endswith("/uvicorn")), None)
+        if command is None:
+            continue
+        if target := next((word for word in words[command + 1 :] if _ASGI_TARGET.fullmatch(word)), None):
+            return target
+    return DEFAULT_ASGI_TARGET
+
+
+class WebAdapterFunction:
+    """A function run by the Lambda Web Adapter: the ASGI app its startup script serves with uvicorn.
+
+    Imported from its CodeUri on first use, like a handler; then, as uvicorn's default `--lifespan auto`
+    does, its lifespan startup runs once (an app without lifespan support is served all the same).
+    """
+
+    def __init__(self, function_id: str, code_dir: Path, startup_script: str) -> None:
+        self.function_id = function_id
+        self.target = asgi_target(code_dir / startup_script)
+        module, _, attribute = self.target.partition(":")
+        self._module = LambdaFunction(function_id, code_dir, f"{module}.{attribute}")
+        self._app: ASGIApp | None = None
+        self._state: dict[str, Any] = {}
+        self._lifespan: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def app(self) -> tuple[ASGIApp, dict[str, Any]]:
+        """The app and its lifespan state (copied into each request scope, as uvicorn does)."""
+        async with self._lock:
+            if self._app is None:
+                app = await run_in_threadpool(self._module.handler)
+                await self._start(app)
+                self._app = app
+            return self._app, self._state
+
+    async def _start(self, app: ASGIApp) -> None:
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        started = asyncio.Event()
+        failure: list[str] = []
+
+        async def send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                failure.append(str(message.get("message", "")))
+            if message["type"].startswith("lifespan.startup."):
+                started.set()
+
+        async def run() -> None:
+            scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self._state}
+            try:
+                await app(scope, inbox.get, send)
+            except Exception:  # lifespan unsupported: uvicorn's "auto" mode ignores it
+                if not started.is_set():
+                    self._state.clear()
+            finally:
+                started.set()
+
+        await inbox.put({"type": "lifespan.startup"})
+        # Kept referenced: the lifespan lasts as long as the event loop that serves the app.
+        self._lifespan = asyncio.create_task(run())
+        await started.wait()
+        if failure:
+            raise RuntimeError(f"{self.function_id}: lifespan startup failed: {failure[0]}")
+
+
 @dataclass(frozen=True)
 class CompiledRoute:
     route: ApiRoute
     pattern: re.Pattern[str]
     param_names: tuple[str, ...]
-    function: LambdaFunction
+    function: LambdaFunction | WebAdapterFunction
 
     @property
     def specificity(self) -> tuple[tuple[int, ...], bool]:
@@ -136,7 +224,7 @@ class CompiledRoute:
         return kinds, self.route.method == "ANY"
 
 
-def compile_route(route: ApiRoute, function: LambdaFunction) -> CompiledRoute:
+def compile_route(route: ApiRoute, function: LambdaFunction | WebAdapterFunction) -> CompiledRoute:
     names: list[str] = []
     parts: list[str] = []
     for segment in route.path.strip("/").split("/"):
@@ -276,6 +364,65 @@ def to_response(result: Any, request_id: str) -> Response:
     return response
 
 
+# What an HTTP server puts in an ASGI scope; the gateway's own routing keys are not passed on.
+_HTTP_SCOPE_KEYS = (
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+    "extensions",
+)
+
+
+async def serve_web_app(
+    function: WebAdapterFunction, scope: Scope, receive: Receive, send: Send, body: bytes, request_id: str
+) -> Response | None:
+    """Pass the request to the function's ASGI app and its response back as it is sent (streamed).
+
+    API Gateway buffers the request (it does not stream requests), so the body already read is replayed;
+    later receive() calls reach the client connection, so the app sees a disconnect. Returns a response
+    to send instead when the app did not answer: 500 as uvicorn sends for an app error before its response.
+    """
+    app, state = await function.app()
+    app_scope: Scope = {key: scope[key] for key in _HTTP_SCOPE_KEYS if key in scope}
+    app_scope |= {"root_path": "", "state": dict(state)}
+    body_sent = False
+    started = False
+
+    async def replay_receive() -> Message:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    async def send_through(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+            headers = [*message.get("headers", []), (b"x-amzn-requestid", request_id.encode("latin-1"))]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    try:
+        await app(app_scope, replay_receive, send_through)
+    except Exception:
+        print(f"[local_stack] {function.function_id}: exception in ASGI application", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        if started:
+            return None  # the stream is cut short, as the client sees it on AWS
+    if started:
+        return None
+    return Response("Internal Server Error", status_code=500, media_type="text/plain")
+
+
 def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -290,7 +437,10 @@ def build_gateway(
     env: Mapping[str, str],
     asgi_mounts: Mapping[str, ASGIApp] | None = None,
 ) -> Starlette:
-    """The template's API routes as an ASGI app; asgi_mounts (prefix -> app) are served as-is, e.g. /v1.
+    """The template's API routes as an ASGI app; asgi_mounts (prefix -> app) are served as-is before them.
+
+    Routes of functions under the Lambda Web Adapter are served by the function's ASGI app (see
+    serve_web_app); asgi_mounts are only for apps that are not in the template.
 
     Gateway errors (unknown route 404, body over 10 MiB 413, handler failure 502) use the template's
     GatewayResponses when it defines them, else route_not_found / payload_too_large / API Gateway's 502.
@@ -300,12 +450,14 @@ def build_gateway(
     template = load_template(template_path)
     responses = gateway_responses(template)
 
-    functions: dict[tuple[str, str, str], LambdaFunction] = {}
+    functions: dict[tuple[str, str, str], LambdaFunction | WebAdapterFunction] = {}
     compiled: list[CompiledRoute] = []
     for route in api_routes(template):
         key = (route.function_id, route.code_uri, route.handler)
         if key not in functions:
-            functions[key] = LambdaFunction(route.function_id, template_path.parent / route.code_uri, route.handler)
+            code_dir = template_path.parent / route.code_uri
+            kind = WebAdapterFunction if route.web_adapter else LambdaFunction
+            functions[key] = kind(route.function_id, code_dir, route.handler)
         compiled.append(compile_route(route, functions[key]))
     compiled.sort(key=lambda r: r.specificity)
 
@@ -325,7 +477,8 @@ def build_gateway(
         message = "Internal server error"
         return error("DEFAULT_5XX", 502, message, {"message": message}, request_id)
 
-    async def dispatch(request: Request) -> Response:
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> Response | None:
+        request = Request(scope, receive)
         path: str = request.scope["path"]
         request_id = str(uuid.uuid4())
         body = await _read_body(request)
@@ -339,6 +492,13 @@ def build_gateway(
             body_404 = _error_body("route_not_found", message)
             return error("MISSING_AUTHENTICATION_TOKEN", 404, message, body_404, request_id)
         route, path_params = matched
+        if isinstance(route.function, WebAdapterFunction):
+            try:
+                return await serve_web_app(route.function, scope, receive, send, body, request_id)
+            except Exception:
+                # On AWS the app would not start (readiness check never passes): the invocation fails.
+                _log_failure(route, "web app failed to load")
+                return internal_error(request_id)
         event = build_event(request, route, path_params, body, request_id)
         context = LambdaContext(function_name=route.route.function_id)
         try:
@@ -353,9 +513,17 @@ def build_gateway(
             _log_failure(route, "invalid response")
             return internal_error(request_id)
 
+    class Endpoint:
+        """The catch-all as a raw ASGI app, so web adapter functions can stream through it."""
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            response = await dispatch(scope, receive, send)
+            if response is not None:
+                await response(scope, receive, send)
+
     routes: list[BaseRoute] = [Mount(prefix, app=app) for prefix, app in (asgi_mounts or {}).items()]
     # One catch-all, so matching and 404s follow API Gateway rather than Starlette (which would 405).
-    routes.append(Route("/{path:path}", dispatch, methods=HTTP_METHODS))
+    routes.append(Route("/{path:path}", Endpoint(), methods=HTTP_METHODS))
     app = Starlette(routes=routes)
     app.state.routes = [r.route for r in compiled]
     return app

@@ -25,6 +25,9 @@ def stack_environment(template: dict[str, Any], table_names: dict[str, str], dyn
     # All functions share one process, so take the union (Globals are common to all of them anyway).
     for function_id in function_ids(template):
         env.update(function_environment(template, function_id, table_names))
+    # A variable the template leaves empty is an optional setting (e.g. MODEL_CATALOG_FILE): a value the
+    # developer exported wins, so `MODEL_CATALOG_FILE=my.json make dev` works without editing the template.
+    env = {name: value for name, value in env.items() if value or not os.environ.get(name)}
     env.update(
         DYNAMODB_ENDPOINT_URL=dynamodb_url,
         AWS_DEFAULT_REGION=REGION,

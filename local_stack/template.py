@@ -119,7 +119,12 @@ class ApiRoute:
     path: str  # API Gateway resource path, e.g. /api/keys/{id}
     function_id: str
     code_uri: str
-    handler: str  # e.g. handler.lambda_handler
+    handler: str  # e.g. handler.lambda_handler, or the startup script (run.sh) under the web adapter
+    # The function runs under the AWS Lambda Web Adapter: its handler starts a web server that gets the
+    # HTTP request itself, not an API Gateway event.
+    web_adapter: bool = False
+    # The integration streams the response (SAM ResponseTransferMode RESPONSE_STREAM) instead of buffering it.
+    streaming: bool = False
 
 
 def _function_setting(template: dict[str, Any], props: dict[str, Any], key: str) -> Any:
@@ -127,11 +132,35 @@ def _function_setting(template: dict[str, Any], props: dict[str, Any], key: str)
     return props.get(key, globals_fn.get(key))
 
 
+# The adapter's wrapper script in its layer (AWS_LAMBDA_EXEC_WRAPPER); its settings are AWS_LWA_* variables.
+WEB_ADAPTER_EXEC_WRAPPER = "/opt/bootstrap"
+
+
+def _variables(template: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    """Globals + function environment variables, as written in the template (intrinsics unresolved)."""
+    globals_env = ((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
+    function_env = props.get("Environment") or {}
+    return {**(globals_env.get("Variables") or {}), **(function_env.get("Variables") or {})}
+
+
+def runs_under_web_adapter(template: dict[str, Any], function_id: str) -> bool:
+    """True when the function is served by the Lambda Web Adapter (exec wrapper or AWS_LWA_* settings)."""
+    props = ((template.get("Resources") or {})[function_id]).get("Properties") or {}
+    variables = _variables(template, props)
+    return variables.get("AWS_LAMBDA_EXEC_WRAPPER") == WEB_ADAPTER_EXEC_WRAPPER or any(
+        name.startswith("AWS_LWA_") for name in variables
+    )
+
+
 def api_routes(template: dict[str, Any]) -> list[ApiRoute]:
-    """Routes of every Api event of every AWS::Serverless::Function, in template order."""
+    """Routes of every Api event of every AWS::Serverless::Function, in template order.
+
+    Routes stay in the functions' Events (SAM writes them into the API's OpenAPI body), streaming ones included.
+    """
     routes: list[ApiRoute] = []
     for function_id, resource in _resources(template, "AWS::Serverless::Function").items():
         props = resource.get("Properties") or {}
+        web_adapter = runs_under_web_adapter(template, function_id)
         for event in (props.get("Events") or {}).values():
             if event.get("Type") != "Api":
                 continue
@@ -147,6 +176,8 @@ def api_routes(template: dict[str, Any]) -> list[ApiRoute]:
                     function_id=function_id,
                     code_uri=code_uri,
                     handler=handler,
+                    web_adapter=web_adapter,
+                    streaming=event_props.get("ResponseTransferMode") == "RESPONSE_STREAM",
                 )
             )
     return routes
@@ -169,10 +200,8 @@ def function_ids(template: dict[str, Any]) -> list[str]:
 
 def function_environment(template: dict[str, Any], function_id: str, table_names: dict[str, str]) -> dict[str, str]:
     """Globals + function environment; table Refs resolve to local names, other intrinsics are dropped."""
-    globals_env = ((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
     resource = (template.get("Resources") or {})[function_id]
-    function_env = (resource.get("Properties") or {}).get("Environment") or {}
-    merged = {**(globals_env.get("Variables") or {}), **(function_env.get("Variables") or {})}
+    merged = _variables(template, resource.get("Properties") or {})
 
     env: dict[str, str] = {}
     for name, value in merged.items():

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TEMPLATE, FakeContext
 
+from local_stack.template import runs_under_web_adapter
+
+# Functions under the Lambda Web Adapter (the proxy) get HTTP requests, not events: tests/unit/local covers them.
 FUNCTIONS = {
     logical_id: Path(resource["Properties"]["CodeUri"]).name
     for logical_id, resource in TEMPLATE["Resources"].items()
-    if resource["Type"] == "AWS::Serverless::Function"
+    if resource["Type"] == "AWS::Serverless::Function" and not runs_under_web_adapter(TEMPLATE, logical_id)
 }
 
 

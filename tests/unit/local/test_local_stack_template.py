@@ -13,6 +13,7 @@ from local_stack.template import (
     gateway_responses,
     load_template,
     loads_template,
+    runs_under_web_adapter,
     table_definitions,
 )
 
@@ -258,3 +259,91 @@ Resources:
         "THROTTLED": {"StatusCode": 429},
         "DEFAULT_4XX": {"ResponseTemplates": {"application/json": "{}"}},
     }
+
+
+WEB_ADAPTER_TEMPLATE = """
+Globals:
+  Function:
+    Handler: handler.lambda_handler
+    Environment:
+      Variables:
+        LOG_LEVEL: INFO
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties: {StageName: prod}
+  ProxyFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/proxy/
+      Handler: run.sh
+      Environment:
+        Variables:
+          AWS_LAMBDA_EXEC_WRAPPER: /opt/bootstrap
+          AWS_LWA_INVOKE_MODE: response_stream
+      Events:
+        Chat:
+          Type: Api
+          Properties:
+            RestApiId: !Ref Api
+            Path: /v1/chat/completions
+            Method: post
+            ResponseTransferMode: RESPONSE_STREAM
+            TimeoutInMillis: 900000
+        Models:
+          Type: Api
+          Properties: {RestApiId: !Ref Api, Path: /v1/models, Method: get}
+  SettingsOnlyFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/other/
+      Handler: start.sh
+      Environment:
+        Variables:
+          AWS_LWA_PORT: "9000"
+  KeysFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/keys/
+      Events:
+        List: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /api/keys, Method: get}}
+"""
+
+
+def test_web_adapter_functions_are_detected_from_their_environment() -> None:
+    # Given functions with the adapter's exec wrapper, with only AWS_LWA_* settings, and a plain one
+    template = loads_template(WEB_ADAPTER_TEMPLATE)
+
+    # When / Then the first two run under the Lambda Web Adapter and the plain handler does not
+    assert runs_under_web_adapter(template, "ProxyFunction")
+    assert runs_under_web_adapter(template, "SettingsOnlyFunction")
+    assert not runs_under_web_adapter(template, "KeysFunction")
+
+
+def test_web_adapter_routes_keep_their_script_and_transfer_mode() -> None:
+    # Given the template
+    template = loads_template(WEB_ADAPTER_TEMPLATE)
+
+    # When routes are derived
+    routes = api_routes(template)
+
+    # Then the adapter function's events are routes flagged as such, streaming where the event says so
+    assert routes == [
+        ApiRoute("POST", "/v1/chat/completions", "ProxyFunction", "functions/proxy/", "run.sh", True, True),
+        ApiRoute("GET", "/v1/models", "ProxyFunction", "functions/proxy/", "run.sh", True, False),
+        ApiRoute("GET", "/api/keys", "KeysFunction", "functions/keys/", "handler.lambda_handler"),
+    ]
+
+
+def test_repository_template_serves_the_proxy_under_the_web_adapter() -> None:
+    # Given the repository's template
+    template = load_template(Path(__file__).resolve().parents[3] / "template.yaml")
+
+    # When its routes are derived
+    proxy = {(r.method, r.path): r for r in api_routes(template) if r.function_id == "ProxyFunction"}
+    others = [r for r in api_routes(template) if r.function_id != "ProxyFunction"]
+
+    # Then the proxy's routes stream through the adapter, and every management route is a plain handler
+    assert set(proxy) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
+    assert all(r.web_adapter and r.streaming and r.handler == "run.sh" for r in proxy.values())
+    assert others and not any(r.web_adapter or r.streaming for r in others)

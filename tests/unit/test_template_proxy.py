@@ -1,0 +1,210 @@
+"""template.yaml: the inference proxy streams through the REST API under the Lambda Web Adapter, least privilege."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, TEMPLATE
+
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+PROXY: dict[str, Any] = RESOURCES["ProxyFunction"]["Properties"]
+GLOBALS: dict[str, Any] = TEMPLATE["Globals"]["Function"]
+VARIABLES: dict[str, Any] = PROXY["Environment"]["Variables"]
+EVENTS: dict[str, Any] = PROXY["Events"]
+API_GATEWAY_BUFFERED_TIMEOUT_MS = 29_000
+STREAMING_TIMEOUT_MS = 900_000  # API Gateway's response streaming limit: 15 minutes
+
+
+def routes() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]): e["Properties"] for e in EVENTS.values()}
+
+
+def test_proxy_routes_are_on_the_platform_api_and_stream() -> None:
+    # Given the proxy's Api events
+    # Then exactly the OpenAI-compatible routes are on the platform's REST API
+    assert {event["Type"] for event in EVENTS.values()} == {"Api"}
+    assert set(routes()) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
+    for props in routes().values():
+        assert props["RestApiId"] == {"Ref": "PlatformApi"}
+        # And every one is a streaming integration (SAM: response-streaming-invocations, transfer mode STREAM):
+        # the adapter writes the streaming format, which a buffered integration cannot read
+        assert props["ResponseTransferMode"] == "RESPONSE_STREAM"
+    # And a completion may run past API Gateway's 29 s, up to the streaming limit
+    chat = routes()[("POST", "/v1/chat/completions")]
+    assert API_GATEWAY_BUFFERED_TIMEOUT_MS < chat["TimeoutInMillis"] <= STREAMING_TIMEOUT_MS
+
+
+def test_platform_api_stays_regional_and_event_driven() -> None:
+    # Given the REST API
+    api = RESOURCES["PlatformApi"]["Properties"]
+
+    # Then it is the same Regional API, its routes still come from the functions' events
+    assert api["EndpointConfiguration"]["Type"] == "REGIONAL"
+    assert "DefinitionBody" not in api and "DefinitionUri" not in api
+
+
+def test_proxy_runs_under_the_lambda_web_adapter() -> None:
+    # Given the proxy function
+    # Then its handler is the startup script, run by the adapter's wrapper from the arm64 adapter layer
+    assert PROXY["CodeUri"] == "functions/proxy/"
+    assert PROXY["Handler"] == "run.sh"
+    assert VARIABLES["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert VARIABLES["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    layers = [layer["Fn::Sub"] for layer in PROXY["Layers"] if isinstance(layer, dict) and "Fn::Sub" in layer]
+    assert len(layers) == 1
+    assert re.fullmatch(r"arn:aws:lambda:\$\{AWS::Region\}:753240598075:layer:LambdaAdapterLayerArm64:\d+", layers[0])
+    # And SAM appends it to the global layers: the shared layer stays
+    assert {"Ref": "SharedLayer"} in GLOBALS["Layers"]
+    # And the runtime is the platform's: Python 3.12 on arm64
+    assert PROXY.get("Runtime", GLOBALS["Runtime"]) == "python3.12"
+    assert PROXY.get("Architectures", GLOBALS["Architectures"]) == ["arm64"]
+
+
+def test_readiness_check_and_port_match_the_app() -> None:
+    # Given the adapter settings and the startup script
+    script = (REPO / "functions" / "proxy" / "run.sh").read_text()
+
+    # Then the readiness check asks a route the app answers 200 without a key or a database
+    import asyncio
+
+    from llm_platform.proxy.asgi import create_app
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    path = VARIABLES["AWS_LWA_READINESS_CHECK_PATH"]
+    asyncio.run(create_app()({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send))
+    assert sent[0]["status"] == 200
+    # And the port is the one uvicorn listens on
+    assert re.search(r'--port "\$\{AWS_LWA_PORT:-8080\}"', script)
+    assert str(VARIABLES.get("AWS_LWA_PORT", "8080")) == "8080"
+
+
+def test_model_catalog_defaults_to_the_packaged_one() -> None:
+    assert VARIABLES["MODEL_CATALOG_FILE"] == ""
+
+
+def test_no_secrets_in_the_environment() -> None:
+    # Given every variable the proxy gets
+    merged = {**GLOBALS["Environment"]["Variables"], **VARIABLES}
+
+    # Then none is a credential: provider keys are read from SSM / Secrets Manager at run time
+    assert not [name for name in merged if re.search(r"(API_KEY|SECRET|TOKEN|PASSWORD)$", name)]
+
+
+def test_timeout_memory_and_log_group() -> None:
+    # Then a stream can outlive API Gateway's 29 s, and the function logs to its own retained log group
+    assert API_GATEWAY_BUFFERED_TIMEOUT_MS / 1000 < PROXY["Timeout"] <= 900
+    assert PROXY["Timeout"] * 1000 >= routes()[("POST", "/v1/chat/completions")]["TimeoutInMillis"]
+    assert PROXY["MemorySize"] == 1024
+    log_group_id = PROXY["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = RESOURCES[log_group_id]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert log_group["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${AWS::StackName}/Proxy"}
+
+
+def _table(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
+    (_table("ApiKeysTable"), {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}),
+    (_table("SubscriptionsTable"), {"dynamodb:GetItem", "dynamodb:ConditionCheckItem"}),
+    (_table("AccountsTable"), {"dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}),
+    (_table("UsageCountersTable"), {"dynamodb:UpdateItem"}),
+    (_table("LedgerTable"), {"dynamodb:PutItem"}),
+    (
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+            ":parameter/${AWS::StackName}/providers/*"
+        },
+        {"ssm:GetParameter"},
+    ),
+    (
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+            ":secret:${AWS::StackName}/providers/*"
+        },
+        {"secretsmanager:GetSecretValue"},
+    ),
+]
+
+
+def _statements() -> list[dict[str, Any]]:
+    statements = []
+    for policy in PROXY["Policies"]:
+        assert isinstance(policy, dict) and "Statement" in policy, "only inline statements, no managed policy"
+        statements += policy["Statement"]
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_policy_is_least_privilege() -> None:
+    # Given the proxy's inline policy
+    granted: list[tuple[Any, set[str]]] = []
+    for statement in _statements():
+        assert statement["Effect"] == "Allow"
+        assert set(statement) == {"Effect", "Action", "Resource"}, "no NotAction / NotResource / conditions"
+        actions = set(_as_list(statement["Action"]))
+        # Then no action is a wildcard
+        assert not [action for action in actions if "*" in action]
+        for resource in _as_list(statement["Resource"]):
+            assert resource != "*"
+            granted.append((resource, actions))
+
+    # And each resource gets exactly the actions the proxy needs, nothing else
+    merged: list[tuple[Any, set[str]]] = []
+    for resource, actions in granted:
+        for existing_resource, existing_actions in merged:
+            if existing_resource == resource:
+                existing_actions |= actions
+                break
+        else:
+            merged.append((resource, set(actions)))
+    assert sorted(merged, key=repr) == sorted(EXPECTED_PERMISSIONS, key=repr)
+
+
+@pytest.mark.parametrize("name", ["ManagementKeysTable", "PaymentEventsTable"])
+def test_proxy_cannot_touch_tables_it_does_not_use(name: str) -> None:
+    assert not [s for s in _statements() if _table(name) in _as_list(s["Resource"])]
+
+
+def test_startup_script_execs_uvicorn_on_the_app() -> None:
+    # Given the startup script the adapter runs
+    path = REPO / "functions" / "proxy" / "run.sh"
+    script = path.read_text()
+
+    # Then it is executable and replaces itself with uvicorn serving app:app on loopback only
+    assert os.access(path, os.X_OK)
+    assert script.startswith("#!/bin/bash\n")
+    assert re.search(r"^exec python -m uvicorn app:app\b", script, re.MULTILINE)
+    assert "--host 127.0.0.1" in script
+    assert "/opt/python" in script  # the shared layer, which the runtime's own bootstrap would have added
+
+
+def _requirements(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_proxy_dependencies_ship_with_the_proxy_only() -> None:
+    # Given pyproject.toml, the one dependency source
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    # Then the proxy's requirements are its optional group, and the shared layer does not carry them
+    assert _requirements(REPO / "functions" / "proxy" / "requirements.txt") == project["optional-dependencies"]["proxy"]
+    layer = " ".join(_requirements(REPO / "layers" / "shared" / "requirements.txt"))
+    assert "uvicorn" not in layer and "httpx" not in layer
