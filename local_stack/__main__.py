@@ -65,19 +65,26 @@ def main(argv: list[str] | None = None) -> int:
             "demoAccountId": info.demo_account_id,
             "demoManagementKey": info.demo_management_key,
             "dynamodbUrl": info.dynamodb_url,
+            "upstreamUrl": info.upstream_url,
         }
         state_dir.mkdir(parents=True, exist_ok=True)
         (state_dir / "stack.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        models = f"built-in upstream at {info.upstream_url}" if info.upstream_url else "MODEL_CATALOG_FILE"
         lines = [
             "",
             f"Local stack ready (details in {state_dir / 'stack.json'}):",
             f"  API:                  {info.api_url}",
             f"  DynamoDB Local:       {info.dynamodb_url} (log: {state_dir / 'dynamodb-local.log'})",
             f"  demo account:         {info.demo_account_id}",
-            f"  demo management key:  {info.demo_management_key}",
+            f"  demo management key:  {info.demo_management_key} ($25.00 demo credit)",
+            f"  models:               {models}",
             "",
             "Try:",
             *(f"  {example}" for example in _examples(info, args.template)),
+            "  then, with the apiKey it returns:",
+            f"  curl -s {info.api_url}/v1/chat/completions -H 'Authorization: Bearer sk_live_…' "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"model": "deepseek/deepseek-chat-v3-0324", "messages": [{"role": "user", "content": "Hello"}]}\'',
             "",
             "Ctrl-C stops the stack (DynamoDB Local is in memory: data is not kept).",
         ]

@@ -41,6 +41,9 @@ def stack_environment(template: dict[str, Any], table_names: dict[str, str], dyn
     return env
 
 
+DEMO_CREDIT_MICROS = 25_000_000  # $25
+
+
 class ServerThread:
     """uvicorn serving an ASGI app from a daemon thread on a socket we bind first (port 0 = free port)."""
 
@@ -87,6 +90,7 @@ class StackInfo:
     table_names: dict[str, str]
     demo_account_id: str | None = None
     demo_management_key: str | None = None
+    upstream_url: str | None = None  # the built-in model server, when no real catalog is configured
 
 
 class LocalStack:
@@ -106,6 +110,7 @@ class LocalStack:
         asgi_mounts: dict[str, ASGIApp] | None = None,
         log_dir: Path | None = None,
         log_level: str = "warning",
+        builtin_upstream: bool = True,
     ) -> None:
         self.template_path = Path(template_path)
         self.port, self.host = port, host
@@ -114,6 +119,8 @@ class LocalStack:
         self.asgi_mounts = asgi_mounts
         self.log_dir = log_dir
         self.log_level = log_level
+        self.builtin_upstream = builtin_upstream
+        self._upstream: Any = None
         self._server: ServerThread | None = None
         self._saved_env: dict[str, str | None] = {}
         self.info: StackInfo | None = None
@@ -135,16 +142,21 @@ class LocalStack:
         table_names = create_tables(dynamodb_url, template)
 
         env = stack_environment(template, table_names, dynamodb_url)
+        upstream_url = None
+        if self.builtin_upstream and not (env.get("MODEL_CATALOG_FILE") or os.environ.get("MODEL_CATALOG_FILE")):
+            upstream_url, env["MODEL_CATALOG_FILE"] = self._start_builtin_upstream()
         self._saved_env = {name: os.environ.get(name) for name in env}
         app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
 
         account_id = management_key = None
         if self.create_demo_account:
             # Imported only now: the shared code reads its configuration from the environment set above.
-            from llm_platform.domain.accounts import create_account
+            from llm_platform.domain.accounts import create_account, grant_credit
 
             account = create_account(name="demo")
             account_id, management_key = account.account_id, account.management_key
+            # Enough to try credit keys and /v1 at once; an operator grant, so it is in the ledger too.
+            grant_credit(account_id, DEMO_CREDIT_MICROS, "local demo credit")
 
         self._server = ServerThread(app, host=self.host, port=self.port, log_level=self.log_level)
         self._server.start()
@@ -154,13 +166,31 @@ class LocalStack:
             table_names=table_names,
             demo_account_id=account_id,
             demo_management_key=management_key,
+            upstream_url=upstream_url,
         )
         return self.info
+
+    def _start_builtin_upstream(self) -> tuple[str, str]:
+        """No real providers configured: serve the models from the built-in deterministic upstream."""
+        import json
+        import tempfile
+
+        from local_stack.upstream import UpstreamServer, local_model_catalog
+
+        self._upstream = UpstreamServer(name="builtin").start()
+        folder = self.log_dir or Path(tempfile.mkdtemp(prefix="local-stack-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        catalog_path = folder / "models.json"
+        catalog_path.write_text(json.dumps(local_model_catalog(self._upstream.url), indent=2))
+        return self._upstream.url, str(catalog_path)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._upstream is not None:
+            self._upstream.stop()
+            self._upstream = None
         if self._dynamodb is not None and self._owns_dynamodb:
             self._dynamodb.stop()
             self._dynamodb = None

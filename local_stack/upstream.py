@@ -366,3 +366,36 @@ class UpstreamServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def local_model_catalog(upstream_url: str) -> dict[str, Any]:
+    """A model catalog (the proxy's ``MODEL_CATALOG_FILE`` format) serving every built-in model from the
+    upstream at ``upstream_url``. Public models keep their packaged prices; test models cost $1/$2 per 1M
+    tokens so local bills are easy to check by hand."""
+    from llm_platform.catalog import load
+
+    packaged = {model["id"]: model for model in load("models.json")["models"]}
+    models = []
+    for model_id in UPSTREAM_MODELS:
+        known = packaged.get(model_id, {})
+        models.append(
+            {
+                "id": model_id,
+                "ownedBy": known.get("ownedBy", "local"),
+                "inputPerMTokUsd": known.get("inputPerMTokUsd", "1.00"),
+                "outputPerMTokUsd": known.get("outputPerMTokUsd", "2.00"),
+                "maxOutputTokens": 4096,
+                "defaultMaxOutputTokens": 1024,
+                "providers": [
+                    {
+                        "name": "builtin",
+                        "baseUrl": f"{upstream_url}/v1",
+                        "model": model_id,
+                        "inputCostPerMTokUsd": "0",
+                        "outputCostPerMTokUsd": "0",
+                        "timeoutSeconds": 60,
+                    }
+                ],
+            }
+        )
+    return {"models": models}

@@ -79,7 +79,7 @@ def test_the_documented_curl_examples_work(stack) -> None:
     api, mk = stack["apiUrl"], stack["demoManagementKey"]
     # curl https://…/api/billing/status -H "Authorization: Bearer mk_your_management_key"
     status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")
-    assert status["data"]["creditBalance"] == "0.00"
+    assert status["data"]["creditBalance"] == "25.00"  # the local demo credit
     # A subscription to attach keys to (paid checkout arrives with the billing issue; an operator grant here)
     granted = admin(stack, "grant-subscription", "--account", stack["demoAccountId"], "--plan", "pro")
     # curl -X POST …/api/keys/subscription … -d '{"name": "prod-api", "subscriptionId": "sub_uuid"}'

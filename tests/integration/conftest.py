@@ -1,17 +1,11 @@
-"""Integration fixtures: one DynamoDB Local JVM and one local stack (real HTTP) per test session."""
+"""Integration tier: everything here is marked ``integration`` (fixtures live in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from local_stack.dynamodb_local import DynamoDBLocal, client
-from local_stack.stack import LocalStack, StackInfo
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve().parent
 
 
@@ -20,25 +14,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in item.path.resolve().parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def dynamodb_local() -> Iterator[DynamoDBLocal]:
-    with DynamoDBLocal() as ddb_local:
-        yield ddb_local
-
-
-@pytest.fixture(scope="session")
-def local_stack(dynamodb_local: DynamoDBLocal) -> Iterator[StackInfo]:
-    """The stack from template.yaml on a free port: .api_url, .dynamodb_url, .demo_management_key."""
-    stack = LocalStack(REPO_ROOT / "template.yaml", port=0, dynamodb=dynamodb_local)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-@pytest.fixture
-def ddb(dynamodb_local: DynamoDBLocal) -> Any:
-    """A boto3 DynamoDB client on the session's DynamoDB Local (the one local_stack uses)."""
-    return client(dynamodb_local.endpoint_url)
