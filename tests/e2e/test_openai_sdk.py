@@ -17,12 +17,13 @@ MODEL = "deepseek/deepseek-chat-v3-0324"  # the model of the public docs, served
 
 
 @pytest.fixture
-def subscription_key(local_stack) -> tuple[str, Caller]:
+def subscription_key(local_stack) -> tuple[str, str]:
+    """(API key, management key) of a fresh account with a pro subscription."""
     created = accounts.create_account("sdk-user")
     caller = Caller(created.account_id, created.management_key_id)
     subscription = billing.grant_subscription(created.account_id, "pro")
     _, plaintext = api_keys.create_subscription_key(caller, "sdk", subscription.subscription_id)
-    return plaintext, caller
+    return plaintext, created.management_key
 
 
 def sdk(local_stack, key: str) -> openai.OpenAI:
@@ -30,7 +31,7 @@ def sdk(local_stack, key: str) -> openai.OpenAI:
 
 
 def test_plain_completion_with_usage_and_rate_headers(local_stack, subscription_key) -> None:
-    key, caller = subscription_key
+    key, management_key = subscription_key
     raw = sdk(local_stack, key).chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "Hello"}]
     )
@@ -41,10 +42,11 @@ def test_plain_completion_with_usage_and_rate_headers(local_stack, subscription_
     assert raw.headers["x-ratelimit-limit-requests"] == "200"  # pro plan
     assert int(raw.headers["x-ratelimit-remaining-requests"]) < 200
     # And the request shows in the management API's usage
-    from llm_platform.domain.usage import usage_report
-
-    [entry] = usage_report(caller)
-    assert entry.key.request_count == 1 and entry.budget_counters["spendMicros"] > 0
+    usage = httpx.get(f"{local_stack.api_url}/api/usage", headers={"Authorization": f"Bearer {management_key}"})
+    [entry] = usage.json()["data"]["keys"]
+    assert entry["usage"]["lifetime"]["requests"] == 1 and entry["usage"]["lifetime"]["totalTokens"] > 0
+    assert entry["usage"]["currentBudgetWindow"]["requests"] == 1
+    assert entry["usage"]["currentBudgetWindow"]["spend"] != "0.00"
 
 
 def test_streamed_completion_arrives_chunk_by_chunk_with_usage(local_stack, subscription_key) -> None:

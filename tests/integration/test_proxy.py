@@ -397,3 +397,26 @@ def _micros(usd: str) -> int:
 def _owner_of(key: str) -> tuple[str, str]:
     stored = api_keys_table.get_by_hash(hash_secret(key))
     return stored.account_id, "unused"
+
+
+def test_a_warm_request_makes_exactly_two_dynamodb_calls(proxy) -> None:
+    """One admission transaction, one settle transaction: nothing else on the hot path."""
+    from llm_platform.data.dynamo import client
+
+    key, _, _ = credit_key(1)
+    sub_key, _ = subscription_key("pro")
+    for api_key in (key, sub_key):
+        chat(proxy, api_key, model="test/echo")  # warm: the key snapshot is now cached
+    operations: list[str] = []
+
+    def record(event_name: str, **_: object) -> None:
+        operations.append(event_name.rsplit(".", 1)[-1])
+
+    client().meta.events.register("before-call.dynamodb", record)
+    try:
+        for api_key in (key, sub_key):
+            assert chat(proxy, api_key, model="test/echo").status_code == 200
+            assert chat(proxy, api_key, model="test/echo", stream=True).status_code == 200
+    finally:
+        client().meta.events.unregister("before-call.dynamodb", record)
+    assert operations == ["TransactWriteItems", "TransactWriteItems"] * 4

@@ -188,3 +188,24 @@ def test_ssm_secrets_are_read_under_the_stack_prefix(tables, monkeypatch) -> Non
     boto3.client("ssm").put_parameter(Name="/stack-a/providers/deepseek", Value="sk-upstream", Type="SecureString")
     secrets._cache.clear()
     assert secrets.resolve("ssm:deepseek") == "sk-upstream"
+
+
+def test_the_proxy_imports_nothing_heavy() -> None:
+    """Cold start is a product feature: no openai, stripe, web3, pydantic or Powertools in the proxy."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, json; sys.path.insert(0, 'functions/proxy'); import app; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        json.loads(
+            subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True).stdout
+        )
+    )
+    assert loaded.isdisjoint({"openai", "stripe", "web3", "pydantic", "aws_lambda_powertools", "starlette"})
+    assert {"httpx", "boto3", "llm_platform"} <= loaded

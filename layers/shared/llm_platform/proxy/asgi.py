@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,8 @@ from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.metering import Admission, Meter
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_estimate
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
+
+_log = logging.getLogger("llm_platform.proxy")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -242,15 +245,34 @@ class ProxyApp:
 
     async def _settle(self, admission: Admission, model: catalog.Model, input_tokens: int, output_tokens: int) -> int:
         cost = cost_micros(input_tokens, output_tokens, model.input_price, model.output_price)
-        await self._blocking(
-            self.meter.settle,
-            admission,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_micros=cost,
-            counted=True,
-            now=_now(),
-        )
+        try:
+            await self._blocking(
+                self.meter.settle,
+                admission,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_micros=cost,
+                counted=True,
+                now=_now(),
+            )
+        except Exception:
+            # Retries are spent (conflicts and throttling are retried inside). The reservation stays
+            # charged; this line carries what is needed to settle it by hand (see README, Operations).
+            _log.exception(
+                "settle failed",
+                extra={
+                    "settle": {
+                        "requestId": admission.request_id,
+                        "keyId": admission.key.key_id,
+                        "accountId": admission.key.account_id,
+                        "reserveMicros": admission.reserve_micros,
+                        "costMicros": cost,
+                        "inputTokens": input_tokens,
+                        "outputTokens": output_tokens,
+                    }
+                },
+            )
+            raise
         return cost
 
     async def _release(self, admission: Admission) -> None:
