@@ -16,7 +16,7 @@ from llm_platform.data.dynamo import (
     client,
     from_item,
     is_condition_failure,
-    query_all,
+    query_index,
     to_values,
     transact,
 )
@@ -34,32 +34,17 @@ def get_by_hash(key_hash: str) -> ApiKey | None:
 
 
 def list_for_account(account_id: str) -> list[ApiKey]:
-    items = query_all(
-        TableName=_table(),
-        IndexName="byAccount",
-        KeyConditionExpression="accountId = :account",
-        ExpressionAttributeValues=to_values({":account": account_id}),
-    )
+    items = query_index(_table(), "byAccount", ("accountId", account_id))
     return [from_record(ApiKey, item) for item in items]
 
 
 def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
-    items = query_all(
-        TableName=_table(),
-        IndexName="byAccount",
-        KeyConditionExpression="accountId = :account AND keyId = :key",
-        ExpressionAttributeValues=to_values({":account": account_id, ":key": key_id}),
-    )
+    items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
     return from_record(ApiKey, items[0]) if items else None
 
 
 def key_hashes_for_subscription(subscription_id: str) -> list[str]:
-    items = query_all(
-        TableName=_table(),
-        IndexName="bySubscription",
-        KeyConditionExpression="subscriptionId = :sub",
-        ExpressionAttributeValues=to_values({":sub": subscription_id}),
-    )
+    items = query_index(_table(), "bySubscription", ("subscriptionId", subscription_id))
     return [item["keyHash"] for item in items]
 
 

@@ -83,6 +83,23 @@ def transact(items: list[dict[str, Any]]) -> None:
         raise
 
 
+def query_index(
+    table: str, index: str, partition: tuple[str, str], sort: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every item of a GSI partition (optionally one sort-key value): ``("accountId", id)``."""
+    condition, names, values = "#pk = :pk", {"#pk": partition[0]}, {":pk": partition[1]}
+    if sort is not None:
+        condition += " AND #sk = :sk"
+        names["#sk"], values[":sk"] = sort
+    return query_all(
+        TableName=table,
+        IndexName=index,
+        KeyConditionExpression=condition,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_values(values),
+    )
+
+
 def is_condition_failure(error: Exception) -> bool:
     code = getattr(error, "response", {}).get("Error", {}).get("Code")
     return code == "ConditionalCheckFailedException"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, query_all, to_values, transact
+from llm_platform.data.dynamo import client, query_index, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ManagementKey
 
@@ -18,22 +18,12 @@ def get_by_hash(key_hash: str) -> ManagementKey | None:
 
 
 def list_for_account(account_id: str) -> list[ManagementKey]:
-    items = query_all(
-        TableName=_table(),
-        IndexName="byAccount",
-        KeyConditionExpression="accountId = :account",
-        ExpressionAttributeValues=to_values({":account": account_id}),
-    )
+    items = query_index(_table(), "byAccount", ("accountId", account_id))
     return [from_record(ManagementKey, item) for item in items]
 
 
 def find_for_account(account_id: str, key_id: str) -> ManagementKey | None:
-    items = query_all(
-        TableName=_table(),
-        IndexName="byAccount",
-        KeyConditionExpression="accountId = :account AND keyId = :key",
-        ExpressionAttributeValues=to_values({":account": account_id, ":key": key_id}),
-    )
+    items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
     return from_record(ManagementKey, items[0]) if items else None
 
 

@@ -22,10 +22,6 @@ from llm_platform.data import ledger
 from llm_platform.data.dynamo import client, from_item, to_values
 from llm_platform.data.usage_counters import CounterId, as_key
 
-# Counter items outlive their window by this much, then DynamoDB's TTL removes them.
-_MINUTE_TTL_SECONDS = 3 * 3600
-_WINDOW_TTL_SECONDS = 40 * 24 * 3600
-
 
 @dataclass(frozen=True, slots=True)
 class AdmitPlan:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, query_all, to_values, transact
+from llm_platform.data.dynamo import client, query_index, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import Subscription, SubscriptionStatus
 
@@ -26,12 +26,7 @@ def get(subscription_id: str) -> Subscription | None:
 
 
 def list_for_account(account_id: str) -> list[Subscription]:
-    items = query_all(
-        TableName=_table(),
-        IndexName="byAccount",
-        KeyConditionExpression="accountId = :account",
-        ExpressionAttributeValues=to_values({":account": account_id}),
-    )
+    items = query_index(_table(), "byAccount", ("accountId", account_id))
     return [from_record(Subscription, item) for item in items]
 
 
