@@ -201,3 +201,14 @@ def test_concurrent_requests_each_see_only_their_own_account(api, local_stack) -
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         results = list(pool.map(own_keys_only, range(120)))
     assert results.count(False) == 0
+
+
+@pytest.mark.parametrize("bad_id", ["key_" + "a" * 2000, "not-an-id", "key_ABCDEF", "mkey_" + "0" * 32 + "x"])
+def test_ids_that_cannot_exist_are_404_not_500(api, alice, bad_id) -> None:
+    for response in (
+        api.patch(f"/api/keys/{bad_id}", headers=auth(alice), json={"disabled": True}),
+        api.delete(f"/api/keys/{bad_id}", headers=auth(alice)),
+        api.delete(f"/api/management-keys/{bad_id}", headers=auth(alice)),
+        api.post("/api/keys/subscription", headers=auth(alice), json={"name": "x", "subscriptionId": bad_id[:64]}),
+    ):
+        assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found"), response.text

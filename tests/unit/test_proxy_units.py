@@ -14,7 +14,13 @@ from llm_platform.proxy.catalog import CatalogError, parse_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeySnapshot
 from llm_platform.proxy.metering import RateView
-from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_estimate, per_million_micros
+from llm_platform.proxy.pricing import (
+    cost_micros,
+    estimate_tokens,
+    input_token_bound,
+    input_token_estimate,
+    per_million_micros,
+)
 
 
 def _catalog(**overrides) -> dict:
@@ -55,9 +61,12 @@ def test_costs_are_integer_micro_dollars_rounded_up() -> None:
         per_million_micros(Decimal("0.0000001"))
 
 
-def test_token_estimates() -> None:
+def test_token_estimates_and_bounds() -> None:
     assert estimate_tokens("") == 0 and estimate_tokens("a") == 1 and estimate_tokens("a" * 9) == 3
-    assert input_token_estimate(0, 1) == 12 and input_token_estimate(30, 2) == 10 + 8 + 8
+    # TPM: ~3 bytes a token of text, plus framing and declared media
+    assert input_token_estimate(0, 1, 0) == 12 and input_token_estimate(30, 2, 500) == 10 + 8 + 8 + 500
+    # Money: every byte of the body may be a token
+    assert input_token_bound(1000, 2, 0) == 1000 + 8 + 8 and input_token_bound(10, 1, 2000) == 10 + 4 + 8 + 2000
 
 
 def test_catalog_sorts_providers_cheapest_first_and_defaults_max_output() -> None:
@@ -158,13 +167,13 @@ def test_rate_headers_follow_the_instance_view_and_reset_each_minute() -> None:
     )
     now = datetime(2026, 1, 1, 10, 0, 45, tzinfo=UTC)
     view, minute = RateView(), minute_window(now)
-    view.admitted(key, minute, now)
-    view.settled("key_1", minute, 40)
-    headers = view.admitted(key, minute, now)
+    view.admitted(key, minute, now, tokens=30)  # reserved 30 tokens
+    view.settled("key_1", minute, 10)  # it used 40: settle adds the difference
+    headers = view.admitted(key, minute, now, tokens=0)
     assert headers["x-ratelimit-remaining-requests"] == "3" and headers["x-ratelimit-remaining-tokens"] == "60"
     assert headers["x-ratelimit-reset-requests"] == "15s" and headers["x-ratelimit-limit-tokens"] == "100"
     later = datetime(2026, 1, 1, 10, 1, 1, tzinfo=UTC)
-    assert view.admitted(key, minute_window(later), later)["x-ratelimit-remaining-requests"] == "4"
+    assert view.admitted(key, minute_window(later), later, tokens=0)["x-ratelimit-remaining-requests"] == "4"
 
 
 def test_secret_references(monkeypatch) -> None:
@@ -209,3 +218,67 @@ def test_the_proxy_imports_nothing_heavy() -> None:
     )
     assert loaded.isdisjoint({"openai", "stripe", "web3", "pydantic", "aws_lambda_powertools", "starlette"})
     assert {"httpx", "boto3", "llm_platform"} <= loaded
+
+
+def test_provider_extensions_are_refused_by_the_allowlist() -> None:
+    for field in ("models", "provider", "plugins", "service_tier", "store", "transforms"):
+        with pytest.raises(ProxyError) as refused:
+            _validate({"model": "m/x", "messages": MESSAGES, field: "x"}, MODEL)
+        assert (refused.value.code, refused.value.param) == ("unsupported_parameter", field)
+
+
+def test_the_larger_output_cap_wins_and_null_means_the_default() -> None:
+    both = {"model": "m/x", "messages": MESSAGES, "max_tokens": 256, "max_completion_tokens": 1}
+    assert _validate(both, MODEL).max_output == 256
+    assert _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": None}, MODEL).max_output == 1000
+
+
+def test_media_parts_need_a_declared_token_cost() -> None:
+    image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}},
+            ],
+        }
+    ]
+    with pytest.raises(ProxyError) as refused:
+        _validate({"model": "m/x", "messages": image}, MODEL)
+    assert refused.value.code == "unsupported_content"
+    vision = parse_catalog(_catalog(mediaPartTokens=3000))["m/x"]
+    assert _validate({"model": "m/x", "messages": image}, vision).media_parts == 1
+
+
+def test_duplicate_or_malformed_catalog_entries_are_catalog_errors() -> None:
+    doubled = _catalog()
+    doubled["models"].append(dict(doubled["models"][0]))
+    with pytest.raises(CatalogError, match="twice"):
+        parse_catalog(doubled)
+    with pytest.raises(CatalogError, match="KeyError"):
+        parse_catalog({"models": [{"id": "x"}]})
+
+
+def test_a_bad_catalog_fails_the_readiness_check(tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from llm_platform.proxy import catalog
+    from llm_platform.proxy.asgi import create_app
+
+    (tmp_path / "models.json").write_text('{"models": [{"id": "broken"}]}')
+    monkeypatch.setenv("MODEL_CATALOG_FILE", str(tmp_path / "models.json"))
+    catalog.models.cache_clear()
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    try:
+        asyncio.run(create_app()({"type": "http", "method": "GET", "path": "/healthz", "headers": []}, receive, send))
+    finally:
+        catalog.models.cache_clear()
+    assert sent[0]["status"] == 500
+    assert b"internal_error" in sent[1]["body"]

@@ -121,7 +121,7 @@ def _table(logical_id: str) -> dict[str, Any]:
 EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
     (_table("ApiKeysTable"), {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}),
     (_table("SubscriptionsTable"), {"dynamodb:GetItem", "dynamodb:ConditionCheckItem"}),
-    (_table("AccountsTable"), {"dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}),
+    (_table("AccountsTable"), {"dynamodb:UpdateItem"}),
     (_table("UsageCountersTable"), {"dynamodb:UpdateItem"}),
     (_table("LedgerTable"), {"dynamodb:PutItem"}),
     (

@@ -23,7 +23,10 @@ def client() -> Any:
     return boto3.client(
         "dynamodb",
         endpoint_url=settings.dynamodb_endpoint_url,
-        config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5),
+        # A pool as large as the proxy's worker threads, so concurrent requests reuse connections.
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5, max_pool_connections=64
+        ),
     )
 
 

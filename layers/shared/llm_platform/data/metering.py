@@ -33,6 +33,7 @@ class AdmitPlan:
     rpm: int
     tpm: int
     reserve_micros: int
+    reserve_tokens: int  # counted against TPM at admission, corrected to the real count at settle
     now_iso: str
     # Subscription keys
     subscription_id: str | None = None
@@ -94,11 +95,19 @@ def _rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
         "Update": {
             "TableName": get_settings().usage_counters_table,
             "Key": as_key(plan.minute),
-            "UpdateExpression": "ADD requests :one SET expiresAt = :expires",
+            # requests: exact RPM. tokens: settled + reserved this minute; admitting while below TPM lets
+            # the last admitted request overshoot by at most its own reservation (as OpenAI counts TPM).
+            "UpdateExpression": "ADD requests :one, tokens :tokens SET expiresAt = :expires",
             "ConditionExpression": "(attribute_not_exists(requests) OR requests < :rpm) "
             "AND (attribute_not_exists(tokens) OR tokens < :tpm)",
             "ExpressionAttributeValues": to_values(
-                {":one": 1, ":rpm": plan.rpm, ":tpm": plan.tpm, ":expires": plan.minute_expires_at}
+                {
+                    ":one": 1,
+                    ":tokens": plan.reserve_tokens,
+                    ":rpm": plan.rpm,
+                    ":tpm": plan.tpm,
+                    ":expires": plan.minute_expires_at,
+                }
             ),
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -201,6 +210,7 @@ class SettlePlan:
     account_id: str
     minute: CounterId
     reserve_micros: int
+    reserve_tokens: int
     cost_micros: int
     input_tokens: int
     output_tokens: int
@@ -239,7 +249,7 @@ def settle(plan: SettlePlan) -> None:
                 "TableName": settings.usage_counters_table,
                 "Key": as_key(plan.minute),
                 "UpdateExpression": "ADD tokens :tokens",
-                "ExpressionAttributeValues": to_values({":tokens": tokens}),
+                "ExpressionAttributeValues": to_values({":tokens": tokens - plan.reserve_tokens}),
             }
         },
     ]

@@ -8,7 +8,7 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.credentials import API_KEY_PREFIX, issue_secret, new_id
+from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
 from llm_platform.domain.entities import ApiKey, KeyKind, KeyStatus, Subscription
 from llm_platform.domain.errors import Conflict, NotFound
 from llm_platform.domain.plans import catalog
@@ -49,7 +49,7 @@ def create_credit_key(
 
 
 def owned_subscription(account_id: str, subscription_id: str) -> Subscription:
-    subscription = subscriptions_table.get(subscription_id)
+    subscription = subscriptions_table.get(subscription_id) if is_id(subscription_id, "sub") else None
     if subscription is None or subscription.account_id != account_id:
         raise NotFound(f"Subscription {subscription_id} not found.")
     return subscription
@@ -90,7 +90,7 @@ def list_keys(caller: Caller) -> list[ApiKey]:
 
 
 def _owned_live_key(caller: Caller, key_id: str) -> ApiKey:
-    key = api_keys_table.find_for_account(caller.account_id, key_id)
+    key = api_keys_table.find_for_account(caller.account_id, key_id) if is_id(key_id, "key") else None
     if key is None or key.status == KeyStatus.REVOKED:
         raise NotFound(f"Key {key_id} not found.")
     return key

@@ -6,6 +6,7 @@ stored. The plaintext exists once, in the creation response."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -35,6 +36,15 @@ def issue_secret(type_prefix: str) -> IssuedSecret:
         key_hash=hash_secret(plaintext),
         display_prefix=plaintext[: len(type_prefix) + _DISPLAY_CHARS],
     )
+
+
+_ID_PATTERN = re.compile(r"[a-z]{2,8}_[0-9a-f]{32}")
+
+
+def is_id(value: str, kind: str) -> bool:
+    """Whether ``value`` has the shape of an id from ``new_id(kind)``; anything else cannot exist (and
+    must not reach DynamoDB, which rejects over-long key values with a 500-worthy error)."""
+    return value.startswith(f"{kind}_") and _ID_PATTERN.fullmatch(value) is not None
 
 
 def new_id(kind: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller, new_management_key
+from llm_platform.domain.credentials import is_id
 from llm_platform.domain.entities import ManagementKey
 from llm_platform.domain.errors import Conflict, NotFound
 
@@ -20,7 +21,7 @@ def list_keys(caller: Caller) -> list[ManagementKey]:
 
 
 def delete(caller: Caller, key_id: str) -> None:
-    key = management_keys_table.find_for_account(caller.account_id, key_id)
+    key = management_keys_table.find_for_account(caller.account_id, key_id) if is_id(key_id, "mkey") else None
     if key is None:
         raise NotFound(f"Management key {key_id} not found.")
     try:

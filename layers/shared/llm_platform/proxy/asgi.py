@@ -26,7 +26,7 @@ from llm_platform.proxy import catalog
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.metering import Admission, Meter
-from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_estimate
+from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
 
 _log = logging.getLogger("llm_platform.proxy")
@@ -39,7 +39,20 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 UPSTREAM_OVERRIDES = frozenset(
     {"api_base", "base_url", "api_url", "api_key", "endpoint", "url", "upstream", "upstream_url", "provider_url"}
 )
+# The OpenAI chat parameters forwarded upstream. Anything else is refused: provider extensions (fallback
+# models, routing, plugins, service tiers) can change what the operator pays behind the catalog price.
+FORWARDED_PARAMETERS = frozenset(
+    {
+        "model", "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
+        "max_tokens", "max_completion_tokens", "n", "response_format", "seed", "stop", "stream",
+        "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
+        "functions", "function_call",
+    }
+)  # fmt: skip
+MEDIA_PART_TYPES = frozenset({"image_url", "input_audio", "file"})
 _MAX_N = 16
+# Lambda stops the proxy at 900 s: a stream still running then is ended here first, so it is billed.
+STREAM_DEADLINE_SECONDS = 870.0
 
 
 def _now() -> datetime:
@@ -48,6 +61,20 @@ def _now() -> datetime:
 
 class _ClientGone(Exception):
     """The client disconnected before its request body arrived."""
+
+
+class _Response:
+    """Wraps ``send`` to know whether a response has started (then an error can only end it)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send, self.started, self.finished = send, False, False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            self.finished = True
+        await self._send(message)
 
 
 class ProxyApp:
@@ -72,19 +99,29 @@ class ProxyApp:
             return
         request_id = str(uuid.uuid4())
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
+        response = _Response(send)
         try:
             if (method, path) == ("POST", "/v1/chat/completions"):
-                await self._chat(scope, receive, send, request_id)
+                await self._chat(scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/models"):
-                await self._models(scope, send, request_id)
-            elif (method, path) == ("GET", "/healthz"):  # the Lambda Web Adapter's readiness check
-                await _send_json(send, 200, {"status": "ok"}, {})
+                await self._models(scope, response, request_id)
+            elif (method, path) == ("GET", "/healthz"):
+                # The Lambda Web Adapter's readiness check: a catalog that does not load fails it, so a
+                # broken deployment shows at once instead of on every request.
+                catalog.models()
+                await _send_json(response, 200, {"status": "ok"}, {})
             else:
                 raise ProxyError(404, "not_found", f"Unknown route {method} {path}.")
-        except ProxyError as error:
-            await _send_json(send, error.status, error.body(), {**error.headers, "x-request-id": request_id})
         except _ClientGone:
             return
+        except Exception as error:
+            if not isinstance(error, ProxyError):
+                _log.exception("unhandled error", extra={"requestId": request_id})
+                error = ProxyError(500, "internal_error", "Something went wrong on our side.", type_="api_error")
+            if not response.started:
+                await _send_json(response, error.status, error.body(), {**error.headers, "x-request-id": request_id})
+            elif not response.finished:  # mid-stream: all that can be done is to end it
+                await _safe_send(response, {"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -119,61 +156,73 @@ class ProxyApp:
         body = _parse_json(raw)
         model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
         request = _validate(body, model)
+        outputs = request.max_output * request.n
+        media = request.media_parts * (model.media_part_tokens or 0)
         reserve = cost_micros(
-            input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"])),
-            request.max_output * request.n,
+            input_token_bound(len(raw), len(body["messages"]), media) * request.n,
+            outputs,
             model.input_price,
             model.output_price,
         )
-        admission = await self._blocking(self.meter.admit, key, reserve, request_id, _now())
-        payload = dict(body)
-        if "max_tokens" not in body and "max_completion_tokens" not in body:
-            payload["max_tokens"] = request.max_output  # bounds the cost to what was reserved
-        if request.stream:
-            payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            await self._relay_stream(receive, send, admission, model, payload, body)
-        else:
-            await self._relay_once(send, admission, model, payload, body)
+        tokens = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media) + outputs
+        admission = await self._blocking(self.meter.admit, key, reserve, tokens, request_id, _now())
+        bill = _Bill(self, admission, model)
+        payload = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+        try:
+            if request.stream:
+                payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+                await self._relay_stream(receive, send, bill, payload, body, request.max_output)
+            else:
+                await self._relay_once(send, bill, payload, body, request.max_output)
+        except BaseException as error:
+            # Whatever went wrong before the bill was settled: give the reservation back.
+            await asyncio.shield(bill.release())
+            if isinstance(error, ProxyError | asyncio.CancelledError | _ClientGone):
+                raise
+            _log.exception("request failed after admission", extra={"requestId": request_id})
+            raise ProxyError(
+                502,
+                "upstream_error",
+                "The request failed upstream; nothing was charged.",
+                type_="api_error",
+                headers=_headers(admission),
+            ) from error
 
-    async def _relay_once(
-        self, send: Send, admission: Admission, model: catalog.Model, payload: dict, body: dict
-    ) -> None:
-        opened = await self._open(admission, model, payload, read_body=True)
+    async def _relay_once(self, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int) -> None:
+        opened = await self._open(bill, payload, max_output, read_body=True)
         response = opened.response
         try:
-            if response.status_code >= 400:  # the client's mistake, as judged by the provider: pass it on
-                await self._release(admission)
-                await _send_raw(send, response.status_code, response.content, _headers(admission))
+            if response.status_code >= 400:  # the client's own mistake, as judged by the provider
+                await bill.release()
+                await _send_raw(send, response.status_code, response.content, _headers(bill.admission))
                 return
-            try:
-                data = response.json()
-            except ValueError as error:
-                await self._release(admission)
-                raise ProxyError(
-                    502, "upstream_error", "The provider sent an invalid response.", type_="api_error"
-                ) from error
+            data = response.json()
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise ValueError("not a chat completion")
             content = "".join(
-                str((choice.get("message") or {}).get("content") or "") for choice in data.get("choices") or []
+                str(choice["message"].get("content") or "")
+                for choice in data["choices"]
+                if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
             )
             input_tokens, output_tokens = _token_counts(data.get("usage"), body, content)
-            cost = await self._settle(admission, model, input_tokens, output_tokens)
-            data["model"] = model.id
-            await _send_json(send, 200, data, {**_headers(admission), "x-request-cost": format_usd(cost)})
+            cost = await bill.settle(input_tokens, output_tokens)
+            data["model"] = bill.model.id
+            await _send_json(send, 200, data, {**_headers(bill.admission), "x-request-cost": format_usd(cost)})
         finally:
             await response.aclose()
 
     async def _relay_stream(
-        self, receive: Receive, send: Send, admission: Admission, model: catalog.Model, payload: dict, body: dict
+        self, receive: Receive, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int
     ) -> None:
-        opened = await self._open(admission, model, payload, read_body=False)
+        opened = await self._open(bill, payload, max_output, read_body=False)
         response = opened.response
         if response.status_code >= 400:
             try:
                 content = await response.aread()
             finally:
                 await response.aclose()
-            await self._release(admission)
-            await _send_raw(send, response.status_code, content, _headers(admission))
+            await bill.release()
+            await _send_raw(send, response.status_code, content, _headers(bill.admission))
             return
 
         usage: dict | None = None
@@ -186,7 +235,7 @@ class ProxyApp:
                     "type": "http.response.start",
                     "status": 200,
                     "headers": _encode(
-                        {**_headers(admission), "content-type": "text/event-stream", "cache-control": "no-cache"}
+                        {**_headers(bill.admission), "content-type": "text/event-stream", "cache-control": "no-cache"}
                     ),
                 }
             )
@@ -201,10 +250,14 @@ class ProxyApp:
                     chunk = json.loads(data)
                 except ValueError:
                     continue
+                if not isinstance(chunk, dict):
+                    continue
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    text.append(str((choice.get("delta") or {}).get("content") or ""))
-                chunk["model"] = model.id
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    if isinstance(delta, dict):
+                        text.append(str(delta.get("content") or ""))
+                chunk["model"] = bill.model.id
                 frame = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
 
@@ -215,40 +268,54 @@ class ProxyApp:
         relaying = asyncio.ensure_future(relay())
         watching = asyncio.ensure_future(client_gone())
         try:
-            await asyncio.wait({relaying, watching}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {relaying, watching}, timeout=STREAM_DEADLINE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for task in (relaying, watching):
                 task.cancel()
             await asyncio.gather(relaying, watching, return_exceptions=True)
             await response.aclose()
-            # Always charged: upstream usage when it came, else a local count (a cut-off stream too).
+            # Always charged: upstream usage when it came, else a local count (cut off, timed out, or the
+            # client left), and before the stream ends for the client.
             input_tokens, output_tokens = _token_counts(usage, body, "".join(text))
-            await asyncio.shield(self._settle(admission, model, input_tokens, output_tokens))
-        # The stream ends only once it is billed (an upstream cut-off ends it too, without [DONE]).
+            await asyncio.shield(bill.settle(input_tokens, output_tokens))
         if not watching.done() or watching.cancelled():
             await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
     # ------------------------------------------------------------------ helpers
 
-    async def _open(self, admission: Admission, model: catalog.Model, payload: dict, *, read_body: bool):
+    async def _open(self, bill: _Bill, payload: dict, max_output: int, *, read_body: bool):
         try:
-            return await self.upstreams.open(model, payload, read_body=read_body)
+            return await self.upstreams.open(bill.model, payload, max_output, read_body=read_body)
         except NoProviderAvailable as failed:
-            await self._release(admission)
+            _log.warning("no provider available", extra={"model": bill.model.id, "failures": failed.failures})
+            await bill.release()
             raise ProxyError(
                 502,
                 "upstream_unavailable",
-                f"No provider could serve {model.id} right now; nothing was charged.",
+                f"No provider could serve {bill.model.id} right now; nothing was charged.",
                 type_="api_error",
-                headers=_headers(admission),
+                headers=_headers(bill.admission),
             ) from failed
 
-    async def _settle(self, admission: Admission, model: catalog.Model, input_tokens: int, output_tokens: int) -> int:
-        cost = cost_micros(input_tokens, output_tokens, model.input_price, model.output_price)
+
+class _Bill:
+    """One admitted request's bill: settled with the real cost, or released, exactly once."""
+
+    def __init__(self, app: ProxyApp, admission: Admission, model: catalog.Model) -> None:
+        self.app, self.admission, self.model = app, admission, model
+        self.closed = False
+
+    async def settle(self, input_tokens: int, output_tokens: int) -> int:
+        cost = cost_micros(input_tokens, output_tokens, self.model.input_price, self.model.output_price)
+        if self.closed:
+            return cost
+        self.closed = True
         try:
-            await self._blocking(
-                self.meter.settle,
-                admission,
+            await self.app._blocking(
+                self.app.meter.settle,
+                self.admission,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_micros=cost,
@@ -258,6 +325,7 @@ class ProxyApp:
         except Exception:
             # Retries are spent (conflicts and throttling are retried inside). The reservation stays
             # charged; this line carries what is needed to settle it by hand (see README, Operations).
+            admission = self.admission
             _log.exception(
                 "settle failed",
                 extra={
@@ -275,18 +343,27 @@ class ProxyApp:
             raise
         return cost
 
-    async def _release(self, admission: Admission) -> None:
-        """No provider served the request: give the reservation back, charge nothing."""
-        await self._blocking(
-            self.meter.settle, admission, input_tokens=0, output_tokens=0, cost_micros=0, counted=False, now=_now()
+    async def release(self) -> None:
+        """Nothing was served: the reservation goes back, nothing is charged."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.app._blocking(
+            self.app.meter.settle,
+            self.admission,
+            input_tokens=0,
+            output_tokens=0,
+            cost_micros=0,
+            counted=False,
+            now=_now(),
         )
 
 
 class _Request:
-    __slots__ = ("max_output", "n", "stream")
+    __slots__ = ("max_output", "media_parts", "n", "stream")
 
-    def __init__(self, max_output: int, n: int, stream: bool) -> None:
-        self.max_output, self.n, self.stream = max_output, n, stream
+    def __init__(self, max_output: int, n: int, stream: bool, media_parts: int) -> None:
+        self.max_output, self.n, self.stream, self.media_parts = max_output, n, stream, media_parts
 
 
 def _validate(body: dict, model: catalog.Model | None) -> _Request:
@@ -296,6 +373,11 @@ def _validate(body: dict, model: catalog.Model | None) -> _Request:
             f"'{overrides[0]}' is not accepted: the platform chooses the upstream provider.",
             code="upstream_override_not_allowed",
             param=overrides[0],
+        )
+    unsupported = sorted(set(body) - FORWARDED_PARAMETERS)
+    if unsupported:
+        raise bad_request(
+            f"'{unsupported[0]}' is not a supported parameter.", code="unsupported_parameter", param=unsupported[0]
         )
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
@@ -309,7 +391,7 @@ def _validate(body: dict, model: catalog.Model | None) -> _Request:
         raise bad_request("'stream' must be a boolean.", param="stream")
     if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
         raise bad_request("'stream_options' must be an object.", param="stream_options")
-    max_output = model.default_max_output_tokens
+    caps = []
     for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
         if value is None:
@@ -318,13 +400,24 @@ def _validate(body: dict, model: catalog.Model | None) -> _Request:
             raise bad_request(f"'{field}' must be a positive integer.", param=field)
         if value > model.max_output_tokens:
             raise bad_request(f"'{field}' can be at most {model.max_output_tokens} for {model.id}.", param=field)
-        max_output = value
+        caps.append(value)
+    # The larger cap when both are given: it is what gets reserved and what is sent upstream.
+    max_output = max(caps) if caps else model.default_max_output_tokens
+    media_parts = sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") in MEDIA_PART_TYPES
+    )
+    if media_parts and model.media_part_tokens is None:
+        raise bad_request(f"{model.id} takes text only.", code="unsupported_content", param="messages")
     n = body.get("n", 1)
     if n is None:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N:
         raise bad_request(f"'n' must be an integer from 1 to {_MAX_N}.", param="n")
-    return _Request(max_output, n, stream)
+    return _Request(max_output, n, stream, media_parts)
 
 
 def _prompt_text(body: dict) -> str:

@@ -23,6 +23,8 @@ class Provider:
     input_cost: int  # micro-dollars per 1M tokens
     output_cost: int
     timeout_seconds: float
+    # The body field this provider honours as the output cap (reasoning models want max_completion_tokens).
+    max_tokens_field: str = "max_tokens"
 
     @property
     def cost_rank(self) -> int:
@@ -36,9 +38,11 @@ class Model:
     input_price: int  # micro-dollars per 1M tokens, what the customer pays
     output_price: int
     max_output_tokens: int
-    # Sent upstream as max_tokens when the client gives none, so a request's cost is always bounded.
+    # Sent upstream as the output cap when the client gives none, so a request's cost is always bounded.
     default_max_output_tokens: int
     providers: tuple[Provider, ...]
+    # Most prompt tokens one image/audio part can cost; None: the model takes text only.
+    media_part_tokens: int | None = None
 
 
 class CatalogError(ValueError):
@@ -57,10 +61,20 @@ def _provider(raw: dict) -> Provider:
         input_cost=per_million_micros(Decimal(str(raw["inputCostPerMTokUsd"]))),
         output_cost=per_million_micros(Decimal(str(raw["outputCostPerMTokUsd"]))),
         timeout_seconds=float(raw.get("timeoutSeconds", 60)),
+        max_tokens_field=str(raw.get("maxTokensField", "max_tokens")),
     )
 
 
 def parse_catalog(document: dict) -> dict[str, Model]:
+    try:
+        return _parse(document)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+        if isinstance(error, CatalogError):
+            raise
+        raise CatalogError(f"invalid model catalog: {type(error).__name__}: {error}") from error
+
+
+def _parse(document: dict) -> dict[str, Model]:
     models: dict[str, Model] = {}
     for raw in document["models"]:
         providers = tuple(sorted((_provider(p) for p in raw["providers"]), key=lambda p: p.cost_rank))
@@ -74,7 +88,12 @@ def parse_catalog(document: dict) -> dict[str, Model]:
             max_output_tokens=int(raw["maxOutputTokens"]),
             default_max_output_tokens=int(raw.get("defaultMaxOutputTokens", min(4096, int(raw["maxOutputTokens"])))),
             providers=providers,
+            media_part_tokens=int(raw["mediaPartTokens"]) if raw.get("mediaPartTokens") is not None else None,
         )
+        if model.id in models:
+            raise CatalogError(f"model {model.id} is listed twice")
+        if any(p.max_tokens_field not in ("max_tokens", "max_completion_tokens") for p in providers):
+            raise CatalogError(f"model {model.id}: maxTokensField is max_tokens or max_completion_tokens")
         if not 1 <= model.default_max_output_tokens <= model.max_output_tokens:
             raise CatalogError(f"model {model.id}: need 1 <= defaultMaxOutputTokens <= maxOutputTokens")
         models[model.id] = model

@@ -26,6 +26,7 @@ class Admission:
     minute: Window
     window: Window | None
     reserve_micros: int
+    reserve_tokens: int
     rate_headers: dict[str, str]
 
 
@@ -49,8 +50,8 @@ class RateView:
             self._minutes[key_id] = state
             return state[1], state[2]
 
-    def admitted(self, key: KeySnapshot, minute: Window, now: datetime) -> dict[str, str]:
-        requests, tokens = self._add(key.key_id, minute.index, 1, 0)
+    def admitted(self, key: KeySnapshot, minute: Window, now: datetime, tokens: int) -> dict[str, str]:
+        requests, tokens = self._add(key.key_id, minute.index, 1, tokens)
         return headers(key, minute, now, requests, tokens)
 
     def refused(self, key: KeySnapshot, minute: Window, now: datetime, item: dict | None) -> dict[str, str]:
@@ -83,7 +84,9 @@ class Meter:
         self.keys = keys
         self.rates = RateView()
 
-    def admit(self, key: KeySnapshot, reserve_micros: int, request_id: str, now: datetime) -> Admission:
+    def admit(
+        self, key: KeySnapshot, reserve_micros: int, reserve_tokens: int, request_id: str, now: datetime
+    ) -> Admission:
         minute = minute_window(now)
         window = None
         plan_fields: dict = {}
@@ -103,6 +106,13 @@ class Meter:
                 "budget_micros": key.budget_micros,
             }
         else:
+            if key.max_budget_micros is not None and reserve_micros > key.max_budget_micros:
+                raise bad_request(
+                    f"This request could cost up to ${format_usd(reserve_micros)}, more than this key's whole "
+                    f"maxBudget of ${format_usd(key.max_budget_micros)}: lower max_tokens or shorten the prompt.",
+                    code="request_too_large",
+                    param="max_tokens",
+                )
             plan_fields = {"max_budget_micros": key.max_budget_micros}
         plan = store.AdmitPlan(
             key_hash=key.key_hash,
@@ -113,6 +123,7 @@ class Meter:
             rpm=key.rpm,
             tpm=key.tpm,
             reserve_micros=reserve_micros,
+            reserve_tokens=reserve_tokens,
             now_iso=to_iso(now),
             **plan_fields,
         )
@@ -120,7 +131,8 @@ class Meter:
             store.admit(plan)
         except store.AdmissionRefused as refused:
             raise self._refusal_error(key, refused.refusal, minute, window, now) from refused
-        return Admission(request_id, key, minute, window, reserve_micros, self.rates.admitted(key, minute, now))
+        rate_headers = self.rates.admitted(key, minute, now, reserve_tokens)
+        return Admission(request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers)
 
     def _refusal_error(
         self, key: KeySnapshot, refusal: store.Refusal, minute: Window, window: Window | None, now: datetime
@@ -189,6 +201,7 @@ class Meter:
                 account_id=key.account_id,
                 minute=minute_counter(key.key_id, admission.minute.index),
                 reserve_micros=admission.reserve_micros,
+                reserve_tokens=admission.reserve_tokens,
                 cost_micros=cost_micros,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
@@ -198,4 +211,4 @@ class Meter:
                 credit=key.credit,
             )
         )
-        self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens)
+        self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens - admission.reserve_tokens)

@@ -20,10 +20,17 @@ def cost_micros(input_tokens: int, output_tokens: int, input_price: int, output_
     return -(-total // MILLION)  # ceiling division
 
 
-def input_token_estimate(content_bytes: int, message_count: int) -> int:
-    """Prompt tokens to reserve for: one per 3 UTF-8 bytes of message text (English averages ~4 bytes a
-    token, CJK ~3) plus chat framing. Reserved, then replaced by the upstream's real count at settle."""
-    return -(-content_bytes // 3) + 4 * message_count + 8
+def input_token_bound(body_bytes: int, message_count: int, media_tokens: int) -> int:
+    """An upper bound on prompt tokens, for reserving money: a byte-level BPE token covers at least one
+    byte, and the whole body (messages, tools, schemas) is counted, plus chat framing and the declared
+    token cost of each image or audio part. A request cannot cost more than it reserved."""
+    return body_bytes + 4 * message_count + 8 + media_tokens
+
+
+def input_token_estimate(text_bytes: int, message_count: int, media_tokens: int) -> int:
+    """A realistic prompt size, for TPM: ~1 token per 3 UTF-8 bytes of text (English averages ~4, CJK
+    ~3) plus framing and media. TPM is a pace, not money: settle corrects it to the real count."""
+    return -(-text_bytes // 3) + 4 * message_count + 8 + media_tokens
 
 
 def estimate_tokens(text: str) -> int:

@@ -19,13 +19,19 @@ class SecretError(RuntimeError):
     pass
 
 
+def cached(reference: str | None) -> str | None:
+    """The value if it is cached and fresh, else None (no I/O: safe on the event loop)."""
+    entry = _cache.get(reference) if reference else None
+    return entry[1] if entry and entry[0] > time.monotonic() else None
+
+
 def resolve(reference: str | None) -> str | None:
     if not reference:
         return None
+    value = cached(reference)
+    if value is not None:
+        return value
     now = time.monotonic()
-    cached = _cache.get(reference)
-    if cached and cached[0] > now:
-        return cached[1]
     value = _fetch(reference)
     with _lock:
         _cache[reference] = (now + _TTL_SECONDS, value)

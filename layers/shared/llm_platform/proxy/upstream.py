@@ -1,9 +1,12 @@
 """Calls to OpenAI-compatible upstream providers: cheapest healthy provider first, failing over on
-connection errors, timeouts, 5xx and 429. A provider that failed sits out for a while (per instance)
-and is then tried again; while every provider is out, they are still tried in cost order."""
+connection errors, timeouts, 5xx and 429, and on the provider's own refusals (401/402/403/404: a bad
+provider key, an exhausted provider account or a wrong upstream model are the operator's problem, never
+shown to the customer). Only 400/413/422, the client's own request errors, are passed through. A
+provider that failed sits out for a while (per instance); while all are out, all are still tried."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -14,6 +17,7 @@ from llm_platform.proxy.catalog import Model, Provider
 
 _COOL_DOWN_SECONDS = 30.0
 _CONNECT_TIMEOUT = 5.0
+CLIENT_ERRORS = frozenset({400, 413, 422})
 
 
 class NoProviderAvailable(Exception):
@@ -52,14 +56,19 @@ class Upstreams:
     def _rest(self, provider: Provider) -> None:
         self._resting_until[_id(provider)] = time.monotonic() + _COOL_DOWN_SECONDS
 
-    async def open(self, model: Model, payload: dict, *, read_body: bool) -> Opened:
-        """The first provider that answers with a non-retryable status. With ``read_body`` the body is
-        read here too, so a provider that stalls mid-body is also failed over."""
+    async def open(self, model: Model, payload: dict, max_output: int, *, read_body: bool) -> Opened:
+        """The first provider that answers 2xx or a client error. The output cap goes in the field the
+        provider honours, so the reserved cost holds. With ``read_body`` the body is read here too, so a
+        provider that stalls or garbles mid-body is also failed over."""
         failures: list[str] = []
         for provider in self.order(model):
             headers = {"Content-Type": "application/json"}
             try:
-                api_key = secrets.resolve(provider.api_key_secret)
+                api_key = secrets.cached(provider.api_key_secret)
+                if api_key is None and provider.api_key_secret:  # the SDK call must not block the event loop
+                    api_key = await asyncio.get_running_loop().run_in_executor(
+                        None, secrets.resolve, provider.api_key_secret
+                    )
             except Exception as error:  # a missing secret takes that provider out, not the request
                 failures.append(f"{provider.name}: secret unavailable ({error})")
                 self._rest(provider)
@@ -69,17 +78,17 @@ class Upstreams:
             request = self.client().build_request(
                 "POST",
                 f"{provider.base_url}/chat/completions",
-                json={**payload, "model": provider.model},
+                json={**payload, "model": provider.model, provider.max_tokens_field: max_output},
                 headers=headers,
                 timeout=httpx.Timeout(provider.timeout_seconds, connect=_CONNECT_TIMEOUT),
             )
             try:
                 response = await self.client().send(request, stream=True)
-            except httpx.TransportError as error:  # connect errors, timeouts, protocol errors
+            except httpx.RequestError as error:  # connect errors, timeouts, protocol errors
                 failures.append(f"{provider.name}: {type(error).__name__}")
                 self._rest(provider)
                 continue
-            if response.status_code >= 500 or response.status_code == 429:
+            if response.status_code >= 300 and response.status_code not in CLIENT_ERRORS:
                 failures.append(f"{provider.name}: HTTP {response.status_code}")
                 await response.aclose()
                 self._rest(provider)
@@ -87,7 +96,7 @@ class Upstreams:
             if read_body:
                 try:
                     await response.aread()
-                except httpx.TransportError as error:
+                except httpx.RequestError as error:  # includes undecodable (e.g. corrupt gzip) bodies
                     failures.append(f"{provider.name}: {type(error).__name__} reading body")
                     await response.aclose()
                     self._rest(provider)
