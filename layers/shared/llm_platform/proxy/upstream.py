@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llm_platform.proxy import secrets
+from llm_platform import secrets
 from llm_platform.proxy.catalog import Model, Provider
 
 _COOL_DOWN_SECONDS = 30.0

@@ -1,6 +1,7 @@
-"""Upstream provider keys, referenced by name in the model catalog and never stored in the template:
-``ssm:NAME`` (SecureString under the stack's provider prefix), ``secretsmanager:NAME`` or, for local
-runs only, ``env:VAR``. Fetched on first use and cached for a few minutes (rotations apply soon)."""
+"""Secrets referenced by name and never stored in the template (upstream provider keys, the chain's
+RPC URL): ``ssm:NAME`` (a SecureString; a relative NAME lives under the stack's provider prefix, an
+absolute ``/path`` is used as is), ``secretsmanager:NAME`` or, for local runs only, ``env:VAR``.
+Fetched on first use and cached for a few minutes, so rotations apply soon."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _fetch(reference: str) -> str:
         raise SecretError(f"unknown secret source in {reference!r}: use ssm:, secretsmanager: or env:")
     import boto3  # data-access style: the SDK only where a secret store is really used
 
-    full_name = get_settings().provider_secrets_prefix + name
+    full_name = name if name.startswith("/") else get_settings().provider_secrets_prefix + name
     if source == "ssm":
         return boto3.client("ssm").get_parameter(Name=full_name, WithDecryption=True)["Parameter"]["Value"]
     return boto3.client("secretsmanager").get_secret_value(SecretId=full_name.lstrip("/"))["SecretString"]
