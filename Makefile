@@ -69,13 +69,9 @@ validate: $(TOOLS)/.installed layer-requirements
 
 # The requirements.txt files sam build installs are derived from pyproject.toml, the one dependency source:
 # [project.dependencies] -> the shared layer; the optional group "proxy" -> the proxy function only.
-GENERATED_REQUIREMENTS := layers/shared/requirements.txt functions/proxy/requirements.txt
+GENERATED_REQUIREMENTS := layers/shared/requirements.txt functions/*/requirements.txt
 layer-requirements:
-	@$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	targets = [("layers/shared/requirements.txt", "[project.dependencies]", p["dependencies"]), \
-	("functions/proxy/requirements.txt", "[project.optional-dependencies] proxy", p["optional-dependencies"]["proxy"])]; \
-	[open(path, "w").write(f"# Generated from pyproject.toml {source} by `make layer-requirements`; do not edit.\n" \
-	+ "\n".join(deps) + "\n") for path, source, deps in targets]'
+	@$(PYTHON) bin/generate-requirements
 
 # sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
 build: $(TOOLS)/.installed layer-requirements

@@ -22,6 +22,7 @@ TABLE_OUTPUTS = {
     "LEDGER_TABLE": "LedgerTableName",
     "USAGE_COUNTERS_TABLE": "UsageCountersTableName",
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
+    "WALLETS_TABLE": "WalletsTableName",
 }
 
 

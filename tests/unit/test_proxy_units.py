@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from llm_platform.domain.windows import minute_window
 from llm_platform import secrets
+from llm_platform.domain.windows import minute_window
 from llm_platform.proxy.asgi import UPSTREAM_OVERRIDES, _token_counts, _validate
 from llm_platform.proxy.catalog import CatalogError, parse_catalog
 from llm_platform.proxy.errors import ProxyError

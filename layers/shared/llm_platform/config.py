@@ -17,6 +17,7 @@ class Settings:
     ledger_table: str
     usage_counters_table: str
     payment_events_table: str
+    wallets_table: str
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.
@@ -25,6 +26,16 @@ class Settings:
     max_proxy_body_bytes: int = 4 * 1024 * 1024
     # Where provider secrets named "ssm:NAME" / "secretsmanager:NAME" in the model catalog live.
     provider_secrets_prefix: str = "/llm-platform/providers/"
+    # USDC top-ups: the chain (Base mainnet by default), its USDC contract, the operator's deposit
+    # address (unset: USDC top-ups are off), confirmations required, and the RPC URL as a secret reference.
+    usdc_chain_id: int = 8453
+    usdc_chain_name: str = "base"
+    usdc_contract_address: str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    usdc_deposit_address: str | None = None
+    usdc_confirmations: int = 10
+    usdc_rpc_url_secret: str | None = None
+    # How long a wallet-binding challenge can be signed.
+    wallet_challenge_ttl_seconds: int = 600
 
 
 class ConfigError(RuntimeError):

@@ -28,6 +28,7 @@ from llm_platform.domain.errors import (
     InsufficientCredit,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     Unauthenticated,
 )
 from llm_platform.observability import logger
@@ -41,6 +42,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 

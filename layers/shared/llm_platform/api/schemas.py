@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -72,3 +72,31 @@ class UpdateKeyRequest(RequestBody):
 
 class CreateManagementKeyRequest(RequestBody):
     name: Name
+
+
+class _Amount(RequestBody):
+    amount: Decimal = Field(gt=0, le=1_000_000, decimal_places=6, allow_inf_nan=False)
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("amount must be a number of US dollars")
+        return value
+
+
+class TopupRequest(_Amount):
+    method: Literal["stripe", "usdc"]
+
+
+class VerifyTopupRequest(_Amount):
+    tx_hash: str = Field(alias="txHash", min_length=1, max_length=100)
+
+
+class WalletChallengeRequest(RequestBody):
+    address: str = Field(min_length=1, max_length=64)
+
+
+class BindWalletRequest(RequestBody):
+    address: str = Field(min_length=1, max_length=64)
+    signature: str = Field(min_length=1, max_length=200)

@@ -118,3 +118,22 @@ def key_usage(entry: KeyUsage) -> dict[str, Any]:
             "currentBudgetWindow": budget_window,
         },
     }
+
+
+def wallet(binding: dict[str, Any]) -> dict[str, Any]:
+    return {"address": binding["address"], "boundAt": binding["boundAt"]}
+
+
+def topup_result(result: Any) -> dict[str, Any]:
+    if result.pending:
+        return {
+            "txHash": result.tx_hash,
+            "status": "pending",
+            "confirmations": result.confirmations,
+            "requiredConfirmations": result.required,
+        }
+    return {
+        "txHash": result.tx_hash,
+        "credited": format_usd(result.credited_micros),
+        "creditBalance": format_usd(result.balance_micros),
+    }

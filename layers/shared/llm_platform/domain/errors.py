@@ -40,3 +40,7 @@ class InsufficientCredit(DomainError):
 
 class PayloadTooLarge(DomainError):
     code = "payload_too_large"
+
+
+class ServiceUnavailable(DomainError):
+    code = "service_unavailable"

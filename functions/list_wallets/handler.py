@@ -1,0 +1,24 @@
+"""GET /api/billing/wallets: the wallets bound to the account."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_platform.api import views
+from llm_platform.api.app import build_app, ok
+from llm_platform.domain import wallets
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.get("/api/billing/wallets")
+def list_wallets():
+    return ok([views.wallet(binding) for binding in wallets.list_wallets(app.caller)])
+
+
+# log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

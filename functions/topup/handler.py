@@ -1,0 +1,24 @@
+"""POST /api/billing/topup: how to add credit; for USDC, the deposit address on Base."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_platform.api.app import build_app, ok
+from llm_platform.api.schemas import TopupRequest
+from llm_platform.domain import usdc
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.post("/api/billing/topup")
+def topup(body: TopupRequest):
+    return ok(usdc.topup_instructions(body.method, body.amount))
+
+
+# log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

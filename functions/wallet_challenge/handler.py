@@ -1,0 +1,28 @@
+"""POST /api/billing/wallets/challenge: a one-time EIP-4361 message for a wallet to sign."""
+
+from http import HTTPStatus
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_platform.api.app import build_app, ok
+from llm_platform.api.schemas import WalletChallengeRequest
+from llm_platform.domain import wallets
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.post("/api/billing/wallets/challenge")
+def wallet_challenge(body: WalletChallengeRequest):
+    host = app.current_event.get_header_value("host", default_value="localhost", case_sensitive=False)
+    challenge = wallets.challenge(app.caller, body.address, host)
+    return ok({"message": challenge.message, "expiresAt": challenge.expires_at}, HTTPStatus.CREATED)
+
+
+# log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)
