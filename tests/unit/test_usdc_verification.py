@@ -1,0 +1,206 @@
+"""verify-topup against a real EVM (py-evm via eth-tester) and the TestUSDC artifact, on moto."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from eth_account.messages import encode_defunct
+from web3 import EthereumTesterProvider, Web3
+
+from llm_platform.domain.accounts import create_account
+from local_stack import chain as localchain
+
+USDC = 10**6  # base units per dollar
+
+
+@dataclass
+class Evm:
+    w3: Web3
+    usdc: str
+    fake: str
+    deposit: str
+    alice: object  # LocalAccount holding USDC, bound to the `account` fixture
+    bob: object  # LocalAccount holding USDC, bound to nobody yet
+
+    def send(self, sender, amount: int, token: str | None = None, to: str | None = None) -> str:
+        return localchain.send_usdc(self.w3, token or self.usdc, _key(sender), to or self.deposit, amount)
+
+
+def _key(account) -> str:
+    return "0x" + account.key.hex().removeprefix("0x")
+
+
+def bind_wallet(invoke, management_key: str, wallet) -> None:
+    _, body = invoke(
+        "wallet_challenge",
+        "POST",
+        "/api/billing/wallets/challenge",
+        key=management_key,
+        body={"address": wallet.address},
+    )
+    signature = wallet.sign_message(encode_defunct(text=body["data"]["message"])).signature.hex()
+    status, _ = invoke(
+        "bind_wallet",
+        "POST",
+        "/api/billing/wallets",
+        key=management_key,
+        body={"address": wallet.address, "signature": "0x" + signature.removeprefix("0x")},
+    )
+    assert status == 201
+
+
+@pytest.fixture
+def evm(tables, account, invoke, monkeypatch) -> Evm:
+    # Given a chain with USDC and a look-alike token, the operator's deposit address, two funded wallets
+    w3 = Web3(EthereumTesterProvider())
+    operator, deposit, alice, bob = (localchain.hardhat_account(i) for i in range(4))
+    for funded in (operator, alice, bob):
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": funded.address, "value": 10**19})
+    usdc = localchain.deploy_token(w3, _key(operator), "USD Coin (test)", "USDC", 6)
+    fake = localchain.deploy_token(w3, _key(operator), "USD Coin", "USDC", 6)
+    for holder in (alice, bob):
+        localchain.mint(w3, usdc, _key(operator), holder.address, 1_000 * USDC)
+    localchain.mint(w3, fake, _key(operator), alice.address, 1_000 * USDC)
+    # And the platform pointed at it, requiring 3 confirmations
+    from llm_platform.config import get_settings
+    from llm_platform.data import chain
+
+    for name, value in {
+        "USDC_CHAIN_ID": str(w3.eth.chain_id),
+        "USDC_CONTRACT_ADDRESS": usdc,
+        "USDC_DEPOSIT_ADDRESS": deposit.address,
+        "USDC_CONFIRMATIONS": "3",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr(chain, "_web3", lambda: w3)
+    # And alice's wallet bound to the account
+    bind_wallet(invoke, account.management_key, alice)
+    return Evm(w3, usdc, fake, deposit.address, alice, bob)
+
+
+def verify(invoke, mk: str, tx_hash: str, amount) -> tuple[int, dict]:
+    return invoke(
+        "verify_topup", "POST", "/api/billing/verify-topup", key=mk, body={"txHash": tx_hash, "amount": amount}
+    )
+
+
+def balance(invoke, mk: str) -> str:
+    return invoke("billing_status", "GET", "/api/billing/status", key=mk)[1]["data"]["creditBalance"]
+
+
+def confirmed(evm: Evm, tx_hash: str) -> str:
+    evm.w3.testing.mine(3)
+    return tx_hash
+
+
+def test_a_confirmed_transfer_is_credited_once_by_hash_in_any_case(evm, invoke, account) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 50 * USDC))
+    status, body = verify(invoke, account.management_key, tx, 50)
+    assert status == 200
+    assert body["data"] == {"txHash": tx, "credited": "50.00", "creditBalance": "50.00"}
+    # Replays, also with the hash upper-cased, are refused and change nothing
+    for replay in (tx, "0x" + tx[2:].upper(), tx.upper().replace("0X", "0x")):
+        status, refused = verify(invoke, account.management_key, replay, 50)
+        assert (status, refused["error"]["code"]) == (409, "already_credited")
+    assert balance(invoke, account.management_key) == "50.00"
+
+
+def test_another_account_cannot_claim_and_the_owner_still_can(evm, invoke, account) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 20 * USDC))
+    thief = create_account("thief")
+    bind_wallet(invoke, thief.management_key, evm.bob)  # the thief has a wallet, just not that one
+    status, refused = verify(invoke, thief.management_key, tx, 20)
+    assert (status, refused["error"]["code"]) == (403, "wallet_not_bound")
+    assert balance(invoke, thief.management_key) == "0.00"
+    assert verify(invoke, account.management_key, tx, 20)[0] == 200
+
+
+def test_a_look_alike_token_is_not_usdc(evm, invoke, account) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 50 * USDC, token=evm.fake))
+    status, refused = verify(invoke, account.management_key, tx, 50)
+    assert (status, refused["error"]["code"]) == (400, "no_usdc_transfer")
+
+
+def test_usdc_sent_elsewhere_does_not_count(evm, invoke, account) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 50 * USDC, to=evm.bob.address))
+    status, refused = verify(invoke, account.management_key, tx, 50)
+    assert (status, refused["error"]["code"]) == (400, "no_usdc_transfer")
+
+
+def test_a_failed_transaction_is_refused(evm, invoke, account) -> None:
+    tx = confirmed(evm, localchain.failing_transfer(evm.w3, evm.usdc, _key(evm.alice), evm.deposit))
+    status, refused = verify(invoke, account.management_key, tx, 1)
+    assert (status, refused["error"]["code"]) == (400, "transaction_failed")
+
+
+def test_several_transfers_in_one_transaction_add_up(evm, invoke, account) -> None:
+    # Two transfers to the deposit address and one elsewhere, in one transaction
+    tx = confirmed(
+        evm,
+        localchain.send_multi(
+            evm.w3,
+            evm.usdc,
+            _key(evm.alice),
+            [(evm.deposit, 10 * USDC), (evm.bob.address, 7 * USDC), (evm.deposit, 15 * USDC)],
+        ),
+    )
+    status, body = verify(invoke, account.management_key, tx, 25)
+    assert status == 200 and body["data"]["credited"] == "25.00"
+
+
+def test_too_few_confirmations_is_202_then_credited(evm, invoke, account) -> None:
+    tx = evm.send(evm.alice, 30 * USDC)
+    status, body = verify(invoke, account.management_key, tx, 30)
+    assert status == 202
+    assert body["data"] == {"txHash": tx, "status": "pending", "confirmations": 1, "requiredConfirmations": 3}
+    assert balance(invoke, account.management_key) == "0.00"
+    evm.w3.testing.mine(2)
+    assert verify(invoke, account.management_key, tx, 30)[0] == 200
+    assert balance(invoke, account.management_key) == "30.00"
+
+
+def test_an_amount_that_differs_from_the_chain_is_refused(evm, invoke, account) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 12_340_000))
+    for wrong in (12, 12.35, "12.3400001"):
+        status, refused = verify(invoke, account.management_key, tx, wrong)
+        assert status in (400, 422) and refused["error"]["code"] in ("amount_mismatch", "validation_error"), wrong
+    assert balance(invoke, account.management_key) == "0.00"
+    status, body = verify(invoke, account.management_key, tx, "12.34")
+    assert status == 200 and body["data"]["credited"] == "12.34"
+
+
+@pytest.mark.parametrize("garbage", ["abc", "0x123", "0x" + "g" * 64, "1" * 64, "0x" + "1" * 65, " ", "0x" + "1" * 63])
+def test_garbage_hashes_are_400(evm, invoke, account, garbage) -> None:
+    status, refused = verify(invoke, account.management_key, garbage, 1)
+    assert (status, refused["error"]["code"]) == (400, "invalid_tx_hash")
+
+
+def test_an_unknown_transaction_is_404(evm, invoke, account) -> None:
+    status, refused = verify(invoke, account.management_key, "0x" + "ab" * 32, 1)
+    assert (status, refused["error"]["code"]) == (404, "transaction_not_found")
+
+
+def test_an_rpc_on_the_wrong_chain_is_503(evm, invoke, account, monkeypatch) -> None:
+    from llm_platform.config import get_settings
+
+    tx = confirmed(evm, evm.send(evm.alice, 5 * USDC))
+    monkeypatch.setenv("USDC_CHAIN_ID", "8453")
+    get_settings.cache_clear()
+    status, refused = verify(invoke, account.management_key, tx, 5)
+    assert (status, refused["error"]["code"]) == (503, "wrong_chain")
+
+
+def test_topup_with_usdc_returns_the_deposit_address(evm, invoke, account) -> None:
+    status, body = invoke(
+        "topup", "POST", "/api/billing/topup", key=account.management_key, body={"amount": 50, "method": "usdc"}
+    )
+    assert status == 200 and body["data"] == {"address": evm.deposit, "chain": "base", "amount": "50"}
+    for bad in (
+        {"amount": 0, "method": "usdc"},
+        {"amount": 50, "method": "paypal"},
+        {"amount": -1, "method": "usdc"},
+        {"amount": "1e3", "method": "usdc", "x": 1},
+    ):
+        assert invoke("topup", "POST", "/api/billing/topup", key=account.management_key, body=bad)[0] == 422
