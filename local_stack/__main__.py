@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "demoManagementKey": info.demo_management_key,
             "dynamodbUrl": info.dynamodb_url,
             "upstreamUrl": info.upstream_url,
+            **(info.chain.to_json() if info.chain else {}),
         }
         state_dir.mkdir(parents=True, exist_ok=True)
         (state_dir / "stack.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -78,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  demo account:         {info.demo_account_id}",
             f"  demo management key:  {info.demo_management_key} ($25.00 demo credit)",
             f"  models:               {models}",
+            *(
+                [
+                    f"  EVM chain:            {info.chain.rpc_url} (chain id {info.chain.chain_id})",
+                    f"  test USDC:            {info.chain.usdc_address}, deposit address {info.chain.deposit_address}",
+                    f"  test wallets:         {len(info.chain.test_wallets)} with 1,000 USDC each (keys in stack.json)",
+                ]
+                if info.chain
+                else []
+            ),
             "",
             "Try:",
             *(f"  {example}" for example in _examples(info, args.template)),

@@ -94,6 +94,7 @@ class StackInfo:
     demo_account_id: str | None = None
     demo_management_key: str | None = None
     upstream_url: str | None = None  # the built-in model server, when no real catalog is configured
+    chain: Any = None  # local_stack.chain.ChainInfo: the local EVM with test USDC, when started
 
 
 class LocalStack:
@@ -114,6 +115,8 @@ class LocalStack:
         log_dir: Path | None = None,
         log_level: str = "warning",
         builtin_upstream: bool = True,
+        local_chain: bool = True,
+        usdc_confirmations: int = 1,
     ) -> None:
         self.template_path = Path(template_path)
         self.port, self.host = port, host
@@ -123,6 +126,8 @@ class LocalStack:
         self.log_dir = log_dir
         self.log_level = log_level
         self.builtin_upstream = builtin_upstream
+        self.local_chain, self.usdc_confirmations = local_chain, usdc_confirmations
+        self._chain: Any = None
         self._upstream: Any = None
         self._server: ServerThread | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -148,6 +153,18 @@ class LocalStack:
         upstream_url = None
         if self.builtin_upstream and not (env.get("MODEL_CATALOG_FILE") or os.environ.get("MODEL_CATALOG_FILE")):
             upstream_url, env["MODEL_CATALOG_FILE"] = self._start_builtin_upstream()
+        chain_info = None
+        if self.local_chain:
+            chain_info = self._start_chain()
+            env.update(
+                USDC_CHAIN_ID=str(chain_info.chain_id),
+                USDC_CONTRACT_ADDRESS=chain_info.usdc_address,
+                USDC_DEPOSIT_ADDRESS=chain_info.deposit_address,
+                USDC_CONFIRMATIONS=str(self.usdc_confirmations),
+                # As on AWS the RPC URL is a secret reference; locally it points at this variable.
+                USDC_RPC_URL_SECRET="env:USDC_RPC_URL",
+                USDC_RPC_URL=chain_info.rpc_url,
+            )
         self._saved_env = {name: os.environ.get(name) for name in env}
         app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
 
@@ -170,8 +187,16 @@ class LocalStack:
             demo_account_id=account_id,
             demo_management_key=management_key,
             upstream_url=upstream_url,
+            chain=chain_info,
         )
         return self.info
+
+    def _start_chain(self) -> Any:
+        """A real EVM JSON-RPC node with a 6-decimals test USDC and funded test wallets."""
+        from local_stack.chain import LocalChain
+
+        self._chain = LocalChain(log_dir=self.log_dir)
+        return self._chain.start()
 
     def _start_builtin_upstream(self) -> tuple[str, str]:
         """No real providers configured: serve the models from the built-in deterministic upstream."""
@@ -194,6 +219,9 @@ class LocalStack:
         if self._upstream is not None:
             self._upstream.stop()
             self._upstream = None
+        if self._chain is not None:
+            self._chain.stop()
+            self._chain = None
         if self._dynamodb is not None and self._owns_dynamodb:
             self._dynamodb.stop()
             self._dynamodb = None

@@ -72,7 +72,46 @@ def test_stack_json_describes_the_running_stack(stack) -> None:
     assert stack["apiUrl"].startswith("http://127.0.0.1:")
     assert stack["demoManagementKey"].startswith("mk_")
     assert stack["dynamodbUrl"].startswith("http://")
-    assert _port_open(stack["apiUrl"]) and _port_open(stack["dynamodbUrl"])
+    assert _port_open(stack["apiUrl"]) and _port_open(stack["dynamodbUrl"]) and _port_open(stack["rpcUrl"])
+    assert stack["chainId"] == 31337
+    assert stack["usdcAddress"].startswith("0x") and stack["depositAddress"].startswith("0x")
+    assert len(stack["testWallets"]) >= 2
+    assert all(w["address"].startswith("0x") and w["privateKey"].startswith("0x") for w in stack["testWallets"])
+
+
+def test_the_documented_usdc_top_up_with_curl(stack) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from local_stack import chain as localchain
+
+    api, mk = stack["apiUrl"], admin(stack, "create-account", "--name", "usdc payer")["managementKey"]
+    auth = ["-H", f"Authorization: Bearer {mk}", "-H", "Content-Type: application/json"]
+    # 1. Get payment address
+    topup = curl("-X", "POST", f"{api}/api/billing/topup", *auth, "-d", '{"amount": 50, "method": "usdc"}')["data"]
+    assert topup == {"address": stack["depositAddress"], "chain": "base", "amount": "50"}
+    # (bind the paying wallet: challenge, personal_sign, bind)
+    payer = stack["testWallets"][0]
+    challenge = curl(
+        "-X", "POST", f"{api}/api/billing/wallets/challenge", *auth, "-d", json.dumps({"address": payer["address"]})
+    )["data"]
+    signature = Account.from_key(payer["privateKey"]).sign_message(encode_defunct(text=challenge["message"])).signature
+    curl(
+        "-X",
+        "POST",
+        f"{api}/api/billing/wallets",
+        *auth,
+        "-d",
+        json.dumps({"address": payer["address"], "signature": "0x" + signature.hex().removeprefix("0x")}),
+    )
+    # 2. Send USDC on the chain, then verify
+    w3 = localchain.connect(stack["rpcUrl"])
+    tx = localchain.send_usdc(w3, stack["usdcAddress"], payer["privateKey"], stack["depositAddress"], 50 * 10**6)
+    verified = curl(
+        "-X", "POST", f"{api}/api/billing/verify-topup", *auth, "-d", json.dumps({"txHash": tx, "amount": 50})
+    )
+    assert verified["data"]["credited"] == "50.00"
+    assert verified["data"]["creditBalance"] == "50.00"
 
 
 def test_the_documented_curl_examples_work(stack) -> None:
@@ -153,3 +192,4 @@ def test_ctrl_c_stops_everything(stack) -> None:
     assert process.wait(timeout=60) == 0
     assert not _port_open(stack["apiUrl"])
     assert not _port_open(stack["dynamodbUrl"])  # DynamoDB Local went with it
+    assert not _port_open(stack["rpcUrl"])  # and the chain

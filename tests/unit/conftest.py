@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,13 @@ TEMPLATE = load_template(REPO / "template.yaml")
 
 def _reset_caches() -> None:
     from llm_platform.config import get_settings
+    from llm_platform.data import chain
     from llm_platform.data.dynamo import client
 
     get_settings.cache_clear()
     client.cache_clear()
+    if hasattr(chain._web3, "cache_clear"):  # some tests point it at an in-process chain
+        chain._web3.cache_clear()
 
 
 @pytest.fixture
@@ -36,6 +40,9 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
+    # A local stack started earlier in the session exports its chain; units start from the defaults.
+    for name in [n for n in os.environ if n.startswith(("USDC_", "WALLET_CHALLENGE_"))]:
+        monkeypatch.delenv(name)
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
         names = {}
