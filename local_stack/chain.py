@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -34,6 +33,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxParams, TxReceipt
+
+from local_stack.processes import wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT_PATH = REPO_ROOT / "contracts" / "TestUSDC.json"
@@ -291,23 +292,14 @@ class LocalChain:
 
     def _wait_ready(self) -> int:
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_error: Exception | None = None
-        while True:
-            try:
-                return rpc_chain_id(self.host, self.port)
-            except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:  # not ready yet
-                last_error = exc
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"hardhat node not ready after {self.startup_timeout}s ({last_error}); see {self.log_path}"
-                )
-            try:
-                # Doubles as the poll interval and as early detection of a node that died on startup.
-                code = self._process.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"hardhat node exited with code {code} during startup; see {self.log_path}")
+        return wait_until_ready(
+            lambda: rpc_chain_id(self.host, self.port),
+            self._process,
+            what="hardhat node",
+            timeout=self.startup_timeout,
+            log_path=self.log_path,
+            not_ready=(OSError, ValueError, KeyError, http.client.HTTPException),
+        )
 
     def _provision(self, chain_id: int) -> ChainInfo:
         w3 = connect(self.rpc_url)

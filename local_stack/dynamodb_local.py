@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -15,6 +14,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from local_stack.processes import wait_until_ready
 from local_stack.template import table_definitions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,23 +121,14 @@ class DynamoDBLocal:
     def _wait_ready(self) -> None:
         assert self._process is not None
         ddb = client(self.endpoint_url, connect_timeout=1, read_timeout=2, retries={"max_attempts": 0})
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            try:
-                ddb.list_tables(Limit=1)
-                return
-            except Exception as exc:  # any failure means "not ready yet"
-                last_error = exc
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"DynamoDB Local not ready after {self.startup_timeout}s ({last_error}); see {self.log_path}"
-                )
-            try:
-                # Doubles as the poll interval and as early detection of a JVM that died on startup.
-                code = self._process.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"DynamoDB Local exited with code {code} during startup; see {self.log_path}")
+        wait_until_ready(
+            lambda: ddb.list_tables(Limit=1),
+            self._process,
+            what="DynamoDB Local",
+            timeout=self.startup_timeout,
+            log_path=self.log_path,
+            poll_seconds=0.2,
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictInt,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -25,22 +25,25 @@ Name = Annotated[
 ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+def _dollars_not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON true would otherwise be read as 1 dollar
+        raise ValueError("must be a number of US dollars")
+    return value
+
+
+# US dollars as sent by clients (number or string), exact to the micro-dollar, never a float.
+Usd = Annotated[Decimal, BeforeValidator(_dollars_not_bool), Field(gt=0, decimal_places=6, allow_inf_nan=False)]
+
+
 class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class CreateCreditKeyRequest(RequestBody):
     name: Name
-    max_budget: Decimal | None = Field(default=None, alias="maxBudget", gt=0, decimal_places=6, allow_inf_nan=False)
+    max_budget: Usd | None = Field(default=None, alias="maxBudget")
     rpm: StrictInt | None = Field(default=None, ge=1)
     tpm: StrictInt | None = Field(default=None, ge=1)
-
-    @field_validator("max_budget", mode="before")
-    @classmethod
-    def _number_not_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("maxBudget must be a number of US dollars")
-        return value
 
     @model_validator(mode="after")
     def _within_policy(self) -> CreateCreditKeyRequest:
@@ -75,14 +78,7 @@ class CreateManagementKeyRequest(RequestBody):
 
 
 class _Amount(RequestBody):
-    amount: Decimal = Field(gt=0, le=1_000_000, decimal_places=6, allow_inf_nan=False)
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _number_not_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("amount must be a number of US dollars")
-        return value
+    amount: Usd = Field(le=1_000_000)
 
 
 class TopupRequest(_Amount):
