@@ -27,8 +27,7 @@ def _reset_caches() -> None:
 
     get_settings.cache_clear()
     client.cache_clear()
-    if hasattr(chain._web3, "cache_clear"):  # some tests point it at an in-process chain
-        chain._web3.cache_clear()
+    chain._client.cache_clear()
 
 
 @pytest.fixture

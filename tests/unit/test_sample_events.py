@@ -27,7 +27,7 @@ def test_every_function_has_a_sample_event() -> None:
 @pytest.mark.parametrize("folder", sorted(FUNCTIONS.values()))
 def test_sample_event_is_served_by_its_handler(folder: str, account, monkeypatch) -> None:
     # Given a platform that takes USDC, and the sample event with a real management key
-    monkeypatch.setenv("USDC_DEPOSIT_ADDRESS", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+    monkeypatch.setenv("USDC_DEPOSIT_ADDRESS", "0x90F79bf6EB2c4f870365E785982E1f101E93b906")
     from llm_platform.config import get_settings
 
     get_settings.cache_clear()

@@ -204,3 +204,58 @@ def test_topup_with_usdc_returns_the_deposit_address(evm, invoke, account) -> No
         {"amount": "1e3", "method": "usdc", "x": 1},
     ):
         assert invoke("topup", "POST", "/api/billing/topup", key=account.management_key, body=bad)[0] == 422
+
+
+def test_co_payers_in_one_transaction_each_claim_their_own_share_once(evm, invoke, account, monkeypatch) -> None:
+    # Given one transaction (a batch payer) carrying 10 USDC from alice's wallet and 20 from bob's,
+    # each wallet bound to a different account
+    from llm_platform.data import chain
+
+    tx = confirmed(evm, evm.send(evm.alice, 10 * USDC))
+    real = chain.receipt(tx)
+    batch = chain.Receipt(
+        status=1,
+        block_number=real.block_number,
+        transfers=(
+            *real.transfers,
+            chain.Transfer(evm.usdc.lower(), evm.bob.address.lower(), evm.deposit.lower(), 20 * USDC, log_index=7),
+        ),
+    )
+    monkeypatch.setattr(chain, "receipt", lambda _: batch)
+    bob_account = create_account("bob")
+    bind_wallet(invoke, bob_account.management_key, evm.bob)
+    # When both accounts claim it, then each is credited exactly its own transfers
+    assert verify(invoke, account.management_key, tx, 10)[1]["data"]["credited"] == "10.00"
+    assert verify(invoke, bob_account.management_key, tx, 20)[1]["data"]["credited"] == "20.00"
+    # And neither can claim again
+    for mk, amount in ((account.management_key, 10), (bob_account.management_key, 20)):
+        status, refused = verify(invoke, mk, tx, amount)
+        assert (status, refused["error"]["code"]) == (409, "already_credited")
+
+
+def test_an_unreachable_rpc_is_503_not_500(tables, account, invoke, monkeypatch) -> None:
+    from llm_platform.config import get_settings
+
+    monkeypatch.setenv("USDC_DEPOSIT_ADDRESS", localchain.hardhat_account(1).address)
+    monkeypatch.setenv("USDC_RPC_URL_SECRET", "env:TEST_RPC_URL")
+    monkeypatch.setenv("TEST_RPC_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    get_settings.cache_clear()
+    status, refused = verify(invoke, account.management_key, "0x" + "ab" * 32, 1)
+    assert (status, refused["error"]["code"]) == (503, "chain_unavailable")
+
+
+def test_the_deposit_address_cannot_be_bound(evm, invoke, account) -> None:
+    status, refused = invoke(
+        "wallet_challenge",
+        "POST",
+        "/api/billing/wallets/challenge",
+        key=account.management_key,
+        body={"address": evm.deposit},
+    )
+    assert (status, refused["error"]["code"]) == (400, "invalid_address")
+
+
+@pytest.mark.parametrize("tx_hash", [123, None, "", "0x" + "a" * 200, ["0x"], {"h": 1}])
+def test_a_tx_hash_of_any_wrong_shape_is_400(evm, invoke, account, tx_hash) -> None:
+    status, refused = verify(invoke, account.management_key, tx_hash, 1)
+    assert (status, refused["error"]["code"]) == (400, "invalid_tx_hash")

@@ -34,14 +34,34 @@ class Receipt:
     transfers: tuple[Transfer, ...]
 
 
-@cache
 def _web3() -> Any:
-    from web3 import Web3
-
-    url = secrets.resolve(get_settings().usdc_rpc_url_secret)
+    """The client for the current RPC URL (re-read from the secret cache, so a rotation applies)."""
+    try:
+        url = secrets.resolve(get_settings().usdc_rpc_url_secret)
+    except Exception as error:
+        raise ChainUnavailable(f"the RPC URL could not be read ({type(error).__name__})") from error
     if not url:
         raise ChainUnavailable("no RPC URL configured (USDC_RPC_URL_SECRET)")
+    return _client(url)
+
+
+@cache
+def _client(url: str) -> Any:
+    from web3 import Web3
+
     return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 10}))
+
+
+def _call(read: Any) -> Any:
+    """Run a read against the node; any failure of the node or the network is ChainUnavailable."""
+    from web3.exceptions import TransactionNotFound
+
+    try:
+        return read(_web3())
+    except (TransactionNotFound, ChainUnavailable):
+        raise
+    except Exception as error:
+        raise ChainUnavailable(f"the chain's RPC endpoint failed ({type(error).__name__})") from error
 
 
 def _hex(value: Any) -> str:
@@ -77,14 +97,14 @@ def _transfers(logs: list[Any]) -> tuple[Transfer, ...]:
 
 
 def chain_id() -> int:
-    return int(_web3().eth.chain_id)
+    return int(_call(lambda w3: w3.eth.chain_id))
 
 
 def receipt(tx_hash: str) -> Receipt | None:
     from web3.exceptions import TransactionNotFound
 
     try:
-        raw = _web3().eth.get_transaction_receipt(tx_hash)
+        raw = _call(lambda w3: w3.eth.get_transaction_receipt(tx_hash))
     except TransactionNotFound:
         return None
     return Receipt(status=int(raw["status"]), block_number=int(raw["blockNumber"]), transfers=_transfers(raw["logs"]))
@@ -94,11 +114,11 @@ def transaction_known(tx_hash: str) -> bool:
     from web3.exceptions import TransactionNotFound
 
     try:
-        _web3().eth.get_transaction(tx_hash)
+        _call(lambda w3: w3.eth.get_transaction(tx_hash))
     except TransactionNotFound:
         return False
     return True
 
 
 def latest_block() -> int:
-    return int(_web3().eth.block_number)
+    return int(_call(lambda w3: w3.eth.block_number))

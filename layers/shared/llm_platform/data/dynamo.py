@@ -3,6 +3,8 @@ cached for the life of the Lambda container; plain dicts in, plain dicts out (in
 
 from __future__ import annotations
 
+import random
+import time
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from llm_platform.config import get_settings
 
@@ -66,24 +69,37 @@ def query_all(**kwargs: Any) -> list[dict[str, Any]]:
 
 class WriteRefused(Exception):
     """A conditional write found the state changed underneath it (revoked key, inactive subscription,
-    balance too low). ``reasons`` holds one code per transaction item (``"None"`` where it passed)."""
+    balance too low). ``reasons`` holds one code per transaction item (``"None"`` where it passed) and
+    ``items`` the item as it was where the item asked for ``ReturnValuesOnConditionCheckFailure``."""
 
-    def __init__(self, reasons: list[str]) -> None:
+    def __init__(self, reasons: list[str], items: list[dict[str, Any] | None] | None = None) -> None:
         super().__init__(f"conditional write refused: {reasons}")
         self.reasons = reasons
+        self.items = items or [None] * len(reasons)
 
 
-def transact(items: list[dict[str, Any]]) -> None:
-    """One TransactWriteItems call; a failed condition becomes ``WriteRefused``."""
-    from botocore.exceptions import ClientError
+_CONFLICT_ATTEMPTS = 8
 
-    try:
-        client().transact_write_items(TransactItems=items)
-    except ClientError as error:
-        reasons = cancellation_reasons(error)
-        if error.response["Error"]["Code"] == "TransactionCanceledException" and ("ConditionalCheckFailed" in reasons):
-            raise WriteRefused(reasons) from error
-        raise
+
+def transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
+    """One TransactWriteItems, retried while it only collided with another transaction on the same
+    items (``TransactionConflict``: concurrent requests of one key, subscription or account). A failed
+    condition becomes ``WriteRefused``; anything else is raised."""
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        try:
+            client().transact_write_items(TransactItems=items, **kwargs)
+            return
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            raw = error.response.get("CancellationReasons", [])
+            reasons = [reason.get("Code", "None") for reason in raw]
+            if "ConditionalCheckFailed" in reasons:
+                raise WriteRefused(reasons, [from_item(reason.get("Item")) for reason in raw]) from error
+            if not set(reasons) - {"None", "TransactionConflict"} and attempt < _CONFLICT_ATTEMPTS - 1:
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
+                continue
+            raise
 
 
 def query_index(

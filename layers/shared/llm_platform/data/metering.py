@@ -10,16 +10,12 @@ Settle replaces the reservation with the real cost and records usage (and, for c
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from llm_platform.config import get_settings
 from llm_platform.data import ledger
-from llm_platform.data.dynamo import client, from_item, to_values
+from llm_platform.data.dynamo import WriteRefused, to_values, transact
 from llm_platform.data.usage_counters import CounterId, as_key
 
 
@@ -167,40 +163,14 @@ def _balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
-_CONFLICT_ATTEMPTS = 8
-
-
-def _transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
-    """TransactWriteItems, retried when it only collided with another transaction on the same items
-    (``TransactionConflict``: concurrent requests of one key or one subscription). Any other
-    cancellation reason is raised to the caller."""
-    for attempt in range(_CONFLICT_ATTEMPTS):
-        try:
-            client().transact_write_items(TransactItems=items, **kwargs)
-            return
-        except ClientError as error:
-            reasons = {r.get("Code") for r in error.response.get("CancellationReasons", [])} - {"None"}
-            conflict = error.response["Error"]["Code"] == "TransactionCanceledException" and reasons <= {
-                "TransactionConflict"
-            }
-            if not conflict or attempt == _CONFLICT_ATTEMPTS - 1:
-                raise
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
-
-
 def admit(plan: AdmitPlan) -> None:
     checks = [_key_check(plan), _rate_update(plan)]
     checks += _subscription_items(plan) if plan.subscription_id is not None else [_balance_update(plan)]
     try:
-        _transact([item for _, item in checks])
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "TransactionCanceledException":
-            raise
-        reasons = error.response.get("CancellationReasons", [])
-        for (check, _), reason in zip(checks, reasons, strict=False):
-            if reason.get("Code") == "ConditionalCheckFailed":
-                raise AdmissionRefused(Refusal(check, from_item(reason.get("Item")))) from error
-        raise
+        transact([item for _, item in checks])
+    except WriteRefused as refused:
+        failed = refused.reasons.index("ConditionalCheckFailed")
+        raise AdmissionRefused(Refusal(checks[failed][0], refused.items[failed])) from refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,4 +259,4 @@ def settle(plan: SettlePlan) -> None:
                     unique=plan.request_id,
                 )
             )
-    _transact(items, ClientRequestToken=plan.request_id[:36])
+    transact(items, ClientRequestToken=plan.request_id[:36])

@@ -3,6 +3,7 @@ record in PaymentEvents, the balance and the ledger entry commit in one transact
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llm_platform.config import get_settings
@@ -11,31 +12,33 @@ from llm_platform.data.dynamo import to_item, transact
 
 
 def credit_once(
-    event_key: str, account_id: str, amount_micros: int, *, kind: str, now: str, details: dict[str, Any]
+    event_keys: Sequence[str],
+    account_id: str,
+    amount_micros: int,
+    *,
+    kind: str,
+    reference: str,
+    now: str,
+    details: dict[str, Any],
 ) -> None:
-    """Raises ``WriteRefused`` (first reason ``ConditionalCheckFailed``) when ``event_key`` was credited
-    before, to any account."""
+    """Credit ``amount_micros`` for the payments named by ``event_keys`` (one per on-chain transfer, or
+    the one Stripe event). Raises ``WriteRefused`` when any of them was credited before, to any account."""
+    records = [
+        {
+            "Put": {
+                "TableName": get_settings().payment_events_table,
+                "Item": to_item({"eventKey": key, "accountId": account_id, "kind": kind, "createdAt": now, **details}),
+                "ConditionExpression": "attribute_not_exists(eventKey)",
+            }
+        }
+        for key in event_keys
+    ]
     transact(
         [
-            {
-                "Put": {
-                    "TableName": get_settings().payment_events_table,
-                    "Item": to_item(
-                        {
-                            "eventKey": event_key,
-                            "accountId": account_id,
-                            "amountMicros": amount_micros,
-                            "kind": kind,
-                            "createdAt": now,
-                            **details,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(eventKey)",
-                }
-            },
+            *records,
             accounts.credit_balance_update(account_id, amount_micros),
             ledger.entry_put(
-                account_id, amount_micros=amount_micros, kind=kind, reference=event_key, now=now, unique=event_key
+                account_id, amount_micros=amount_micros, kind=kind, reference=reference, now=now, unique=reference
             ),
         ]
     )

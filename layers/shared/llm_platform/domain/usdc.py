@@ -17,9 +17,10 @@ from llm_platform.domain.accounts import Caller, get_account
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
 from llm_platform.domain.money import format_usd, usd_to_micros
-from llm_platform.domain.wallets import bound_addresses
+from llm_platform.domain.wallets import owner_of
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+_MAX_TRANSFERS = 90  # a DynamoDB transaction holds 100 items: one per transfer, plus balance and ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,8 @@ class TopupResult:
     required: int = 0
 
 
-def normalize_tx_hash(raw: str) -> str:
-    value = raw.strip().lower()
+def normalize_tx_hash(raw: object) -> str:
+    value = raw.strip().lower() if isinstance(raw, str) else ""
     if not _TX_HASH.fullmatch(value):
         raise BadRequest("txHash must be 0x followed by 64 hex digits.", code="invalid_tx_hash")
     return value
@@ -80,7 +81,10 @@ def verify_topup(caller: Caller, raw_hash: str, amount_usd: Decimal) -> TopupRes
     to_deposit = [t for t in receipt.transfers if t.token == usdc and t.recipient == deposit]
     if not to_deposit:
         raise BadRequest("The transaction has no USDC transfer to the deposit address.", code="no_usdc_transfer")
-    mine = bound_addresses(caller.account_id)
+    # The deposit wallet paying itself brings no money in; other senders must be bound to the caller
+    # (a consistent read of each sender's binding: a wallet bound a moment ago counts at once).
+    senders = {t.sender for t in to_deposit if t.sender != deposit}
+    mine = {sender for sender in senders if owner_of(sender) == caller.account_id}
     claimed = [t for t in to_deposit if t.sender in mine]
     if not claimed:
         # Nothing is recorded, so the owner of the sending wallet can still claim it.
@@ -97,12 +101,18 @@ def verify_topup(caller: Caller, raw_hash: str, amount_usd: Decimal) -> TopupRes
     confirmations = latest - receipt.block_number + 1
     if confirmations < settings.usdc_confirmations:
         return TopupResult(tx_hash, pending=True, confirmations=confirmations, required=settings.usdc_confirmations)
+    if len(claimed) > _MAX_TRANSFERS:
+        raise BadRequest(
+            f"More than {_MAX_TRANSFERS} transfers in one transaction; split them.", code="too_many_transfers"
+        )
     try:
+        # One record per transfer: co-payers in one transaction each claim their own share, once.
         payments.credit_once(
-            f"usdc#{tx_hash}",
+            [f"usdc#{tx_hash}#{t.log_index}" for t in claimed],
             caller.account_id,
             credited,
             kind="topup_usdc",
+            reference=f"usdc#{tx_hash}",
             now=to_iso(utc_now()),
             details={"txHash": tx_hash, "chainId": settings.usdc_chain_id, "blockNumber": receipt.block_number},
         )

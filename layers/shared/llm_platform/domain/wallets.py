@@ -38,8 +38,15 @@ def checksummed(address: str) -> str:
     return to_checksum_address(address)
 
 
+def _not_the_deposit_address(address: str) -> None:
+    deposit = get_settings().usdc_deposit_address
+    if deposit and address == deposit.lower():
+        raise BadRequest("The platform's deposit address cannot be bound to an account.", code="invalid_address")
+
+
 def challenge(caller: Caller, raw_address: str, domain: str) -> Challenge:
     address = normalize_address(raw_address)
+    _not_the_deposit_address(address)
     binding = wallets_table.get_binding(address)
     if binding is not None:
         raise _already_bound(binding, caller)
@@ -74,6 +81,7 @@ def signer_of(message: str, signature: str) -> str:
 
 def bind(caller: Caller, raw_address: str, signature: str) -> dict:
     address = normalize_address(raw_address)
+    _not_the_deposit_address(address)
     if not _SIGNATURE.fullmatch(signature):
         raise BadRequest("signature must be 0x followed by 130 hex digits.", code="invalid_signature")
     binding = wallets_table.get_binding(address)
@@ -105,8 +113,10 @@ def list_wallets(caller: Caller) -> list[dict]:
     return sorted(wallets_table.list_for_account(caller.account_id), key=lambda w: w["boundAt"])
 
 
-def bound_addresses(account_id: str) -> set[str]:
-    return {w["pk"].removeprefix("wallet#") for w in wallets_table.list_for_account(account_id)}
+def owner_of(address: str) -> str | None:
+    """The account a wallet (lower-case address) is bound to, read consistently."""
+    binding = wallets_table.get_binding(address)
+    return binding["boundAccountId"] if binding else None
 
 
 def _already_bound(binding: dict, caller: Caller) -> Conflict:
