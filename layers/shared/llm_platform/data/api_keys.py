@@ -43,11 +43,6 @@ def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
     return from_record(ApiKey, items[0]) if items else None
 
 
-def key_hashes_for_subscription(subscription_id: str) -> list[str]:
-    items = query_index(_table(), "bySubscription", ("subscriptionId", subscription_id))
-    return [item["keyHash"] for item in items]
-
-
 def put_item(key: ApiKey) -> dict[str, Any]:
     """A transaction item inserting a new key (never overwriting one)."""
     return {

@@ -122,9 +122,3 @@ def query_index(
 def is_condition_failure(error: Exception) -> bool:
     code = getattr(error, "response", {}).get("Error", {}).get("Code")
     return code == "ConditionalCheckFailedException"
-
-
-def cancellation_reasons(error: Exception) -> list[str]:
-    """Per-item codes of a cancelled transaction (``"None"`` for items that passed)."""
-    reasons = getattr(error, "response", {}).get("CancellationReasons", [])
-    return [reason.get("Code", "None") for reason in reasons]
