@@ -5,6 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import api_keys, billing, management_keys
 from llm_platform.domain.accounts import Caller, create_account
@@ -71,3 +73,38 @@ def test_no_key_is_minted_on_a_subscription_that_lapsed_after_it_was_read(local_
     else:
         raise AssertionError("a key was minted on a lapsed subscription")
     assert api_keys.list_keys(Caller(account.account_id, account.management_key_id)) == []
+
+
+@pytest.mark.parametrize(("balance", "expected"), [(40_000_000, 2), (39_999_999, 1)])
+def test_concurrent_subscribes_never_overdraw_the_balance(local_stack, balance, expected) -> None:
+    """A balance of exactly two standard periods buys two of ten racing subscribes; a micro-dollar
+    less buys one. Never a negative balance, and the ledger agrees."""
+    from llm_platform.domain import accounts, subscriptions
+    from llm_platform.domain.errors import InsufficientCredit
+
+    account = create_account("subscriber")
+    caller = Caller(account.account_id, account.management_key_id)
+    accounts.grant_credit(account.account_id, balance, "test")
+
+    def buy():
+        try:
+            return subscriptions.subscribe_with_credit(caller, "standard", True, "k")
+        except InsufficientCredit:
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(lambda _: buy(), range(10)))
+    bought = [o for o in outcomes if o is not None]
+    assert len(bought) == expected
+    remaining = accounts.get_account(account.account_id).credit_balance_micros
+    assert remaining == balance - expected * 20_000_000 >= 0
+    from local_stack.dynamodb_local import client
+
+    ledger = client(local_stack.dynamodb_url).query(
+        TableName=local_stack.table_names["LedgerTable"],
+        KeyConditionExpression="accountId = :a",
+        ExpressionAttributeValues={":a": {"S": account.account_id}},
+    )["Items"]
+    assert sum(int(item["amountMicros"]["N"]) for item in ledger) == remaining
+    assert len(billing.status(caller).subscriptions) == expected
+    assert len(api_keys.list_keys(caller)) == expected

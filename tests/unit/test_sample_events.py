@@ -17,6 +17,15 @@ FUNCTIONS = {
     for logical_id, resource in TEMPLATE["Resources"].items()
     if resource["Type"] == "AWS::Serverless::Function" and not runs_under_web_adapter(TEMPLATE, logical_id)
 }
+# Functions started by a schedule get an EventBridge event, not an API request.
+SCHEDULED = {
+    folder
+    for logical_id, folder in FUNCTIONS.items()
+    if any(
+        e.get("Type") == "Schedule" for e in TEMPLATE["Resources"][logical_id]["Properties"].get("Events", {}).values()
+    )
+}
+API = sorted(set(FUNCTIONS.values()) - SCHEDULED)
 
 
 def test_every_function_has_a_sample_event() -> None:
@@ -24,7 +33,21 @@ def test_every_function_has_a_sample_event() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize("folder", sorted(FUNCTIONS.values()))
+def _load(folder: str):
+    spec = importlib.util.spec_from_file_location(f"sample_{folder}", REPO / "functions" / folder / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("folder", sorted(SCHEDULED))
+def test_scheduled_sample_event_runs(folder: str, tables) -> None:
+    event = json.loads((REPO / "events" / f"{folder}.json").read_text())
+    assert event["detail-type"] == "Scheduled Event"
+    assert _load(folder).lambda_handler(event, FakeContext()) == {"renewed": 0, "expired": 0, "keysRevoked": 0}
+
+
+@pytest.mark.parametrize("folder", API)
 def test_sample_event_is_served_by_its_handler(folder: str, account, monkeypatch) -> None:
     # Given a platform that takes USDC, and the sample event with a real management key
     monkeypatch.setenv("USDC_DEPOSIT_ADDRESS", "0x90F79bf6EB2c4f870365E785982E1f101E93b906")
@@ -34,15 +57,17 @@ def test_sample_event_is_served_by_its_handler(folder: str, account, monkeypatch
     event = json.loads((REPO / "events" / f"{folder}.json").read_text())
     event["headers"]["Authorization"] = f"Bearer {account.management_key}"
     event["multiValueHeaders"]["Authorization"] = [event["headers"]["Authorization"]]
-    spec = importlib.util.spec_from_file_location(f"sample_{folder}", REPO / "functions" / folder / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     # When the handler gets it
-    response = module.lambda_handler(event, FakeContext())
+    response = _load(folder).lambda_handler(event, FakeContext())
     # Then it answers in the envelope: data, or a documented error (ids that do not exist here, a wallet
     # challenge never requested, no chain to ask), never an internal error
     body = json.loads(response["body"])
-    assert response["statusCode"] in (200, 201, 202, 400, 404, 503), body
+    assert response["statusCode"] in (200, 201, 202, 400, 402, 404, 503), body
     assert ("data" in body) == (response["statusCode"] < 300)
     if "error" in body:
-        assert body["error"]["code"] in {"not_found", "challenge_required", "chain_unavailable"}, body
+        assert body["error"]["code"] in {
+            "not_found",
+            "challenge_required",
+            "chain_unavailable",
+            "insufficient_credit",
+        }, body

@@ -97,3 +97,13 @@ class WalletChallengeRequest(RequestBody):
 class BindWalletRequest(RequestBody):
     address: str = Field(min_length=1, max_length=64)
     signature: str = Field(min_length=1, max_length=200)
+
+
+class SubscribeRequest(RequestBody):
+    plan_slug: str = Field(alias="planSlug", min_length=1, max_length=32)
+    create_key: StrictBool = Field(default=False, alias="createKey")
+    key_name: Name | None = Field(default=None, alias="keyName")
+
+
+class CancelSubscriptionRequest(RequestBody):
+    subscription_id: ResourceId = Field(alias="subscriptionId")

@@ -50,3 +50,16 @@ def credit_balance_update(account_id: str, amount_micros: int) -> dict:
             "ExpressionAttributeValues": to_values({":amount": amount_micros}),
         }
     }
+
+
+def charge_item(account_id: str, amount_micros: int) -> dict:
+    """A transaction item taking ``amount_micros`` from the balance, only if the balance covers it."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"accountId": {"S": account_id}},
+            "UpdateExpression": "ADD creditBalanceMicros :minus",
+            "ConditionExpression": "creditBalanceMicros >= :amount",
+            "ExpressionAttributeValues": to_values({":minus": -amount_micros, ":amount": amount_micros}),
+        }
+    }

@@ -43,6 +43,26 @@ def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
     return from_record(ApiKey, items[0]) if items else None
 
 
+def revoke_all_of_subscription(subscription_id: str, now: str) -> int:
+    """Revoke every key of a subscription (idempotent: already revoked keys are left as they are)."""
+    revoked = 0
+    for item in query_index(_table(), "bySubscription", ("subscriptionId", subscription_id)):
+        try:
+            client().update_item(
+                TableName=_table(),
+                Key={"keyHash": {"S": item["keyHash"]}},
+                UpdateExpression="SET #status = :revoked, revokedAt = :now, updatedAt = :now",
+                ConditionExpression="#status <> :revoked",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=to_values({":revoked": KeyStatus.REVOKED.value, ":now": now}),
+            )
+            revoked += 1
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+    return revoked
+
+
 def put_item(key: ApiKey) -> dict[str, Any]:
     """A transaction item inserting a new key (never overwriting one)."""
     return {

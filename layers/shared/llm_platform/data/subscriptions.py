@@ -6,8 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, query_index, to_values, transact
+from llm_platform.data.dynamo import (
+    WriteRefused,
+    client,
+    from_item,
+    is_condition_failure,
+    query_all,
+    query_index,
+    to_values,
+    transact,
+)
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import Subscription, SubscriptionStatus
 
@@ -58,3 +69,82 @@ def active_check(subscription_id: str, account_id: str, now: str) -> dict[str, A
             ),
         }
     }
+
+
+def due(now: str) -> list[Subscription]:
+    """Live subscriptions whose period has ended (the sparse byPeriodEnd index holds only live ones)."""
+    items = query_all(
+        TableName=_table(),
+        IndexName="byPeriodEnd",
+        KeyConditionExpression="periodEndBucket = :live AND currentPeriodEnd <= :now",
+        ExpressionAttributeValues=to_values({":live": LIVE_BUCKET, ":now": now}),
+    )
+    return [from_record(Subscription, item) for item in items]
+
+
+def renew_item(subscription: Subscription, new_end: str) -> dict[str, Any]:
+    """Move the period forward, only from the period end that was read (a second run does nothing)."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"subscriptionId": {"S": subscription.subscription_id}},
+            "UpdateExpression": "SET currentPeriodStart = :old, currentPeriodEnd = :new",
+            "ConditionExpression": "currentPeriodEnd = :old AND #status = :active AND cancelAtPeriodEnd = :false",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(
+                {":old": subscription.current_period_end, ":new": new_end, ":active": "active", ":false": False}
+            ),
+        }
+    }
+
+
+def mark_expired(subscription: Subscription) -> bool:
+    """Expire it, only if its period end is still the one that was read (a renewal wins); repeating
+    this for an already expired subscription is harmless. It stays in the due index until
+    ``leave_due_index``, so a run that stops half-way is finished by the next."""
+    try:
+        client().update_item(
+            TableName=_table(),
+            Key={"subscriptionId": {"S": subscription.subscription_id}},
+            UpdateExpression="SET #status = :expired",
+            ConditionExpression="currentPeriodEnd = :end AND attribute_exists(periodEndBucket)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_values({":expired": "expired", ":end": subscription.current_period_end}),
+        )
+    except ClientError as error:
+        if is_condition_failure(error):
+            return False
+        raise
+    return True
+
+
+def leave_due_index(subscription_id: str) -> None:
+    client().update_item(
+        TableName=_table(),
+        Key={"subscriptionId": {"S": subscription_id}},
+        UpdateExpression="REMOVE periodEndBucket",
+        ConditionExpression="#status = :expired",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=to_values({":expired": "expired"}),
+    )
+
+
+def cancel_at_period_end(subscription_id: str, account_id: str) -> Subscription:
+    """Raises WriteRefused unless it is the account's, active and not already cancelled."""
+    try:
+        response = client().update_item(
+            TableName=_table(),
+            Key={"subscriptionId": {"S": subscription_id}},
+            UpdateExpression="SET cancelAtPeriodEnd = :true",
+            ConditionExpression="accountId = :account AND #status = :active AND cancelAtPeriodEnd = :false",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_values(
+                {":account": account_id, ":active": "active", ":true": True, ":false": False}
+            ),
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as error:
+        if is_condition_failure(error):
+            raise WriteRefused(["ConditionalCheckFailed"]) from error
+        raise
+    return from_record(Subscription, from_item(response["Attributes"]))

@@ -55,13 +55,9 @@ def owned_subscription(account_id: str, subscription_id: str) -> Subscription:
     return subscription
 
 
-def issue_subscription_key(account_id: str, subscription: Subscription, name: str) -> tuple[ApiKey, str]:
-    """Mint a key on an active subscription; the insert is conditional on the subscription still being
-    active, so a key can never be created on a subscription that lapses concurrently."""
-    now = utc_now()
-    if not subscription.is_active(now):
-        raise Conflict(f"Subscription {subscription.subscription_id} is not active.", code="subscription_not_active")
-    key, plaintext = _new_key(
+def new_subscription_key(account_id: str, subscription: Subscription, name: str) -> tuple[ApiKey, str]:
+    """A key on ``subscription`` with its plan's limits, not yet stored."""
+    return _new_key(
         account_id,
         name,
         KeyKind.SUBSCRIPTION,
@@ -69,6 +65,15 @@ def issue_subscription_key(account_id: str, subscription: Subscription, name: st
         tpm=subscription.tpm,
         subscription_id=subscription.subscription_id,
     )
+
+
+def issue_subscription_key(account_id: str, subscription: Subscription, name: str) -> tuple[ApiKey, str]:
+    """Mint a key on an active subscription; the insert is conditional on the subscription still being
+    active, so a key can never be created on a subscription that lapses concurrently."""
+    now = utc_now()
+    if not subscription.is_active(now):
+        raise Conflict(f"Subscription {subscription.subscription_id} is not active.", code="subscription_not_active")
+    key, plaintext = new_subscription_key(account_id, subscription, name)
     try:
         api_keys_table.add(key, subscriptions_table.active_check(subscription.subscription_id, account_id, to_iso(now)))
     except WriteRefused as refused:

@@ -1,0 +1,134 @@
+"""Subscriptions paid from the credit balance: subscribe (one period, atomically), cancel at period
+end, and the scheduled expiry run (renew from credits, otherwise revoke the keys and expire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from llm_platform.data import accounts as accounts_table
+from llm_platform.data import api_keys as api_keys_table
+from llm_platform.data import ledger
+from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain.accounts import Caller
+from llm_platform.domain.api_keys import new_subscription_key, owned_subscription
+from llm_platform.domain.billing import add_months, new_subscription
+from llm_platform.domain.clock import from_iso, to_iso, utc_now
+from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
+from llm_platform.domain.errors import BadRequest, Conflict, InsufficientCredit
+from llm_platform.domain.money import format_usd
+from llm_platform.domain.plans import catalog
+
+
+def subscribe_with_credit(
+    caller: Caller, plan_slug: str, create_key: bool, key_name: str | None
+) -> tuple[Subscription, tuple[ApiKey, str] | None]:
+    """Pay one period from the balance. The charge, the subscription, its ledger entry and the optional
+    key commit together: a short balance (402) or a concurrent spend leaves nothing behind."""
+    plan = catalog().plan(plan_slug)
+    subscription = new_subscription(caller.account_id, plan, PaymentMethod.CREDIT, utc_now())
+    items = [
+        accounts_table.charge_item(caller.account_id, plan.price_micros),
+        subscriptions_table.put_item(subscription),
+        ledger.entry_put(
+            caller.account_id,
+            amount_micros=-plan.price_micros,
+            kind="subscription",
+            reference=subscription.subscription_id,
+            now=subscription.created_at,
+            unique=subscription.subscription_id,
+        ),
+    ]
+    issued = None
+    if create_key:
+        issued = new_subscription_key(caller.account_id, subscription, key_name or f"{plan.slug}-key")
+        items.append(api_keys_table.put_item(issued[0]))
+    try:
+        transact(items)
+    except WriteRefused as refused:
+        raise InsufficientCredit(
+            f"The {plan.slug} plan costs ${format_usd(plan.price_micros)} a period; your credit balance does not "
+            "cover it. Top up first.",
+        ) from refused
+    return subscription, issued
+
+
+def cancel(caller: Caller, subscription_id: str) -> Subscription:
+    subscription = owned_subscription(caller.account_id, subscription_id)
+    if subscription.status != SubscriptionStatus.ACTIVE:
+        raise Conflict(f"Subscription {subscription_id} is not active.", code="subscription_not_active")
+    if subscription.cancel_at_period_end:
+        raise Conflict(f"Subscription {subscription_id} is already cancelled.", code="already_cancelled")
+    if subscription.payment_method == PaymentMethod.STRIPE:
+        raise BadRequest("Stripe subscriptions are cancelled through Stripe billing.", code="stripe_not_configured")
+    try:
+        return subscriptions_table.cancel_at_period_end(subscription_id, caller.account_id)
+    except WriteRefused as refused:  # changed since it was read
+        raise Conflict(f"Subscription {subscription_id} changed; try again.", code="conflict") from refused
+
+
+@dataclass
+class ExpiryReport:
+    renewed: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    keys_revoked: int = 0
+
+
+def run_expiry(now: datetime | None = None) -> ExpiryReport:
+    """Idempotent, in three steps per lapsed subscription: mark it expired (only if its period end is
+    unchanged, so a concurrent renewal wins and keeps its keys), revoke its keys, leave the due index.
+    A run that stops half-way leaves it due, and the next run finishes it."""
+    now = now or utc_now()
+    now_iso = to_iso(now)
+    report = ExpiryReport()
+    for subscription in subscriptions_table.due(now_iso):
+        renewal = _renews_from_credit(subscription)
+        if renewal is not None:
+            outcome = _renew(subscription, *renewal, now_iso)
+            if outcome == "renewed":
+                report.renewed.append(subscription.subscription_id)
+            if outcome != "short":
+                continue  # renewed, or changed by someone else: leave it to the next run
+        if not subscriptions_table.mark_expired(subscription):
+            continue  # renewed or changed since it was read
+        report.keys_revoked += api_keys_table.revoke_all_of_subscription(subscription.subscription_id, now_iso)
+        subscriptions_table.leave_due_index(subscription.subscription_id)
+        report.expired.append(subscription.subscription_id)
+    return report
+
+
+def _renews_from_credit(subscription: Subscription) -> tuple[int, str] | None:
+    """(price, new period end) when this subscription should renew from credits."""
+    if subscription.payment_method != PaymentMethod.CREDIT or subscription.cancel_at_period_end:
+        return None
+    if subscription.status != SubscriptionStatus.ACTIVE:  # e.g. expired by a run that stopped half-way
+        return None
+    plans = {plan.slug: plan for plan in catalog().plans}
+    plan = plans.get(subscription.plan_slug)
+    if plan is None:  # the operator withdrew the plan: it runs out
+        return None
+    return plan.price_micros, to_iso(add_months(from_iso(subscription.current_period_end), plan.interval_months))
+
+
+def _renew(subscription: Subscription, price: int, new_end: str, now_iso: str) -> str:
+    try:
+        transact(
+            [
+                accounts_table.charge_item(subscription.account_id, price),
+                subscriptions_table.renew_item(subscription, new_end),
+                ledger.entry_put(
+                    subscription.account_id,
+                    amount_micros=-price,
+                    kind="subscription_renewal",
+                    reference=f"{subscription.subscription_id}@{subscription.current_period_end}",
+                    now=now_iso,
+                    unique=subscription.subscription_id,
+                ),
+            ]
+        )
+    except WriteRefused as refused:
+        if refused.reasons[1] == "ConditionalCheckFailed":
+            return "changed"  # renewed or cancelled meanwhile: never expire on a stale read
+        return "short"
+    return "renewed"
