@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    stack = LocalStack(args.template, port=args.port, log_dir=state_dir, log_level="info")
+    stack = LocalStack(args.template, port=args.port, log_dir=state_dir, log_level="info", schedules=True)
     try:
         try:
             info = stack.start()

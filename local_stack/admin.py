@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> dict:
                 raise AdminError("--amount must be positive")
             account = accounts.grant_credit(args.account, micros, args.reason)
             return {"accountId": account.account_id, "creditBalance": format_usd(account.credit_balance_micros)}
+        if args.command == "expire-subscriptions":
+            from llm_platform.domain import subscriptions
+
+            report = subscriptions.run_expiry()
+            return {"renewed": report.renewed, "expired": report.expired, "keysRevoked": report.keys_revoked}
     except DomainError as error:
         raise AdminError(error.message) from error
     raise AdminError(f"unknown command {args.command}")
@@ -104,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     credit.add_argument("--account", required=True)
     credit.add_argument("--amount", required=True)
     credit.add_argument("--reason", default="operator grant")
+    commands.add_parser(
+        "expire-subscriptions", help="run the scheduled expiry now: renew from credits or expire past period end"
+    )
     args = parser.parse_args(argv)
     if args.command == "create-account" and not args.name.strip():
         parser.error("--name must not be empty")

@@ -84,7 +84,7 @@ class LambdaContext:
 _INVOKE_LOCK = threading.Lock()
 
 
-def _invoke_serially(handler: Handler, event: dict[str, Any], context: LambdaContext) -> Any:
+def invoke_serially(handler: Handler, event: dict[str, Any], context: LambdaContext) -> Any:
     with _INVOKE_LOCK:
         return handler(event, context)
 
@@ -503,7 +503,7 @@ def build_gateway(
         context = LambdaContext(function_name=route.route.function_id)
         try:
             handler = await run_in_threadpool(route.function.handler)
-            result = await run_in_threadpool(_invoke_serially, handler, event, context)
+            result = await run_in_threadpool(invoke_serially, handler, event, context)
         except Exception:
             _log_failure(route, "unhandled exception")
             return internal_error(request_id)

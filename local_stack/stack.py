@@ -117,6 +117,7 @@ class LocalStack:
         builtin_upstream: bool = True,
         local_chain: bool = True,
         usdc_confirmations: int = 1,
+        schedules: bool = False,
     ) -> None:
         self.template_path = Path(template_path)
         self.port, self.host = port, host
@@ -128,6 +129,8 @@ class LocalStack:
         self.builtin_upstream = builtin_upstream
         self.local_chain, self.usdc_confirmations = local_chain, usdc_confirmations
         self._chain: Any = None
+        self.schedules = schedules
+        self._scheduler: Any = None
         self._upstream: Any = None
         self._server: ServerThread | None = None
         self._saved_env: dict[str, str | None] = {}
@@ -180,6 +183,13 @@ class LocalStack:
 
         self._server = ServerThread(app, host=self.host, port=self.port, log_level=self.log_level)
         self._server.start()
+        if self.schedules:
+            # The scheduled functions (subscription expiry) on their template rate, or every
+            # LOCAL_SCHEDULE_SECONDS to watch renewals and expiries happen quickly.
+            from local_stack.scheduler import Scheduler
+
+            every = float(os.environ["LOCAL_SCHEDULE_SECONDS"]) if os.environ.get("LOCAL_SCHEDULE_SECONDS") else None
+            self._scheduler = Scheduler(template, self.template_path.resolve().parent, every).start()
         self.info = StackInfo(
             api_url=self._server.url,
             dynamodb_url=dynamodb_url,
@@ -213,6 +223,9 @@ class LocalStack:
         return self._upstream.url, str(catalog_path)
 
     def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
         if self._server is not None:
             self._server.stop()
             self._server = None

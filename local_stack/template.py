@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,3 +215,38 @@ def function_environment(template: dict[str, Any], function_id: str, table_names
         elif value is not None:
             env[name] = str(value)
     return env
+
+
+@dataclass(frozen=True)
+class Schedule:
+    function_id: str
+    code_uri: str
+    handler: str
+    seconds: float  # from the rule's rate(...) expression
+
+
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedules(template: dict[str, Any]) -> list[Schedule]:
+    """Every Schedule event (``rate(N unit)``) of every AWS::Serverless::Function."""
+    found: list[Schedule] = []
+    for function_id, resource in _resources(template, "AWS::Serverless::Function").items():
+        props = resource.get("Properties") or {}
+        for event in (props.get("Events") or {}).values():
+            if event.get("Type") != "Schedule":
+                continue
+            expression = str((event.get("Properties") or {}).get("Schedule", ""))
+            match = _RATE.fullmatch(expression)
+            if match is None:
+                raise ValueError(f"function {function_id}: only rate(N unit) schedules run locally, not {expression!r}")
+            found.append(
+                Schedule(
+                    function_id=function_id,
+                    code_uri=_function_setting(template, props, "CodeUri"),
+                    handler=_function_setting(template, props, "Handler"),
+                    seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")],
+                )
+            )
+    return found

@@ -171,6 +171,15 @@ def test_admin_creates_an_account_whose_key_works(stack) -> None:
     assert status["data"]["creditBalance"] == "25.00"
 
 
+def test_admin_runs_the_expiry_on_demand(stack) -> None:
+    created = admin(stack, "create-account", "--name", "expiry check")
+    admin(stack, "grant-subscription", "--account", created["accountId"], "--plan", "standard")
+    report = admin(stack, "expire-subscriptions")
+    assert set(report) == {"renewed", "expired", "keysRevoked"}
+    status = curl(f"{stack['apiUrl']}/api/billing/status", "-H", f"Authorization: Bearer {created['managementKey']}")
+    assert status["data"]["subscriptions"][0]["status"] == "active"  # not due: untouched
+
+
 def test_admin_refuses_bad_input_clearly(stack) -> None:
     env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
     for args in (
