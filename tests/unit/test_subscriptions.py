@@ -11,7 +11,7 @@ import pytest
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import accounts, billing, subscriptions
-from llm_platform.domain.accounts import create_account
+from llm_platform.domain.accounts import Caller, create_account
 from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.entities import PaymentMethod
 from llm_platform.domain.plans import catalog
@@ -198,3 +198,70 @@ def test_a_renewal_between_read_and_expiry_wins(tables, monkeypatch) -> None:
     report = subscriptions.run_expiry()
     assert report.expired == [] and report.keys_revoked == 0
     assert api_keys_table.get_by_hash(hash_secret(key)).status == "active"
+
+
+def test_items_without_cancel_flag_still_renew_and_cancel(tables, invoke) -> None:
+    rich = create_account("legacy")
+    accounts.grant_credit(rich.account_id, 50_000_000, "test")
+    lapsed, _ = _lapsed(rich.account_id, "standard", PaymentMethod.CREDIT)
+    boto3.client("dynamodb").update_item(
+        TableName=tables["SubscriptionsTable"],
+        Key={"subscriptionId": {"S": lapsed.subscription_id}},
+        UpdateExpression="REMOVE cancelAtPeriodEnd",
+    )
+    assert subscriptions.run_expiry().renewed == [lapsed.subscription_id]
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=rich.management_key,
+        body={"subscriptionId": lapsed.subscription_id},
+    )
+    assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
+
+
+def test_only_a_short_balance_is_402(account, monkeypatch) -> None:
+    from llm_platform.data.dynamo import WriteRefused
+
+    def refused(items, **_):
+        raise WriteRefused(["None", "ConditionalCheckFailed", "None"])  # e.g. a retried, committed request
+
+    monkeypatch.setattr(subscriptions, "transact", refused)
+    caller = Caller(account.account_id, account.management_key_id)
+    with pytest.raises(WriteRefused):
+        subscriptions.subscribe_with_credit(caller, "standard", False, None)
+
+
+def test_one_failing_subscription_does_not_hold_up_the_others(tables, monkeypatch) -> None:
+    poor = create_account("poor")
+    broken, _ = _lapsed(poor.account_id, "pro", PaymentMethod.GRANT, days_ago=40)
+    fine, fine_key = _lapsed(poor.account_id, "pro", PaymentMethod.GRANT, days_ago=35)
+    real = api_keys_table.revoke_all_of_subscription
+
+    def flaky(subscription_id, now):
+        if subscription_id == broken.subscription_id:
+            raise RuntimeError("boom")
+        return real(subscription_id, now)
+
+    monkeypatch.setattr(api_keys_table, "revoke_all_of_subscription", flaky)
+    with pytest.raises(subscriptions.ExpiryIncomplete) as incomplete:
+        subscriptions.run_expiry()
+    assert incomplete.value.failed == [broken.subscription_id]
+    assert incomplete.value.report.expired == [fine.subscription_id]
+    assert api_keys_table.get_by_hash(hash_secret(fine_key)).status == "revoked"
+    # The broken one stays due, so the next (healthy) run finishes it
+    monkeypatch.setattr(api_keys_table, "revoke_all_of_subscription", real)
+    assert subscriptions.run_expiry().expired == [broken.subscription_id]
+
+
+def test_after_a_long_lapse_the_new_period_starts_now_and_is_charged_once(tables) -> None:
+    rich = create_account("returning")
+    accounts.grant_credit(rich.account_id, 100_000_000, "test")
+    lapsed, _ = _lapsed(rich.account_id, "standard", PaymentMethod.CREDIT, days_ago=120)
+    before = datetime.now(UTC)
+    assert subscriptions.run_expiry().renewed == [lapsed.subscription_id]
+    renewed = subscriptions_table.get(lapsed.subscription_id)
+    assert renewed.current_period_start >= before.isoformat()[:19]  # started now, not months ago
+    assert renewed.current_period_end > datetime.now(UTC).isoformat()[:19]
+    assert balance(rich.account_id) == 80_000_000  # one period, not four
+    assert subscriptions.run_expiry().renewed == []

@@ -82,17 +82,25 @@ def due(now: str) -> list[Subscription]:
     return [from_record(Subscription, item) for item in items]
 
 
-def renew_item(subscription: Subscription, new_end: str) -> dict[str, Any]:
+def renew_item(subscription: Subscription, new_start: str, new_end: str) -> dict[str, Any]:
     """Move the period forward, only from the period end that was read (a second run does nothing)."""
     return {
         "Update": {
             "TableName": _table(),
             "Key": {"subscriptionId": {"S": subscription.subscription_id}},
-            "UpdateExpression": "SET currentPeriodStart = :old, currentPeriodEnd = :new",
-            "ConditionExpression": "currentPeriodEnd = :old AND #status = :active AND cancelAtPeriodEnd = :false",
+            "UpdateExpression": "SET currentPeriodStart = :start, currentPeriodEnd = :new",
+            # A missing cancelAtPeriodEnd (items written by other tools) counts as not cancelled.
+            "ConditionExpression": "currentPeriodEnd = :old AND #status = :active "
+            "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": to_values(
-                {":old": subscription.current_period_end, ":new": new_end, ":active": "active", ":false": False}
+                {
+                    ":old": subscription.current_period_end,
+                    ":start": new_start,
+                    ":new": new_end,
+                    ":active": "active",
+                    ":false": False,
+                }
             ),
         }
     }
@@ -136,7 +144,8 @@ def cancel_at_period_end(subscription_id: str, account_id: str) -> Subscription:
             TableName=_table(),
             Key={"subscriptionId": {"S": subscription_id}},
             UpdateExpression="SET cancelAtPeriodEnd = :true",
-            ConditionExpression="accountId = :account AND #status = :active AND cancelAtPeriodEnd = :false",
+            ConditionExpression="accountId = :account AND #status = :active "
+            "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=to_values(
                 {":account": account_id, ":active": "active", ":true": True, ":false": False}

@@ -3,6 +3,7 @@ end, and the scheduled expiry run (renew from credits, otherwise revoke the keys
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, Su
 from llm_platform.domain.errors import BadRequest, Conflict, InsufficientCredit
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import catalog
+from llm_platform.observability import logger
 
 
 def subscribe_with_credit(
@@ -45,8 +47,11 @@ def subscribe_with_credit(
         issued = new_subscription_key(caller.account_id, subscription, key_name or f"{plan.slug}-key")
         items.append(api_keys_table.put_item(issued[0]))
     try:
-        transact(items)
+        # The token makes a retry after a lost response (botocore retries timeouts) apply once and succeed.
+        transact(items, ClientRequestToken=subscription.subscription_id[:36])
     except WriteRefused as refused:
+        if refused.reasons[0] != "ConditionalCheckFailed":
+            raise
         raise InsufficientCredit(
             f"The {plan.slug} plan costs ${format_usd(plan.price_micros)} a period; your credit balance does not "
             "cover it. Top up first.",
@@ -80,26 +85,47 @@ def run_expiry(now: datetime | None = None) -> ExpiryReport:
     unchanged, so a concurrent renewal wins and keeps its keys), revoke its keys, leave the due index.
     A run that stops half-way leaves it due, and the next run finishes it."""
     now = now or utc_now()
-    now_iso = to_iso(now)
     report = ExpiryReport()
-    for subscription in subscriptions_table.due(now_iso):
-        renewal = _renews_from_credit(subscription)
-        if renewal is not None:
-            outcome = _renew(subscription, *renewal, now_iso)
-            if outcome == "renewed":
-                report.renewed.append(subscription.subscription_id)
-            if outcome != "short":
-                continue  # renewed, or changed by someone else: leave it to the next run
-        if not subscriptions_table.mark_expired(subscription):
-            continue  # renewed or changed since it was read
-        report.keys_revoked += api_keys_table.revoke_all_of_subscription(subscription.subscription_id, now_iso)
-        subscriptions_table.leave_due_index(subscription.subscription_id)
-        report.expired.append(subscription.subscription_id)
+    failed: list[str] = []
+    for subscription in subscriptions_table.due(to_iso(now)):
+        try:
+            _settle_lapsed(subscription, now, report)
+        except Exception:
+            # One bad subscription must not hold up the others; the run still fails at the end, so
+            # Lambda retries it and the on-failure destination and alarm see it.
+            logger.exception("expiry failed", extra={"subscriptionId": subscription.subscription_id})
+            failed.append(subscription.subscription_id)
+    if failed:
+        raise ExpiryIncomplete(failed, report)
     return report
 
 
-def _renews_from_credit(subscription: Subscription) -> tuple[int, str] | None:
-    """(price, new period end) when this subscription should renew from credits."""
+class ExpiryIncomplete(RuntimeError):
+    def __init__(self, failed: list[str], report: ExpiryReport) -> None:
+        super().__init__(f"{len(failed)} subscription(s) could not be renewed or expired: {failed}")
+        self.failed, self.report = failed, report
+
+
+def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:
+    now_iso = to_iso(now)
+    renewal = _renews_from_credit(subscription, now)
+    if renewal is not None:
+        outcome = _renew(subscription, *renewal, now_iso)
+        if outcome == "renewed":
+            report.renewed.append(subscription.subscription_id)
+        if outcome != "short":
+            return  # renewed, or changed by someone else: leave it to the next run
+    if not subscriptions_table.mark_expired(subscription):
+        return  # renewed or changed since it was read
+    report.keys_revoked += api_keys_table.revoke_all_of_subscription(subscription.subscription_id, now_iso)
+    subscriptions_table.leave_due_index(subscription.subscription_id)
+    report.expired.append(subscription.subscription_id)
+
+
+def _renews_from_credit(subscription: Subscription, now: datetime) -> tuple[int, str, str] | None:
+    """(price, new period start, new period end) when this subscription should renew from credits.
+    Periods stay back to back, except after a lapse longer than a period (e.g. the job was down):
+    the proxy refused its keys meanwhile, so the new period starts now instead of charging for it."""
     if subscription.payment_method != PaymentMethod.CREDIT or subscription.cancel_at_period_end:
         return None
     if subscription.status != SubscriptionStatus.ACTIVE:  # e.g. expired by a run that stopped half-way
@@ -108,27 +134,33 @@ def _renews_from_credit(subscription: Subscription) -> tuple[int, str] | None:
     plan = plans.get(subscription.plan_slug)
     if plan is None:  # the operator withdrew the plan: it runs out
         return None
-    return plan.price_micros, to_iso(add_months(from_iso(subscription.current_period_end), plan.interval_months))
+    start = from_iso(subscription.current_period_end)
+    if add_months(start, plan.interval_months) <= now:
+        start = now
+    return plan.price_micros, to_iso(start), to_iso(add_months(start, plan.interval_months))
 
 
-def _renew(subscription: Subscription, price: int, new_end: str, now_iso: str) -> str:
+def _renew(subscription: Subscription, price: int, new_start: str, new_end: str, now_iso: str) -> str:
+    period = f"{subscription.subscription_id}@{subscription.current_period_end}"
     try:
         transact(
             [
                 accounts_table.charge_item(subscription.account_id, price),
-                subscriptions_table.renew_item(subscription, new_end),
+                subscriptions_table.renew_item(subscription, new_start, new_end),
                 ledger.entry_put(
                     subscription.account_id,
                     amount_micros=-price,
                     kind="subscription_renewal",
-                    reference=f"{subscription.subscription_id}@{subscription.current_period_end}",
+                    reference=period,
                     now=now_iso,
-                    unique=subscription.subscription_id,
+                    unique=period,
                 ),
-            ]
+            ],
+            # One renewal per period, even when botocore retries a request whose answer was lost.
+            ClientRequestToken=hashlib.sha256(period.encode()).hexdigest()[:36],
         )
     except WriteRefused as refused:
-        if refused.reasons[1] == "ConditionalCheckFailed":
-            return "changed"  # renewed or cancelled meanwhile: never expire on a stale read
-        return "short"
+        if refused.reasons[0] == "ConditionalCheckFailed" and refused.reasons[1] != "ConditionalCheckFailed":
+            return "short"  # only the balance said no
+        return "changed"  # renewed or cancelled meanwhile: never expire on a stale read
     return "renewed"
