@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from llm_platform.config import get_settings
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
-    from_item,
-    is_condition_failure,
     query_index,
     to_values,
     transact,
+    update_if,
 )
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ApiKey, KeyStatus
@@ -47,19 +44,15 @@ def revoke_all_of_subscription(subscription_id: str, now: str) -> int:
     """Revoke every key of a subscription (idempotent: already revoked keys are left as they are)."""
     revoked = 0
     for item in query_index(_table(), "bySubscription", ("subscriptionId", subscription_id)):
-        try:
-            client().update_item(
-                TableName=_table(),
-                Key={"keyHash": {"S": item["keyHash"]}},
-                UpdateExpression="SET #status = :revoked, revokedAt = :now, updatedAt = :now",
-                ConditionExpression="#status <> :revoked",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=to_values({":revoked": KeyStatus.REVOKED.value, ":now": now}),
-            )
-            revoked += 1
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
+        applied = update_if(
+            TableName=_table(),
+            Key={"keyHash": {"S": item["keyHash"]}},
+            UpdateExpression="SET #status = :revoked, revokedAt = :now, updatedAt = :now",
+            ConditionExpression="#status <> :revoked",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=to_values({":revoked": KeyStatus.REVOKED.value, ":now": now}),
+        )
+        revoked += applied is not None
     return revoked
 
 
@@ -91,18 +84,15 @@ def update(key: ApiKey, *, now: str, name: str | None = None, status: KeyStatus 
         values[":status"] = status.value
         if status == KeyStatus.REVOKED:
             assignments.append("revokedAt = :now")
-    try:
-        response = client().update_item(
-            TableName=_table(),
-            Key={"keyHash": {"S": key.key_hash}},
-            UpdateExpression="SET " + ", ".join(assignments),
-            ConditionExpression="accountId = :account AND #status <> :revoked",
-            ExpressionAttributeNames={"#status": "status", **({"#name": "name"} if name is not None else {})},
-            ExpressionAttributeValues=to_values(values),
-            ReturnValues="ALL_NEW",
-        )
-    except ClientError as error:
-        if is_condition_failure(error):
-            raise WriteRefused(["ConditionalCheckFailed"]) from error
-        raise
-    return from_record(ApiKey, from_item(response["Attributes"]))
+    updated = update_if(
+        TableName=_table(),
+        Key={"keyHash": {"S": key.key_hash}},
+        UpdateExpression="SET " + ", ".join(assignments),
+        ConditionExpression="accountId = :account AND #status <> :revoked",
+        ExpressionAttributeNames={"#status": "status", **({"#name": "name"} if name is not None else {})},
+        ExpressionAttributeValues=to_values(values),
+        ReturnValues="ALL_NEW",
+    )
+    if updated is None:
+        raise WriteRefused(["ConditionalCheckFailed"])
+    return from_record(ApiKey, updated)

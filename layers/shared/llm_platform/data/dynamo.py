@@ -119,6 +119,18 @@ def query_index(
     )
 
 
+def update_if(**kwargs: Any) -> dict[str, Any] | None:
+    """A conditional UpdateItem: the new attributes asked for (``{}`` if none) when it applied, None
+    when its condition did not hold. Other errors are raised."""
+    try:
+        response = client().update_item(**kwargs)
+    except ClientError as error:
+        if is_condition_failure(error):
+            return None
+        raise
+    return from_item(response.get("Attributes")) or {}
+
+
 def is_condition_failure(error: Exception) -> bool:
     code = getattr(error, "response", {}).get("Error", {}).get("Code")
     return code == "ConditionalCheckFailedException"

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from llm_platform.config import get_settings
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
-    from_item,
-    is_condition_failure,
     query_all,
     query_index,
     to_values,
     transact,
+    update_if,
 )
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import Subscription, SubscriptionStatus
@@ -110,20 +107,15 @@ def mark_expired(subscription: Subscription) -> bool:
     """Expire it, only if its period end is still the one that was read (a renewal wins); repeating
     this for an already expired subscription is harmless. It stays in the due index until
     ``leave_due_index``, so a run that stops half-way is finished by the next."""
-    try:
-        client().update_item(
-            TableName=_table(),
-            Key={"subscriptionId": {"S": subscription.subscription_id}},
-            UpdateExpression="SET #status = :expired",
-            ConditionExpression="currentPeriodEnd = :end AND attribute_exists(periodEndBucket)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_values({":expired": "expired", ":end": subscription.current_period_end}),
-        )
-    except ClientError as error:
-        if is_condition_failure(error):
-            return False
-        raise
-    return True
+    applied = update_if(
+        TableName=_table(),
+        Key={"subscriptionId": {"S": subscription.subscription_id}},
+        UpdateExpression="SET #status = :expired",
+        ConditionExpression="currentPeriodEnd = :end AND attribute_exists(periodEndBucket)",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=to_values({":expired": "expired", ":end": subscription.current_period_end}),
+    )
+    return applied is not None
 
 
 def leave_due_index(subscription_id: str) -> None:
@@ -139,21 +131,18 @@ def leave_due_index(subscription_id: str) -> None:
 
 def cancel_at_period_end(subscription_id: str, account_id: str) -> Subscription:
     """Raises WriteRefused unless it is the account's, active and not already cancelled."""
-    try:
-        response = client().update_item(
-            TableName=_table(),
-            Key={"subscriptionId": {"S": subscription_id}},
-            UpdateExpression="SET cancelAtPeriodEnd = :true",
-            ConditionExpression="accountId = :account AND #status = :active "
-            "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_values(
-                {":account": account_id, ":active": "active", ":true": True, ":false": False}
-            ),
-            ReturnValues="ALL_NEW",
-        )
-    except ClientError as error:
-        if is_condition_failure(error):
-            raise WriteRefused(["ConditionalCheckFailed"]) from error
-        raise
-    return from_record(Subscription, from_item(response["Attributes"]))
+    updated = update_if(
+        TableName=_table(),
+        Key={"subscriptionId": {"S": subscription_id}},
+        UpdateExpression="SET cancelAtPeriodEnd = :true",
+        ConditionExpression="accountId = :account AND #status = :active "
+        "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=to_values(
+            {":account": account_id, ":active": "active", ":true": True, ":false": False}
+        ),
+        ReturnValues="ALL_NEW",
+    )
+    if updated is None:
+        raise WriteRefused(["ConditionalCheckFailed"])
+    return from_record(Subscription, updated)
