@@ -150,7 +150,8 @@ class ProxyApp:
     async def _chat(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         raw = await _read_body(receive, get_settings().max_proxy_body_bytes)
         token = _bearer(scope)
-        key = await self._blocking(self.keys.lookup, token)
+        # A warm key needs no thread hop; only a first sight of it reads DynamoDB (in the pool).
+        key = self.keys.cached(token) or await self._blocking(self.keys.lookup, token)
         if key is None:
             raise unauthorized()
         body = _parse_json(raw)

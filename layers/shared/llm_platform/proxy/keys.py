@@ -34,6 +34,12 @@ class KeyCache:
         self._snapshots: dict[str, KeySnapshot] = {}
         self._lock = Lock()
 
+    def cached(self, token: str) -> KeySnapshot | None:
+        """The snapshot if this instance has it (no I/O: safe on the event loop)."""
+        if not token.startswith(API_KEY_PREFIX) or len(token) > 128:
+            return None
+        return self._snapshots.get(hash_secret(token))
+
     def lookup(self, token: str) -> KeySnapshot | None:
         """The snapshot for a presented key, or None when it is not a live key (checked on a miss only)."""
         if not token.startswith(API_KEY_PREFIX) or len(token) > 128:
