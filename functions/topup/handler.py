@@ -1,11 +1,11 @@
-"""POST /api/billing/topup: how to add credit; for USDC, the deposit address on Base."""
+"""POST /api/billing/topup: add credit by card (a Stripe Checkout Session) or USDC (the deposit address on Base)."""
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api.app import build_app, ok
 from llm_platform.api.schemas import TopupRequest
-from llm_platform.domain import usdc
+from llm_platform.domain import stripe_payments, usdc
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
@@ -13,7 +13,9 @@ app = build_app()
 
 @app.post("/api/billing/topup")
 def topup(body: TopupRequest):
-    return ok(usdc.topup_instructions(body.method, body.amount))
+    if body.method == "stripe":
+        return ok({"sessionUrl": stripe_payments.start_topup(app.caller, body.amount)})
+    return ok(usdc.topup_instructions(body.amount))
 
 
 # log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.

@@ -70,4 +70,24 @@ def test_sample_event_is_served_by_its_handler(folder: str, account, monkeypatch
             "challenge_required",
             "chain_unavailable",
             "insufficient_credit",
+            "stripe_not_configured",
         }, body
+
+
+def test_the_stripe_webhook_sample_applies_once_signed(tables, monkeypatch) -> None:
+    # Given the sample webhook request, its body signed with the configured webhook secret
+    import stripe
+
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:SAMPLE_WEBHOOK_SECRET")
+    monkeypatch.setenv("SAMPLE_WEBHOOK_SECRET", "whsec_sample")
+    from llm_platform.config import get_settings
+
+    get_settings.cache_clear()
+    event = json.loads((REPO / "events" / "stripe_webhook.json").read_text())
+    event["headers"]["Stripe-Signature"] = stripe.WebhookSignature.generate_signature_header(
+        event["body"], "whsec_sample"
+    )
+    handler = _load("stripe_webhook").lambda_handler
+    # When it is delivered twice, then the first applies and the second is a recognised repeat
+    outcomes = [json.loads(handler(event, FakeContext())["body"])["data"]["outcome"] for _ in range(2)]
+    assert outcomes == ["applied", "duplicate"]

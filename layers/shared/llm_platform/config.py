@@ -36,6 +36,17 @@ class Settings:
     usdc_rpc_url_secret: str | None = None
     # How long a wallet-binding challenge can be signed.
     wallet_challenge_ttl_seconds: int = 600
+    # Stripe: the secret API key and the webhook signing secret as secret references (unset or missing
+    # in SSM: Stripe payments are off), the API base URL (unset: Stripe's own; the local simulator
+    # otherwise), and where Checkout sends the customer back ({CHECKOUT_SESSION_ID} is filled by Stripe).
+    stripe_secret_key_secret: str | None = None
+    stripe_webhook_secret_secret: str | None = None
+    stripe_api_base: str | None = None
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
+    # A Stripe-paid subscription past its period end is expired only after this long without the
+    # renewal's webhook (Stripe charges about an hour after the period ends and retries webhooks for days).
+    stripe_renewal_grace_seconds: int = 3 * 24 * 3600
 
 
 class ConfigError(RuntimeError):

@@ -105,5 +105,9 @@ class SubscribeRequest(RequestBody):
     key_name: Name | None = Field(default=None, alias="keyName")
 
 
+class CheckoutRequest(RequestBody):
+    plan_slug: str = Field(alias="planSlug", min_length=1, max_length=32)
+
+
 class CancelSubscriptionRequest(RequestBody):
     subscription_id: ResourceId = Field(alias="subscriptionId")

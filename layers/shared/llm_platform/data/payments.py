@@ -1,5 +1,6 @@
-"""External payments (USDC transactions now, Stripe events next) credited exactly once: the dedup
-record in PaymentEvents, the balance and the ledger entry commit in one transaction."""
+"""External payments (USDC transfers, Stripe events) applied exactly once: the dedup record in
+PaymentEvents commits in the same transaction as the payment's effect (balance and ledger entry, or
+the subscription it activates or renews)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,7 @@ def credit_once(
 ) -> None:
     """Credit ``amount_micros`` for the payments named by ``event_keys`` (one per on-chain transfer, or
     the one Stripe event). Raises ``WriteRefused`` when any of them was credited before, to any account."""
-    records = [
-        {
-            "Put": {
-                "TableName": get_settings().payment_events_table,
-                "Item": to_item({"eventKey": key, "accountId": account_id, "kind": kind, "createdAt": now, **details}),
-                "ConditionExpression": "attribute_not_exists(eventKey)",
-            }
-        }
-        for key in event_keys
-    ]
+    records = [record_item(key, account_id, kind=kind, now=now, details=details) for key in event_keys]
     transact(
         [
             *records,
@@ -42,3 +34,17 @@ def credit_once(
             ),
         ]
     )
+
+
+def record_item(
+    event_key: str, account_id: str | None, *, kind: str, now: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A transaction item recording ``event_key`` as applied; it fails if it was applied before."""
+    record = {"eventKey": event_key, "accountId": account_id, "kind": kind, "createdAt": now, **(details or {})}
+    return {
+        "Put": {
+            "TableName": get_settings().payment_events_table,
+            "Item": to_item(record),
+            "ConditionExpression": "attribute_not_exists(eventKey)",
+        }
+    }

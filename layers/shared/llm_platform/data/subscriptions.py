@@ -20,6 +20,9 @@ from llm_platform.data.records import from_record, from_record_item, to_record_i
 from llm_platform.domain.entities import Subscription, SubscriptionStatus
 
 LIVE_BUCKET = "live"
+# Every change bumps ``revision`` (see ``write_over``); items from other tools may lack it.
+_BUMP = "revision = if_not_exists(revision, :zero) + :one"
+_BUMP_VALUES = {":zero": 0, ":one": 1}
 
 
 def _table() -> str:
@@ -38,13 +41,35 @@ def list_for_account(account_id: str) -> list[Subscription]:
     return [from_record(Subscription, item) for item in items]
 
 
-def put_item(subscription: Subscription) -> dict[str, Any]:
+def _record(subscription: Subscription) -> dict[str, Any]:
     live = subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+    return to_record_item(subscription, periodEndBucket=LIVE_BUCKET if live else None)
+
+
+def put_item(subscription: Subscription) -> dict[str, Any]:
     return {
         "Put": {
             "TableName": _table(),
-            "Item": to_record_item(subscription, periodEndBucket=LIVE_BUCKET if live else None),
+            "Item": _record(subscription),
             "ConditionExpression": "attribute_not_exists(subscriptionId)",
+        }
+    }
+
+
+def write_over_item(subscription: Subscription, read: Subscription | None) -> dict[str, Any]:
+    """A transaction item replacing the whole subscription, only if it is still as ``read`` left it
+    (``None``: only if it does not exist yet). ``subscription.revision`` must be ``read.revision + 1``."""
+    if read is None:
+        return put_item(subscription)
+    condition = "revision = :read"
+    if read.revision == 0:
+        condition = "attribute_not_exists(revision) OR revision = :read"
+    return {
+        "Put": {
+            "TableName": _table(),
+            "Item": _record(subscription),
+            "ConditionExpression": f"attribute_exists(subscriptionId) AND ({condition})",
+            "ExpressionAttributeValues": to_values({":read": read.revision}),
         }
     }
 
@@ -85,7 +110,7 @@ def renew_item(subscription: Subscription, new_start: str, new_end: str) -> dict
         "Update": {
             "TableName": _table(),
             "Key": {"subscriptionId": {"S": subscription.subscription_id}},
-            "UpdateExpression": "SET currentPeriodStart = :start, currentPeriodEnd = :new",
+            "UpdateExpression": f"SET currentPeriodStart = :start, currentPeriodEnd = :new, {_BUMP}",
             # A missing cancelAtPeriodEnd (items written by other tools) counts as not cancelled.
             "ConditionExpression": "currentPeriodEnd = :old AND #status = :active "
             "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
@@ -97,6 +122,7 @@ def renew_item(subscription: Subscription, new_start: str, new_end: str) -> dict
                     ":new": new_end,
                     ":active": "active",
                     ":false": False,
+                    **_BUMP_VALUES,
                 }
             ),
         }
@@ -110,10 +136,12 @@ def mark_expired(subscription: Subscription) -> bool:
     applied = update_if(
         TableName=_table(),
         Key={"subscriptionId": {"S": subscription.subscription_id}},
-        UpdateExpression="SET #status = :expired",
+        UpdateExpression=f"SET #status = :expired, {_BUMP}",
         ConditionExpression="currentPeriodEnd = :end AND attribute_exists(periodEndBucket)",
         ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues=to_values({":expired": "expired", ":end": subscription.current_period_end}),
+        ExpressionAttributeValues=to_values(
+            {":expired": "expired", ":end": subscription.current_period_end, **_BUMP_VALUES}
+        ),
     )
     return applied is not None
 
@@ -122,24 +150,27 @@ def leave_due_index(subscription_id: str) -> None:
     client().update_item(
         TableName=_table(),
         Key={"subscriptionId": {"S": subscription_id}},
-        UpdateExpression="REMOVE periodEndBucket",
+        UpdateExpression=f"REMOVE periodEndBucket SET {_BUMP}",
         ConditionExpression="#status = :expired",
         ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues=to_values({":expired": "expired"}),
+        ExpressionAttributeValues=to_values({":expired": "expired", **_BUMP_VALUES}),
     )
 
 
-def cancel_at_period_end(subscription_id: str, account_id: str) -> Subscription:
-    """Raises WriteRefused unless it is the account's, active and not already cancelled."""
+def cancel_at_period_end(subscription_id: str, account_id: str, stripe_observed_at: int | None = None) -> Subscription:
+    """Raises WriteRefused unless it is the account's, active and not already cancelled. For a Stripe
+    subscription, ``stripe_observed_at`` is when Stripe accepted the cancellation (older events then lose)."""
+    state = ", stripeCancelFlagAt = :observed" if stripe_observed_at is not None else ""
+    extra = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
     updated = update_if(
         TableName=_table(),
         Key={"subscriptionId": {"S": subscription_id}},
-        UpdateExpression="SET cancelAtPeriodEnd = :true",
+        UpdateExpression=f"SET cancelAtPeriodEnd = :true{state}, {_BUMP}",
         ConditionExpression="accountId = :account AND #status = :active "
         "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
         ExpressionAttributeNames={"#status": "status"},
         ExpressionAttributeValues=to_values(
-            {":account": account_id, ":active": "active", ":true": True, ":false": False}
+            {":account": account_id, ":active": "active", ":true": True, ":false": False, **extra, **_BUMP_VALUES}
         ),
         ReturnValues="ALL_NEW",
     )

@@ -89,6 +89,13 @@ class Subscription:
     budget_per_window_micros: int
     cancel_at_period_end: bool = False
     stripe_subscription_id: str | None = None
+    # Stripe-paid only: when the status and the cancel flag applied were observed (event ``created``,
+    # Unix seconds: an older observation never overwrites them), and whether Stripe ended it (final).
+    stripe_status_at: int | None = None
+    stripe_cancel_flag_at: int | None = None
+    stripe_canceled: bool = False
+    # Bumped by every change, so a read-modify-write (the Stripe webhook) applies only over what it read.
+    revision: int = 0
 
     def is_active(self, now: datetime) -> bool:
         return self.status == SubscriptionStatus.ACTIVE and from_iso(self.current_period_end) > now

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from llm_platform.config import get_settings
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import ledger
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain import stripe_payments
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.api_keys import new_subscription_key, owned_subscription
 from llm_platform.domain.billing import add_months, new_subscription
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
-from llm_platform.domain.errors import BadRequest, Conflict, InsufficientCredit
+from llm_platform.domain.errors import Conflict, InsufficientCredit
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import catalog
 from llm_platform.observability import logger
@@ -66,7 +68,7 @@ def cancel(caller: Caller, subscription_id: str) -> Subscription:
     if subscription.cancel_at_period_end:
         raise Conflict(f"Subscription {subscription_id} is already cancelled.", code="already_cancelled")
     if subscription.payment_method == PaymentMethod.STRIPE:
-        raise BadRequest("Stripe subscriptions are cancelled through Stripe billing.", code="stripe_not_configured")
+        return stripe_payments.cancel_at_period_end(caller, subscription)
     try:
         return subscriptions_table.cancel_at_period_end(subscription_id, caller.account_id)
     except WriteRefused as refused:  # changed since it was read
@@ -107,6 +109,10 @@ class ExpiryIncomplete(RuntimeError):
 
 
 def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:
+    if subscription.payment_method == PaymentMethod.STRIPE and subscription.status != SubscriptionStatus.EXPIRED:
+        grace = timedelta(seconds=get_settings().stripe_renewal_grace_seconds)
+        if from_iso(subscription.current_period_end) + grace > now:
+            return  # Stripe renews it: its invoice.paid webhook comes after the period ends
     now_iso = to_iso(now)
     renewal = _renews_from_credit(subscription, now)
     if renewal is not None:

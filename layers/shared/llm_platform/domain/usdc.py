@@ -47,12 +47,9 @@ def deposit_address() -> str:
     return address
 
 
-def topup_instructions(method: str, amount: Decimal) -> dict:
-    """What to do to add ``amount`` USD of credit: for USDC, where to send it."""
-    if method == "usdc":
-        return {"address": deposit_address(), "chain": get_settings().usdc_chain_name, "amount": _plain(amount)}
-    # Stripe Checkout top-ups come with the billing lifecycle; until then this deployment has none.
-    raise ServiceUnavailable("Stripe top-ups are not configured on this platform.", code="stripe_not_configured")
+def topup_instructions(amount: Decimal) -> dict:
+    """Where to send ``amount`` USD of USDC to add it as credit."""
+    return {"address": deposit_address(), "chain": get_settings().usdc_chain_name, "amount": _plain(amount)}
 
 
 def _plain(amount: Decimal) -> str:

@@ -1,0 +1,24 @@
+"""POST /api/billing/checkout: a Stripe Checkout Session (subscription mode) for a plan."""
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_platform.api.app import build_app, ok
+from llm_platform.api.schemas import CheckoutRequest
+from llm_platform.domain import stripe_payments
+from llm_platform.observability import logger, metrics, tracer
+
+app = build_app()
+
+
+@app.post("/api/billing/checkout")
+def checkout(body: CheckoutRequest):
+    return ok({"sessionUrl": stripe_payments.start_checkout(app.caller, body.plan_slug)})
+
+
+# log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,64 @@
+"""The Stripe webhook endpoint: no management key (Stripe's signature is the authentication), the raw
+body exactly as sent (API Gateway may hand it over base64-encoded), errors in the platform's format."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from llm_platform.api.app import error_body, status_for
+from llm_platform.domain import stripe_webhooks
+from llm_platform.domain.errors import BadRequest, DomainError, PayloadTooLarge
+from llm_platform.observability import logger
+
+# Stripe's events are a few KiB; an invoice with many lines stays far below this.
+MAX_WEBHOOK_BYTES = 512 * 1024
+
+
+def _response(status: HTTPStatus, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status.value,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def _raw_body(event: Mapping[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise BadRequest("The body is not valid base64.", code="invalid_body") from error
+    return body.encode()
+
+
+def _header(event: Mapping[str, Any], name: str) -> str | None:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def handle(event: Mapping[str, Any]) -> dict[str, Any]:
+    """API Gateway proxy event in, proxy response out. A 2xx tells Stripe the event is done (applied,
+    a repeat, or nothing for us); 4xx: refused and nothing changed; 5xx: Stripe delivers it again."""
+    try:
+        payload = _raw_body(event)
+        if len(payload) > MAX_WEBHOOK_BYTES:
+            raise PayloadTooLarge(f"Webhook body is larger than {MAX_WEBHOOK_BYTES} bytes.")
+        stripe_event, outcome = stripe_webhooks.handle(payload, _header(event, "stripe-signature"))
+    except DomainError as error:
+        status = status_for(error)
+        logger.warning("stripe webhook refused", extra={"status": status.value, "code": error.code})
+        return _response(status, error_body(error.code, error.message))
+    logger.info(
+        "stripe webhook handled",
+        extra={"eventId": stripe_event.id, "eventType": stripe_event.type, "outcome": outcome.value},
+    )
+    return _response(HTTPStatus.OK, {"data": {"received": True, "outcome": outcome.value}})

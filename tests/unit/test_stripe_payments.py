@@ -1,0 +1,204 @@
+"""Checkout, card top-ups and cancelling Stripe-paid subscriptions, with Stripe's API replaced by a
+recorder (the real SDK against the local Stripe simulator: tests/integration/test_stripe_http.py)."""
+
+from __future__ import annotations
+
+import pytest
+from stripe_events import sample
+
+from llm_platform.data import stripe_api
+from llm_platform.domain.stripe_payments import stripe_subscription_local_id
+
+
+@pytest.fixture
+def stripe_calls(tables, monkeypatch):
+    """Stripe configured; each API call is recorded and answered like Stripe would."""
+    monkeypatch.setenv("STRIPE_SECRET_KEY_SECRET", "env:UNIT_STRIPE_SECRET_KEY")
+    monkeypatch.setenv("UNIT_STRIPE_SECRET_KEY", "sk_test_unit")
+    monkeypatch.setenv("CHECKOUT_SUCCESS_URL", "https://shop.example/ok?session={CHECKOUT_SESSION_ID}")
+    monkeypatch.setenv("CHECKOUT_CANCEL_URL", "https://shop.example/back")
+    from llm_platform.config import get_settings
+
+    get_settings.cache_clear()
+    calls: list[tuple[str, object]] = []
+
+    def create(params, idempotency_key=None):
+        calls.append(("checkout", params))
+        return {"id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1"}
+
+    def cancel(stripe_id):
+        calls.append(("cancel", stripe_id))
+        return {"id": stripe_id, "cancel_at_period_end": True}
+
+    monkeypatch.setattr(stripe_api, "create_checkout_session", create)
+    monkeypatch.setattr(stripe_api, "cancel_at_period_end", cancel)
+    yield calls
+    get_settings.cache_clear()
+
+
+def test_checkout_creates_a_subscription_session_tied_to_the_account(invoke, account, stripe_calls) -> None:
+    status, body = invoke(
+        "checkout", "POST", "/api/billing/checkout", key=account.management_key, body={"planSlug": "pro"}
+    )
+    assert status == 200
+    assert body == {"data": {"sessionUrl": "https://checkout.stripe.com/c/pay/cs_test_1"}}
+    [(kind, params)] = stripe_calls
+    assert kind == "checkout" and params["mode"] == "subscription"
+    assert params["client_reference_id"] == account.account_id
+    assert params["subscription_data"]["metadata"] == {"accountId": account.account_id, "planSlug": "pro"}
+    # No Stripe price id in plans.json: the plan's own price, monthly, in cents
+    price = params["line_items"][0]["price_data"]
+    assert (price["unit_amount"], price["currency"], price["recurring"]["interval"]) == (6000, "usd", "month")
+    assert params["success_url"] == "https://shop.example/ok?session={CHECKOUT_SESSION_ID}"
+
+
+def test_checkout_uses_the_plans_stripe_price_when_set(invoke, account, stripe_calls, monkeypatch) -> None:
+    from llm_platform.domain import plans
+
+    catalog = plans.catalog()
+    priced = catalog.model_copy(
+        update={"plans": tuple(p.model_copy(update={"stripe_price_id": f"price_{p.slug}"}) for p in catalog.plans)}
+    )
+    monkeypatch.setattr(plans, "catalog", lambda: priced)
+    import llm_platform.domain.stripe_payments as module
+
+    monkeypatch.setattr(module, "catalog", lambda: priced)
+    invoke("checkout", "POST", "/api/billing/checkout", key=account.management_key, body={"planSlug": "standard"})
+    assert stripe_calls[0][1]["line_items"] == [{"price": "price_standard", "quantity": 1}]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"planSlug": "platinum"}, 400, "unknown_plan"),
+        ({}, 422, "validation_error"),
+        ({"planSlug": "pro", "extra": 1}, 422, "validation_error"),
+    ],
+)
+def test_bad_checkout_requests_are_refused_without_calling_stripe(
+    invoke, account, stripe_calls, body, status, code
+) -> None:
+    got_status, got = invoke("checkout", "POST", "/api/billing/checkout", key=account.management_key, body=body)
+    assert (got_status, got["error"]["code"]) == (status, code)
+    assert stripe_calls == []
+
+
+def test_checkout_without_stripe_configured_is_503(invoke, account, tables) -> None:
+    status, body = invoke(
+        "checkout", "POST", "/api/billing/checkout", key=account.management_key, body={"planSlug": "pro"}
+    )
+    assert (status, body["error"]["code"]) == (503, "stripe_not_configured")
+
+
+def test_checkout_needs_a_management_key(invoke, stripe_calls) -> None:
+    status, body = invoke("checkout", "POST", "/api/billing/checkout", body={"planSlug": "pro"})
+    assert status == 401 and stripe_calls == []
+
+
+def test_a_stripe_outage_is_503_not_500(invoke, account, stripe_calls, monkeypatch) -> None:
+    def down(params, idempotency_key=None):
+        raise stripe_api.StripeUnavailable("connection refused")
+
+    monkeypatch.setattr(stripe_api, "create_checkout_session", down)
+    status, body = invoke(
+        "checkout", "POST", "/api/billing/checkout", key=account.management_key, body={"planSlug": "pro"}
+    )
+    assert (status, body["error"]["code"]) == (503, "stripe_unavailable")
+
+
+def test_card_topup_is_a_payment_session_for_the_exact_amount(invoke, account, stripe_calls) -> None:
+    status, body = invoke(
+        "topup", "POST", "/api/billing/topup", key=account.management_key, body={"amount": "12.34", "method": "stripe"}
+    )
+    assert status == 200 and body["data"]["sessionUrl"].startswith("https://checkout.stripe.com/")
+    [(_, params)] = stripe_calls
+    assert params["mode"] == "payment" and params["line_items"][0]["price_data"]["unit_amount"] == 1234
+    assert params["metadata"] == {"accountId": account.account_id, "purpose": "topup", "creditMicros": "12340000"}
+
+
+@pytest.mark.parametrize(
+    ("amount", "status", "code"),
+    [
+        (9.99, 400, "amount_below_minimum"),
+        (10.001, 400, "invalid_amount"),
+        (1_000_000, 400, "amount_too_large"),
+        (0, 422, "validation_error"),
+        (-10, 422, "validation_error"),
+        ("ten", 422, "validation_error"),
+        (True, 422, "validation_error"),
+    ],
+)
+def test_bad_card_topup_amounts_are_refused_without_calling_stripe(
+    invoke, account, stripe_calls, amount, status, code
+) -> None:
+    got_status, body = invoke(
+        "topup", "POST", "/api/billing/topup", key=account.management_key, body={"amount": amount, "method": "stripe"}
+    )
+    assert (got_status, body["error"]["code"]) == (status, code)
+    assert stripe_calls == []
+
+
+def test_the_minimum_card_topup_is_accepted(invoke, account, stripe_calls) -> None:
+    body = {"amount": 10, "method": "stripe"}
+    assert invoke("topup", "POST", "/api/billing/topup", key=account.management_key, body=body)[0] == 200
+
+
+@pytest.fixture
+def stripe_subscription_of(tables, monkeypatch):
+    """An active Stripe-paid subscription of ``account``, as its invoice.paid webhook leaves it."""
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:UNIT_STRIPE_WEBHOOK_SECRET")
+    monkeypatch.setenv("UNIT_STRIPE_WEBHOOK_SECRET", "whsec_x")
+    from llm_platform.domain import stripe_webhooks
+
+    def make(account):
+        event = stripe_webhooks.Event.model_validate(sample("invoice.paid", account_id=account.account_id))
+        stripe_webhooks.HANDLERS[event.type](event)
+        return stripe_subscription_local_id("sub_1SampleStripeSub")
+
+    return make
+
+
+def test_cancel_of_a_stripe_subscription_goes_through_stripe(
+    invoke, account, stripe_calls, stripe_subscription_of
+) -> None:
+    subscription_id = stripe_subscription_of(account)
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+    assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
+    assert stripe_calls == [("cancel", "sub_1SampleStripeSub")]
+    # A second cancel is a conflict and does not call Stripe again
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+    assert (status, body["error"]["code"]) == (409, "already_cancelled") and len(stripe_calls) == 1
+
+
+def test_cancel_when_stripe_is_down_is_503_and_changes_nothing(
+    invoke, account, stripe_calls, stripe_subscription_of, monkeypatch
+) -> None:
+    subscription_id = stripe_subscription_of(account)
+
+    def down(stripe_id):
+        raise stripe_api.StripeUnavailable("timeout")
+
+    monkeypatch.setattr(stripe_api, "cancel_at_period_end", down)
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+    assert (status, body["error"]["code"]) == (503, "stripe_unavailable")
+    from llm_platform.data import subscriptions as subscriptions_table
+
+    assert subscriptions_table.get(subscription_id).cancel_at_period_end is False
