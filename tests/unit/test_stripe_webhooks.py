@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 import boto3
 import pytest
 from conftest import REPO, FakeContext, api_event
-from stripe_events import WEBHOOK_SECRET, body_of, sample, signed
 
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import stripe_api
@@ -22,6 +21,7 @@ from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import to_iso
 from llm_platform.domain.entities import KeyStatus, PaymentMethod
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
+from tests.support.stripe_events import WEBHOOK_SECRET, body_of, sample, signed
 
 DAY = 86_400
 

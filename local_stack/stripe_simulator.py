@@ -1,0 +1,1934 @@
+"""A local Stripe: the slice of the Stripe API the platform uses, a hosted-checkout page and signed webhooks.
+
+The platform's code is the same on AWS and locally; only the API base URL and the keys differ, so this
+speaks Stripe's wire format (API version `stripe.api_version`): form-encoded requests, Bearer auth, JSON
+objects of the current API (subscription periods on the items, `invoice.parent.subscription_details`),
+Stripe's error bodies, idempotent replays, and webhook deliveries signed like Stripe's
+(`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of "{t}.{body}" keyed by the endpoint secret).
+
+API (`Authorization: Bearer <api_key>`):
+- POST /v1/checkout/sessions, GET /v1/checkout/sessions/{id}, GET …/{id}/line_items, POST …/{id}/expire
+- GET|POST|DELETE /v1/subscriptions/{id} (POST: `cancel_at_period_end`, `metadata`, `cancellation_details`)
+- POST /v1/prices, POST /v1/products, and GET of any object it holds (prices, products, customers,
+  invoices, payment_intents, subscription_items, events); `expand[]` works on the ids it holds.
+Events caused by an API call are delivered asynchronously by one background worker, in order: the caller
+is often a handler inside the local gateway holding its one-at-a-time lock, which a synchronous delivery
+to the gateway would deadlock. `drain()` (or POST /sim/drain) waits until every queued delivery is done.
+
+Pages: GET /c/pay/{session} (the checkout page: what is bought and a **Pay** button), POST /c/pay/{session}
+(pays, delivers the events synchronously, then 303 to `success_url`), GET /done and /cancelled (landing
+pages for the local stack's success and cancel URLs), GET /sim (a dashboard with Renew / Fail payment /
+Retry payment / Cancel buttons and the event log).
+
+Test controls (no auth, JSON, deliveries synchronous): POST /sim/sessions/{id}/pay,
+POST /sim/subscriptions/{id}/renew | fail-payment | retry-payment | cancel, GET /sim/events,
+POST /sim/events/{id}/resend, POST /sim/drain. The same as Python methods of `StripeSimulator`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import hashlib
+import hmac
+import html
+import json
+import queue
+import re
+import secrets
+import string
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from local_stack.stack import ServerThread
+
+try:
+    from stripe import api_version as STRIPE_API_VERSION
+except ImportError:  # pragma: no cover - stripe is a dev dependency; the simulator itself does not need it
+    STRIPE_API_VERSION = "2026-10-28.endive"
+
+WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
+WEBHOOK_TIMEOUT_SECONDS = 30.0
+SESSION_LIFETIME_SECONDS = 24 * 3600
+ACCOUNT_NAME = "Local Stripe simulator"
+_ALNUM = string.ascii_letters + string.digits
+_INTERVALS = ("day", "week", "month", "year")
+_DOC_URL = "https://stripe.com/docs/error-codes/"
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    """A Stripe-looking id: the prefix and random alphanumerics (test-mode ids start with "1" after it)."""
+    return prefix + "1" + "".join(secrets.choice(_ALNUM) for _ in range(length - 1))
+
+
+def add_interval(anchor: int, interval: str, count: int, periods: int = 1) -> int:
+    """`anchor` moved by `periods` billing periods, as Stripe bills: months keep the anchor's day of the
+    month and clamp to the month's end (Jan 31 -> Feb 28/29 -> Mar 31), in UTC."""
+    if interval == "day":
+        return anchor + 86_400 * count * periods
+    if interval == "week":
+        return anchor + 7 * 86_400 * count * periods
+    start = datetime.fromtimestamp(anchor, UTC)
+    years, month0 = divmod(start.month - 1 + count * periods * (12 if interval == "year" else 1), 12)
+    year, month = start.year + years, month0 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return int(start.replace(year=year, month=month, day=day).timestamp())
+
+
+def sign_payload(body: str, secret: str, timestamp: int) -> str:
+    """The `Stripe-Signature` header value for a webhook body."""
+    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def format_amount(amount: int, currency: str) -> str:
+    if currency.lower() == "usd":
+        return f"${amount / 100:,.2f}"
+    return f"{amount / 100:,.2f} {currency.upper()}"
+
+
+def format_interval(recurring: dict[str, Any] | None) -> str:
+    if not recurring:
+        return ""
+    interval, count = recurring["interval"], recurring["interval_count"]
+    return f"per {interval}" if count == 1 else f"every {count} {interval}s"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors and parameters
+
+
+class StripeError(Exception):
+    """An API error, rendered as Stripe renders it: {"error": {"type", "message", "code"?, "param"?, …}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002 - Stripe's field name
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {}
+        if self.code:
+            error["code"] = self.code
+            error["doc_url"] = _DOC_URL + self.code.replace("_", "-")
+        error["message"] = self.message
+        if self.param:
+            error["param"] = self.param
+        if request_id:
+            error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}"
+        error["type"] = self.type
+        return {"error": error}
+
+
+def missing(param: str) -> StripeError:
+    return StripeError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
+
+
+def invalid(param: str, message: str, code: str | None = None) -> StripeError:
+    return StripeError(400, message, code=code, param=param)
+
+
+def no_such(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+
+
+_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+
+
+def parse_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Stripe's form encoding to nested values: `a[b][0][c]=v` -> {"a": {"b": [{"c": "v"}]}}; `a[]=v`
+    appends. Dicts whose keys are all indexes become lists, except under `metadata` (any key is allowed)."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        match = _KEY.match(key)
+        if not match:
+            raise StripeError(400, f"Invalid parameter name: {key}", param=key)
+        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
+        node = root
+        for depth, part in enumerate(parts):
+            if part == "":
+                part = str(len(node))
+            if depth == len(parts) - 1:
+                if isinstance(node.get(part), dict):
+                    raise StripeError(400, f"Invalid value for {key}: a hash was expected", param=key)
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise StripeError(400, f"Invalid value for {key}: a hash was expected", param=key)
+                node = child
+    return _listify(root, None)
+
+
+def _listify(node: Any, key: str | None) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _listify(v, k) for k, v in node.items()}
+    if key != "metadata" and converted and all(k.isdigit() for k in converted):
+        return [converted[k] for k in sorted(converted, key=int)]
+    return converted
+
+
+def _name(prefix: str, key: str | int) -> str:
+    return f"{prefix}[{key}]" if prefix else str(key)
+
+
+def check_keys(params: dict[str, Any], allowed: Iterable[str], prefix: str = "") -> None:
+    for key in params:
+        if key not in allowed:
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {_name(prefix, key)} (or one the Stripe simulator does not implement)",
+                code="parameter_unknown",
+                param=_name(prefix, key),
+            )
+
+
+def as_dict(params: dict[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
+    value = params.get(key)
+    if value is None:
+        return {}
+    if value == "":  # Stripe: an empty string unsets a hash
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(_name(prefix, key), f"Invalid object: {_name(prefix, key)} must be a hash")
+    return value
+
+
+def as_str(params: dict[str, Any], key: str, prefix: str = "", *, required: bool = False) -> str | None:
+    value = params.get(key)
+    if value is None or value == "":
+        if required:
+            raise missing(_name(prefix, key))
+        return None
+    if not isinstance(value, str):
+        raise invalid(_name(prefix, key), f"Invalid string: {_name(prefix, key)} must be a string")
+    return value
+
+
+def as_int(
+    params: dict[str, Any], key: str, prefix: str = "", *, required: bool = False, minimum: int = 0
+) -> int | None:
+    raw = as_str(params, key, prefix, required=required)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(_name(prefix, key), f"Invalid integer: {raw}", code="parameter_invalid_integer") from None
+    if value < minimum:
+        raise invalid(
+            _name(prefix, key),
+            f"Invalid {_name(prefix, key)}: must be at least {minimum}",
+            code="parameter_invalid_integer",
+        )
+    return value
+
+
+def as_bool(params: dict[str, Any], key: str, prefix: str = "") -> bool | None:
+    raw = as_str(params, key, prefix)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise invalid(_name(prefix, key), f"Invalid boolean: {raw}")
+    return raw == "true"
+
+
+def as_metadata(params: dict[str, Any], key: str = "metadata", prefix: str = "") -> dict[str, str]:
+    metadata = as_dict(params, key, prefix)
+    name = _name(prefix, key)
+    if len(metadata) > 50:
+        raise invalid(name, "Invalid metadata: metadata can have up to 50 keys")
+    for meta_key, value in metadata.items():
+        if not isinstance(value, str):
+            raise invalid(f"{name}[{meta_key}]", f"Invalid value for {name}[{meta_key}]: must be a string")
+        if len(meta_key) > 40:
+            raise invalid(name, f"Invalid metadata: keys can be up to 40 characters long ({meta_key!r})")
+        if len(value) > 500:
+            raise invalid(name, f"Invalid metadata: values can be up to 500 characters long ({meta_key!r})")
+    return dict(metadata)
+
+
+def as_url(params: dict[str, Any], key: str) -> str | None:
+    url = as_str(params, key)
+    if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+        raise invalid(key, "Not a valid URL", code="url_invalid")
+    return url
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`previous_attributes` as Stripe reports them: the old values of what changed (hashes recursively)."""
+    previous: dict[str, Any] = {}
+    for key in list(old) + [k for k in new if k not in old]:
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        previous[key] = diff(before, after) if isinstance(before, dict) and isinstance(after, dict) else before
+    return previous
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Events and their delivery
+
+
+@dataclass
+class EventRecord:
+    event: dict[str, Any]
+    body: str  # the exact JSON text delivered (and re-delivered by resend)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.event["id"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.event["type"], "deliveries": list(self.deliveries), "event": self.event}
+
+
+@dataclass
+class _Job:
+    record: EventRecord
+    done: threading.Event = field(default_factory=threading.Event)
+    delivery: dict[str, Any] | None = None
+
+
+def delivery_summary(job: _Job) -> dict[str, Any]:
+    delivery = job.delivery or {}
+    return {
+        "id": job.record.id,
+        "type": job.record.event["type"],
+        "status": delivery.get("status"),
+        "error": delivery.get("error"),
+    }
+
+
+@dataclass
+class _SessionState:
+    line_items: list[dict[str, Any]]  # {"price": price object, "quantity": int}
+    subscription_metadata: dict[str, str]
+    subscription_description: str | None
+    payment_intent_metadata: dict[str, str]
+    payment_intent_description: str | None
+
+
+@dataclass
+class _SubscriptionState:
+    anchor: int
+    interval: str
+    interval_count: int
+    cycle: int = 0  # billing periods elapsed since the anchor
+
+
+@dataclass
+class _Context:
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+    def request(self) -> dict[str, Any]:
+        return {"id": self.request_id, "idempotency_key": self.idempotency_key}
+
+
+_IDEMPOTENCY_KEEP = 1000
+
+
+class StripeSimulator:
+    """The simulator's state and its ASGI app (the instance is the app). Thread-safe: state under one lock.
+
+    `webhook_url` may be set after construction; `base_url` (this server's URL, used for checkout page
+    URLs) is set by `StripeSimulatorServer`, and otherwise taken from each request's Host.
+    """
+
+    def __init__(
+        self, api_key: str, webhook_secret: str, webhook_url: str | None = None, base_url: str | None = None
+    ) -> None:
+        self.api_key, self.webhook_secret = api_key, webhook_secret
+        self.webhook_url = webhook_url
+        self.base_url = base_url
+        self._lock = threading.RLock()
+        self._objects: dict[str, dict[str, Any]] = {}  # every object by id
+        self._sessions: dict[str, _SessionState] = {}
+        self._subscriptions: dict[str, _SubscriptionState] = {}
+        self._events: dict[str, EventRecord] = {}  # in creation order
+        self._idempotent: dict[str, tuple[tuple[str, str, bytes], int, bytes]] = {}
+        self._invoice_numbers = 0
+        self._invoice_prefix = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
+        # One worker delivers every event, in order; _pending counts queued and running deliveries.
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._worker = threading.Thread(target=self._deliver_forever, name="stripe-simulator-webhooks", daemon=True)
+        self._worker.start()
+        self.app = self._build_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops the delivery worker (after the deliveries already queued)."""
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join(timeout)
+
+    # ----------------------------------------------------------------------------------------- queries
+
+    def get(self, object_id: str) -> dict[str, Any]:
+        """A copy of any object by id (KeyError if unknown)."""
+        with self._lock:
+            return copy.deepcopy(self._objects[object_id])
+
+    def sessions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(self._objects[sid]) for sid in self._sessions]
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(self._objects[sid]) for sid in self._subscriptions]
+
+    def events(self, type: str | None = None) -> list[dict[str, Any]]:  # noqa: A002 - Stripe's word
+        """Every event so far (oldest first), with its deliveries: {"id", "type", "deliveries", "event"}."""
+        with self._lock:
+            return [
+                copy.deepcopy(record.to_json())
+                for record in self._events.values()
+                if type is None or record.event["type"] == type
+            ]
+
+    # ---------------------------------------------------------------------------------- webhook delivery
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Blocks until every queued delivery is done; False if that takes longer than `timeout` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def resend(self, event_id: str) -> dict[str, Any]:
+        """Delivers an event again (same body, fresh signature timestamp), synchronously.
+        Returns {"id", "type", "status", "error"}; StripeError 404 if the event is unknown."""
+        with self._lock:
+            if event_id not in self._events:
+                raise no_such("event", event_id)
+            record = self._events[event_id]
+            job = self._enqueue(record)
+        job.done.wait()
+        return delivery_summary(job)
+
+    def _emit(
+        self,
+        type: str,  # noqa: A002 - Stripe's word
+        obj: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        context: _Context | None = None,
+    ) -> _Job:
+        """Records an event (a snapshot of `obj`) and queues its delivery. Call with the lock held, so the
+        queue order is the creation order."""
+        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        if previous is not None:
+            data["previous_attributes"] = copy.deepcopy(previous)
+        event = {
+            "id": new_id("evt_"),
+            "object": "event",
+            "api_version": STRIPE_API_VERSION,
+            "created": int(time.time()),
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": (context or _Context()).request(),
+            "type": type,
+        }
+        record = EventRecord(event=event, body=json.dumps(event, indent=2))
+        self._events[record.id] = record
+        self._objects[record.id] = event
+        return self._enqueue(record)
+
+    def _enqueue(self, record: EventRecord) -> _Job:
+        job = _Job(record)
+        with self._idle:
+            self._pending += 1
+        self._queue.put(job)
+        return job
+
+    @staticmethod
+    def _wait(jobs: list[_Job]) -> list[dict[str, Any]]:
+        for job in jobs:
+            job.done.wait()
+        return [delivery_summary(job) for job in jobs]
+
+    def _deliver_forever(self) -> None:
+        with httpx.Client(timeout=WEBHOOK_TIMEOUT_SECONDS) as client:
+            while (job := self._queue.get()) is not None:
+                try:
+                    job.delivery = self._deliver(client, job.record)
+                except Exception as exc:  # noqa: BLE001 - a delivery failure must never stop the worker
+                    job.delivery = {"status": None, "error": f"{type(exc).__name__}: {exc}"}
+                finally:
+                    job.done.set()
+                    with self._idle:
+                        self._pending -= 1
+                        self._idle.notify_all()
+
+    def _deliver(self, client: httpx.Client, record: EventRecord) -> dict[str, Any]:
+        url = self.webhook_url
+        timestamp = int(time.time())
+        delivery: dict[str, Any] = {
+            "attempt": len(record.deliveries) + 1,
+            "url": url,
+            "timestamp": timestamp,
+            "status": None,
+            "error": None,
+            "response": None,
+        }
+        if not url:
+            delivery["error"] = "not delivered: no webhook_url"
+        else:
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": WEBHOOK_USER_AGENT,
+                "Accept": "*/*; q=0.5, application/xml",
+                "Cache-Control": "no-cache",
+                "Stripe-Signature": sign_payload(record.body, self.webhook_secret, timestamp),
+            }
+            try:
+                response = client.post(url, content=record.body.encode("utf-8"), headers=headers)
+                delivery["status"], delivery["response"] = response.status_code, response.text[:1000]
+            except httpx.HTTPError as exc:
+                delivery["error"] = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            record.deliveries.append(delivery)
+        return delivery
+
+    # ---------------------------------------------------------------------------------- object builders
+
+    def _product(self, params: dict[str, Any], prefix: str) -> dict[str, Any]:
+        check_keys(params, ("name", "description", "metadata", "images", "tax_code", "unit_label"), prefix)
+        now = int(time.time())
+        product = {
+            "id": new_id("prod_", 14),
+            "object": "product",
+            "active": True,
+            "created": now,
+            "default_price": None,
+            "description": as_str(params, "description", prefix),
+            "images": [],
+            "livemode": False,
+            "marketing_features": [],
+            "metadata": as_metadata(params, prefix=prefix),
+            "name": as_str(params, "name", prefix, required=True),
+            "package_dimensions": None,
+            "shippable": None,
+            "statement_descriptor": None,
+            "tax_code": None,
+            "type": "service",
+            "unit_label": as_str(params, "unit_label", prefix),
+            "updated": now,
+            "url": None,
+        }
+        self._objects[product["id"]] = product
+        return product
+
+    def _price(self, params: dict[str, Any], prefix: str, *, inline: bool) -> dict[str, Any]:
+        """A price from `POST /v1/prices` params or a line item's `price_data` (inline: archived, as Stripe
+        does, so it cannot be reused by id)."""
+        allowed = ["currency", "unit_amount", "product", "product_data", "recurring", "tax_behavior", "metadata"]
+        if not inline:
+            allowed += ["nickname", "lookup_key", "active", "expand"]
+        check_keys(params, allowed, prefix)
+        currency = as_str(params, "currency", prefix, required=True)
+        assert currency is not None
+        if not re.fullmatch(r"[A-Za-z]{3}", currency):
+            raise invalid(_name(prefix, "currency"), f"Invalid currency: {currency}")
+        unit_amount = as_int(params, "unit_amount", prefix, required=True)
+        product_id = as_str(params, "product", prefix)
+        product_data = as_dict(params, "product_data", prefix)
+        if product_id and product_data:
+            raise StripeError(
+                400,
+                f"You may only specify one of these parameters: {_name(prefix, 'product')}, "
+                f"{_name(prefix, 'product_data')}.",
+            )
+        if product_id:
+            if self._objects.get(product_id, {}).get("object") != "product":
+                raise no_such("product", product_id, _name(prefix, "product"))
+        elif product_data:
+            product_id = self._product(product_data, _name(prefix, "product_data"))["id"]
+        else:
+            raise missing(_name(prefix, "product_data") if inline else _name(prefix, "product"))
+        recurring = None
+        recurring_params = as_dict(params, "recurring", prefix)
+        if recurring_params:
+            rprefix = _name(prefix, "recurring")
+            check_keys(recurring_params, ("interval", "interval_count"), rprefix)
+            interval = as_str(recurring_params, "interval", rprefix, required=True)
+            if interval not in _INTERVALS:
+                raise invalid(
+                    _name(rprefix, "interval"),
+                    f"Invalid {_name(rprefix, 'interval')}: must be one of day, week, month, or year",
+                )
+            count = as_int(recurring_params, "interval_count", rprefix, minimum=1) or 1
+            limit = {"day": 365, "week": 52, "month": 12, "year": 1}[interval]
+            if count > limit:
+                raise invalid(_name(rprefix, "interval_count"), "The maximum billing interval is one year.")
+            recurring = {
+                "interval": interval,
+                "interval_count": count,
+                "meter": None,
+                "trial_period_days": None,
+                "usage_type": "licensed",
+            }
+        active = as_bool(params, "active", prefix)
+        price = {
+            "id": new_id("price_"),
+            "object": "price",
+            "active": False if inline else active is not False,
+            "billing_scheme": "per_unit",
+            "created": int(time.time()),
+            "currency": currency.lower(),
+            "custom_unit_amount": None,
+            "livemode": False,
+            "lookup_key": None if inline else as_str(params, "lookup_key", prefix),
+            "metadata": as_metadata(params, prefix=prefix),
+            "nickname": None if inline else as_str(params, "nickname", prefix),
+            "product": product_id,
+            "recurring": recurring,
+            "tax_behavior": as_str(params, "tax_behavior", prefix) or "unspecified",
+            "tiers_mode": None,
+            "transform_quantity": None,
+            "type": "recurring" if recurring else "one_time",
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": str(unit_amount),
+        }
+        self._objects[price["id"]] = price
+        return price
+
+    def _customer(self, email: str | None) -> dict[str, Any]:
+        customer = {
+            "id": new_id("cus_", 14),
+            "object": "customer",
+            "address": None,
+            "balance": 0,
+            "created": int(time.time()),
+            "currency": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": None,
+            "email": email,
+            "invoice_prefix": self._invoice_prefix,
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": None,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": False,
+            "metadata": {},
+            "name": None,
+            "next_invoice_sequence": 1,
+            "phone": None,
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
+        }
+        self._objects[customer["id"]] = customer
+        return customer
+
+    @staticmethod
+    def _plan(price: dict[str, Any]) -> dict[str, Any]:
+        recurring = price["recurring"] or {}
+        return {
+            "id": price["id"],
+            "object": "plan",
+            "active": price["active"],
+            "amount": price["unit_amount"],
+            "amount_decimal": price["unit_amount_decimal"],
+            "billing_scheme": "per_unit",
+            "created": price["created"],
+            "currency": price["currency"],
+            "interval": recurring.get("interval"),
+            "interval_count": recurring.get("interval_count"),
+            "livemode": False,
+            "metadata": price["metadata"],
+            "meter": None,
+            "nickname": price["nickname"],
+            "product": price["product"],
+            "tiers_mode": None,
+            "transform_usage": None,
+            "trial_period_days": None,
+            "usage_type": "licensed",
+        }
+
+    def _invoice(
+        self,
+        subscription: dict[str, Any],
+        *,
+        billing_reason: str,
+        period: tuple[int, int],
+        line_period: tuple[int, int],
+        paid: bool,
+    ) -> dict[str, Any]:
+        """An invoice of a subscription's items, finalized; paid, or open after one failed attempt.
+        `period` is the invoice's own period_start/period_end, which Stripe sets to the period that just
+        ended (equal start and end on a subscription's first invoice); the lines carry the billed period."""
+        now = int(time.time())
+        invoice_id = new_id("in_")
+        lines = []
+        for item in subscription["items"]["data"]:
+            price, quantity = item["price"], item["quantity"]
+            amount = price["unit_amount"] * quantity
+            product = self._objects.get(price["product"], {})
+            lines.append(
+                {
+                    "id": new_id("il_"),
+                    "object": "line_item",
+                    "amount": amount,
+                    "currency": price["currency"],
+                    "description": f"{quantity} × {product.get('name', price['product'])} (at "
+                    f"{format_amount(price['unit_amount'], price['currency'])} / {price['recurring']['interval']})",
+                    "discount_amounts": [],
+                    "discountable": True,
+                    "discounts": [],
+                    "invoice": invoice_id,
+                    "livemode": False,
+                    "metadata": dict(subscription["metadata"]),
+                    "parent": {
+                        "invoice_item_details": None,
+                        "subscription_item_details": {
+                            "invoice_item": None,
+                            "proration": False,
+                            "proration_details": {"credited_items": None},
+                            "subscription": subscription["id"],
+                            "subscription_item": item["id"],
+                        },
+                        "type": "subscription_item_details",
+                    },
+                    "period": {"end": line_period[1], "start": line_period[0]},
+                    "pretax_credit_amounts": [],
+                    "pricing": {
+                        "price_details": {"price": price["id"], "product": price["product"]},
+                        "type": "price_details",
+                        "unit_amount_decimal": price["unit_amount_decimal"],
+                    },
+                    "quantity": quantity,
+                    "subscription": subscription["id"],
+                    "subtotal": amount,
+                    "taxes": [],
+                }
+            )
+        total = sum(line["amount"] for line in lines)
+        customer = self._objects.get(subscription["customer"], {})
+        self._invoice_numbers += 1
+        invoice = {
+            "id": invoice_id,
+            "object": "invoice",
+            "account_country": "US",
+            "account_name": ACCOUNT_NAME,
+            "account_tax_ids": None,
+            "amount_due": total,
+            "amount_overpaid": 0,
+            "amount_paid": total if paid else 0,
+            "amount_remaining": 0 if paid else total,
+            "amount_shipping": 0,
+            "application": None,
+            "attempt_count": 1,
+            "attempted": True,
+            "auto_advance": not paid,
+            "automatic_tax": {
+                "disabled_reason": None,
+                "enabled": False,
+                "liability": None,
+                "provider": None,
+                "status": None,
+            },
+            "automatically_finalizes_at": None,
+            "billing_reason": billing_reason,
+            "collection_method": "charge_automatically",
+            "created": now,
+            "currency": subscription["currency"],
+            "custom_fields": None,
+            "customer": subscription["customer"],
+            "customer_address": None,
+            "customer_email": customer.get("email"),
+            "customer_name": None,
+            "customer_phone": None,
+            "customer_shipping": None,
+            "customer_tax_exempt": "none",
+            "customer_tax_ids": [],
+            "default_payment_method": None,
+            "default_source": None,
+            "default_tax_rates": [],
+            "description": None,
+            "discounts": [],
+            "due_date": None,
+            "effective_at": now,
+            "ending_balance": 0,
+            "footer": None,
+            "from_invoice": None,
+            "hosted_invoice_url": None,
+            "invoice_pdf": None,
+            "issuer": {"type": "self"},
+            "last_finalization_error": None,
+            "latest_revision": None,
+            "lines": {
+                "object": "list",
+                "data": lines,
+                "has_more": False,
+                "total_count": len(lines),
+                "url": f"/v1/invoices/{invoice_id}/lines",
+            },
+            "livemode": False,
+            "metadata": {},
+            "next_payment_attempt": None if paid else now + 3 * 86_400,
+            "number": f"{self._invoice_prefix}-{self._invoice_numbers:04d}",
+            "on_behalf_of": None,
+            "parent": {
+                "quote_details": None,
+                "subscription_details": {
+                    "metadata": dict(subscription["metadata"]),
+                    "subscription": subscription["id"],
+                },
+                "type": "subscription_details",
+            },
+            "payment_settings": {
+                "default_mandate": None,
+                "payment_method_options": None,
+                "payment_method_types": None,
+            },
+            "period_end": period[1],
+            "period_start": period[0],
+            "post_payment_credit_notes_amount": 0,
+            "pre_payment_credit_notes_amount": 0,
+            "receipt_number": None,
+            "rendering": None,
+            "shipping_cost": None,
+            "shipping_details": None,
+            "starting_balance": 0,
+            "statement_descriptor": None,
+            "status": "paid" if paid else "open",
+            "status_transitions": {
+                "finalized_at": now,
+                "marked_uncollectible_at": None,
+                "paid_at": now if paid else None,
+                "voided_at": None,
+            },
+            "subtotal": total,
+            "subtotal_excluding_tax": total,
+            "test_clock": None,
+            "total": total,
+            "total_discount_amounts": [],
+            "total_excluding_tax": total,
+            "total_pretax_credit_amounts": [],
+            "total_taxes": [],
+            "webhooks_delivered_at": now,
+        }
+        self._objects[invoice_id] = invoice
+        return invoice
+
+    def _require_subscription(self, subscription_id: str) -> tuple[dict[str, Any], _SubscriptionState]:
+        if subscription_id not in self._subscriptions:
+            raise no_such("subscription", subscription_id)
+        return self._objects[subscription_id], self._subscriptions[subscription_id]
+
+    def _set_period(self, subscription: dict[str, Any], state: _SubscriptionState) -> None:
+        start = add_interval(state.anchor, state.interval, state.interval_count, state.cycle)
+        end = add_interval(state.anchor, state.interval, state.interval_count, state.cycle + 1)
+        for item in subscription["items"]["data"]:
+            item["current_period_start"], item["current_period_end"] = start, end
+
+    # --------------------------------------------------------------------------------------- Stripe API
+
+    def _atomic(self, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Runs `action` under the lock; objects it created are dropped if it raises (a request that fails
+        validation creates nothing, as on Stripe)."""
+        with self._lock:
+            count = len(self._objects)
+            try:
+                return action()
+            except BaseException:
+                for key in list(self._objects)[count:]:
+                    del self._objects[key]
+                raise
+
+    def create_checkout_session(self, params: dict[str, Any], context: _Context | None = None) -> dict[str, Any]:
+        """POST /v1/checkout/sessions (params as parsed from the form body)."""
+        return self._atomic(lambda: self._create_checkout_session(params))
+
+    def _create_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        check_keys(
+            params,
+            (
+                "mode",
+                "line_items",
+                "client_reference_id",
+                "metadata",
+                "subscription_data",
+                "payment_intent_data",
+                "success_url",
+                "cancel_url",
+                "customer_email",
+                "customer",
+                "customer_creation",
+                "expires_at",
+                "expand",
+                "ui_mode",
+                "locale",
+                "payment_method_types",
+                "allow_promotion_codes",
+                "billing_address_collection",
+                "submit_type",
+                "automatic_tax",
+                "payment_method_collection",
+                "invoice_creation",
+                "consent_collection",
+                "phone_number_collection",
+                "tax_id_collection",
+                "custom_text",
+            ),
+        )
+        mode = as_str(params, "mode", required=True)
+        if mode not in ("payment", "subscription", "setup"):
+            raise invalid("mode", f"Invalid mode: must be one of payment, setup, or subscription (got {mode!r})")
+        if mode == "setup":
+            raise invalid("mode", "The Stripe simulator does not implement `setup` mode")
+        ui_mode = as_str(params, "ui_mode") or "hosted"
+        if ui_mode != "hosted":
+            raise invalid("ui_mode", "The Stripe simulator implements only ui_mode `hosted`")
+        if mode == "payment" and "subscription_data" in params:
+            raise invalid("subscription_data", "You can not pass `subscription_data` in `payment` mode.")
+        if mode == "subscription" and "payment_intent_data" in params:
+            raise invalid("payment_intent_data", "You can not pass `payment_intent_data` in `subscription` mode.")
+        client_reference_id = as_str(params, "client_reference_id")
+        if client_reference_id is not None and len(client_reference_id) > 200:
+            raise invalid("client_reference_id", "client_reference_id can be up to 200 characters long")
+        subscription_data = as_dict(params, "subscription_data")
+        check_keys(subscription_data, ("metadata", "description"), "subscription_data")
+        payment_intent_data = as_dict(params, "payment_intent_data")
+        check_keys(payment_intent_data, ("metadata", "description"), "payment_intent_data")
+        customer_id = as_str(params, "customer")
+        customer_email = as_str(params, "customer_email")
+        if customer_id is not None:
+            if self._objects.get(customer_id, {}).get("object") != "customer":
+                raise no_such("customer", customer_id, "customer")
+            if customer_email is not None:
+                raise StripeError(400, "You may only specify one of these parameters: customer, customer_email.")
+        now = int(time.time())
+        expires_at = as_int(params, "expires_at") or now + SESSION_LIFETIME_SECONDS
+        if not now + 30 * 60 - 60 <= expires_at <= now + SESSION_LIFETIME_SECONDS:
+            raise invalid("expires_at", "expires_at must be between 30 minutes and 24 hours from now")
+
+        raw_items = params.get("line_items")
+        if not raw_items:
+            raise missing("line_items")
+        if not isinstance(raw_items, list):
+            raise invalid("line_items", "Invalid array: line_items must be an array")
+        line_items = []
+        for index, raw in enumerate(raw_items):
+            prefix = f"line_items[{index}]"
+            if not isinstance(raw, dict):
+                raise invalid(prefix, f"Invalid object: {prefix} must be a hash")
+            check_keys(raw, ("price", "price_data", "quantity"), prefix)
+            quantity = as_int(raw, "quantity", prefix, minimum=1)
+            if quantity is None:
+                raise missing(f"{prefix}[quantity]")
+            price_id, price_data = as_str(raw, "price", prefix), as_dict(raw, "price_data", prefix)
+            if price_id and price_data:
+                raise StripeError(
+                    400, f"You may only specify one of these parameters: {prefix}[price], {prefix}[price_data]."
+                )
+            if price_id:
+                price = self._objects.get(price_id)
+                if price is None or price.get("object") != "price":
+                    raise no_such("price", price_id, f"{prefix}[price]")
+                if not price["active"]:
+                    raise invalid(
+                        f"{prefix}[price]", "The price specified is inactive. This field only accepts active prices."
+                    )
+            elif price_data:
+                price = self._price(price_data, f"{prefix}[price_data]", inline=True)
+            else:
+                raise missing(f"{prefix}[price]")
+            line_items.append({"price": price, "quantity": quantity})
+        currencies = {item["price"]["currency"] for item in line_items}
+        if len(currencies) > 1:
+            raise invalid("line_items", "All line items must use the same currency.")
+        recurring = [item["price"]["recurring"] for item in line_items if item["price"]["recurring"]]
+        if mode == "payment" and recurring:
+            raise invalid(
+                "line_items",
+                "You specified `payment` mode but passed a recurring price. Either switch to `subscription` "
+                "mode or use only one-time prices.",
+            )
+        if mode == "subscription":
+            if not recurring:
+                raise invalid(
+                    "line_items",
+                    "You must provide at least one recurring price in `subscription` mode when using prices.",
+                )
+            if len(recurring) != len(line_items):
+                raise invalid(
+                    "line_items", "The Stripe simulator supports only recurring prices in `subscription` mode"
+                )
+            if len({(r["interval"], r["interval_count"]) for r in recurring}) > 1:
+                raise invalid(
+                    "line_items", "Checkout does not support multiple prices with different billing intervals."
+                )
+
+        amount = sum(item["price"]["unit_amount"] * item["quantity"] for item in line_items)
+        session_id = "cs_test_a1" + "".join(secrets.choice(_ALNUM) for _ in range(56))
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "adaptive_pricing": None,
+            "after_expiration": None,
+            "allow_promotion_codes": None,
+            "amount_subtotal": amount,
+            "amount_total": amount,
+            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "billing_address_collection": None,
+            "cancel_url": as_url(params, "cancel_url"),
+            "client_reference_id": client_reference_id,
+            "client_secret": None,
+            "consent": None,
+            "consent_collection": None,
+            "created": now,
+            "currency": line_items[0]["price"]["currency"],
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
+            "customer": customer_id,
+            "customer_creation": None if customer_id else as_str(params, "customer_creation") or "if_required",
+            "customer_details": None,
+            "customer_email": customer_email,
+            "discounts": [],
+            "expires_at": expires_at,
+            "invoice": None,
+            "invoice_creation": None,
+            "livemode": False,
+            "locale": as_str(params, "locale"),
+            "metadata": as_metadata(params),
+            "mode": mode,
+            "payment_intent": None,
+            "payment_link": None,
+            "payment_method_collection": "always" if mode == "subscription" else None,
+            "payment_method_options": {},
+            "payment_method_types": ["card"],
+            "payment_status": "unpaid",
+            "phone_number_collection": {"enabled": False},
+            "recovered_from": None,
+            "saved_payment_method_options": None,
+            "setup_intent": None,
+            "shipping_address_collection": None,
+            "shipping_cost": None,
+            "shipping_options": [],
+            "status": "open",
+            "submit_type": None,
+            "subscription": None,
+            "success_url": as_url(params, "success_url"),
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "ui_mode": "hosted",
+            "url": f"{self.base_url}/c/pay/{session_id}",
+        }
+        state = _SessionState(
+            line_items=line_items,
+            subscription_metadata=as_metadata(subscription_data, prefix="subscription_data"),
+            subscription_description=as_str(subscription_data, "description", "subscription_data"),
+            payment_intent_metadata=as_metadata(payment_intent_data, prefix="payment_intent_data"),
+            payment_intent_description=as_str(payment_intent_data, "description", "payment_intent_data"),
+        )
+        self._objects[session_id] = session
+        self._sessions[session_id] = state
+        return copy.deepcopy(session)
+
+    def session_line_items(self, session_id: str) -> dict[str, Any]:
+        """GET /v1/checkout/sessions/{id}/line_items."""
+        with self._lock:
+            if session_id not in self._sessions:
+                raise no_such("checkout.session", session_id, "session")
+            data = []
+            for item in self._sessions[session_id].line_items:
+                price, quantity = item["price"], item["quantity"]
+                amount = price["unit_amount"] * quantity
+                data.append(
+                    {
+                        "id": new_id("li_"),
+                        "object": "item",
+                        "amount_discount": 0,
+                        "amount_subtotal": amount,
+                        "amount_tax": 0,
+                        "amount_total": amount,
+                        "currency": price["currency"],
+                        "description": self._objects.get(price["product"], {}).get("name"),
+                        "price": copy.deepcopy(price),
+                        "quantity": quantity,
+                    }
+                )
+            return {
+                "object": "list",
+                "data": data,
+                "has_more": False,
+                "url": f"/v1/checkout/sessions/{session_id}/line_items",
+            }
+
+    def expire_session(self, session_id: str, context: _Context | None = None) -> dict[str, Any]:
+        """POST /v1/checkout/sessions/{id}/expire: emits checkout.session.expired (asynchronously)."""
+        with self._lock:
+            if session_id not in self._sessions:
+                raise no_such("checkout.session", session_id, "session")
+            session = self._objects[session_id]
+            if session["status"] != "open":
+                raise StripeError(
+                    400,
+                    'Only Checkout Sessions with a status in ["open"] can be expired. This Checkout Session has a '
+                    f'status of "{session["status"]}".',
+                )
+            session.update(status="expired", url=None)
+            self._emit("checkout.session.expired", session, context=context)
+            return copy.deepcopy(session)
+
+    def update_subscription(
+        self, subscription_id: str, params: dict[str, Any], context: _Context | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/subscriptions/{id}: emits customer.subscription.updated (asynchronously) if anything changed."""
+        check_keys(params, ("cancel_at_period_end", "metadata", "cancellation_details", "proration_behavior", "expand"))
+        with self._lock:
+            subscription, _state = self._require_subscription(subscription_id)
+            before = copy.deepcopy(subscription)
+            if subscription["status"] == "canceled" and set(params) - {"metadata", "cancellation_details", "expand"}:
+                raise StripeError(400, "A canceled subscription can only update its cancellation_details and metadata.")
+            cancel_at_period_end = as_bool(params, "cancel_at_period_end")
+            details = as_dict(params, "cancellation_details")
+            check_keys(details, ("comment", "feedback"), "cancellation_details")
+            metadata = as_metadata(params)
+            if cancel_at_period_end is not None and cancel_at_period_end != subscription["cancel_at_period_end"]:
+                period_end = subscription["items"]["data"][0]["current_period_end"]
+                # As Stripe does: a pending cancellation sets cancel_at, and canceled_at to the request's time.
+                subscription.update(
+                    cancel_at_period_end=cancel_at_period_end,
+                    cancel_at=period_end if cancel_at_period_end else None,
+                    canceled_at=int(time.time()) if cancel_at_period_end else None,
+                )
+                subscription["cancellation_details"]["reason"] = (
+                    "cancellation_requested" if cancel_at_period_end else None
+                )
+            for key in ("comment", "feedback"):
+                if key in details:
+                    subscription["cancellation_details"][key] = details[key] or None
+            for key, value in metadata.items():  # an empty value removes the key, as on Stripe
+                if value == "":
+                    subscription["metadata"].pop(key, None)
+                else:
+                    subscription["metadata"][key] = value
+            previous = diff(before, subscription)
+            if previous:
+                self._emit("customer.subscription.updated", subscription, previous, context)
+            return copy.deepcopy(subscription)
+
+    def cancel_subscription(
+        self, subscription_id: str, params: dict[str, Any] | None = None, context: _Context | None = None
+    ) -> tuple[dict[str, Any], _Job]:
+        """DELETE /v1/subscriptions/{id}: canceled now; customer.subscription.deleted is queued (the job)."""
+        params = params or {}
+        check_keys(params, ("cancellation_details", "invoice_now", "prorate", "expand"))
+        details = as_dict(params, "cancellation_details")
+        check_keys(details, ("comment", "feedback"), "cancellation_details")
+        with self._lock:
+            subscription, _state = self._require_subscription(subscription_id)
+            if subscription["status"] == "canceled":
+                raise no_such("subscription", subscription_id)  # what Stripe answers
+            now = int(time.time())
+            subscription.update(status="canceled", canceled_at=now, ended_at=now)
+            subscription["cancellation_details"]["reason"] = "cancellation_requested"
+            for key in ("comment", "feedback"):
+                if key in details:
+                    subscription["cancellation_details"][key] = details[key] or None
+            job = self._emit("customer.subscription.deleted", subscription, context=context)
+            return copy.deepcopy(subscription), job
+
+    def create_price(self, params: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/prices: currency, unit_amount, product or product_data[name], recurring[interval…]."""
+        return self._atomic(lambda: copy.deepcopy(self._price(params, "", inline=False)))
+
+    def create_product(self, params: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/products: name, description, metadata."""
+        check_keys(params, ("name", "description", "metadata", "active", "expand"))
+        rest = {k: v for k, v in params.items() if k not in ("active", "expand")}
+        return self._atomic(lambda: copy.deepcopy(self._product(rest, "")))
+
+    # ---------------------------------------------------------------------------- checkout and controls
+
+    def pay(self, session_id: str, email: str | None = None) -> dict[str, Any]:
+        """Completes a checkout session as a customer paying on the page, delivering the events synchronously.
+        Returns {"session", "redirect_url", "events": [{"id", "type", "status", "error"}]}; paying a completed
+        session again returns no events. StripeError: 404 if unknown, 400 if expired."""
+        with self._lock:
+            if session_id not in self._sessions:
+                raise no_such("checkout.session", session_id, "session")
+            session, state = self._objects[session_id], self._sessions[session_id]
+            jobs: list[_Job] = []
+            if session["status"] == "expired":
+                raise StripeError(400, f"Checkout session {session_id} has expired.")
+            if session["status"] == "open":
+                jobs = self._complete(session, state, email)
+            result = {"session": copy.deepcopy(session), "redirect_url": self._success_url(session)}
+        result["events"] = self._wait(jobs)
+        return result
+
+    def _success_url(self, session: dict[str, Any]) -> str:
+        url = session["success_url"] or f"{self.base_url}/done?session_id={{CHECKOUT_SESSION_ID}}"
+        return url.replace("{CHECKOUT_SESSION_ID}", session["id"])
+
+    def _complete(self, session: dict[str, Any], state: _SessionState, email: str | None) -> list[_Job]:
+        now = int(time.time())
+        if session["customer"]:
+            customer = self._objects[session["customer"]]
+        else:
+            customer = self._customer(email or session["customer_email"] or "customer@example.com")
+        payment_method = new_id("pm_")
+        session.update(
+            status="complete",
+            payment_status="paid",
+            customer=customer["id"],
+            customer_details={
+                "address": None,
+                "email": customer["email"],
+                "name": None,
+                "phone": None,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            },
+            url=None,  # Stripe: only present while the session is open
+        )
+        if session["mode"] == "payment":
+            intent = {
+                "id": new_id("pi_"),
+                "object": "payment_intent",
+                "amount": session["amount_total"],
+                "amount_capturable": 0,
+                "amount_received": session["amount_total"],
+                "application": None,
+                "canceled_at": None,
+                "cancellation_reason": None,
+                "capture_method": "automatic_async",
+                "client_secret": None,
+                "confirmation_method": "automatic",
+                "created": now,
+                "currency": session["currency"],
+                "customer": customer["id"],
+                "description": state.payment_intent_description,
+                "last_payment_error": None,
+                "latest_charge": new_id("ch_"),
+                "livemode": False,
+                "metadata": dict(state.payment_intent_metadata),
+                "next_action": None,
+                "payment_method": payment_method,
+                "payment_method_types": ["card"],
+                "receipt_email": None,
+                "status": "succeeded",
+            }
+            self._objects[intent["id"]] = intent
+            session["payment_intent"] = intent["id"]
+            return [
+                self._emit("payment_intent.succeeded", intent),
+                self._emit("checkout.session.completed", session),
+            ]
+
+        subscription_id = new_id("sub_")
+        first = state.line_items[0]["price"]["recurring"]
+        sub_state = _SubscriptionState(anchor=now, interval=first["interval"], interval_count=first["interval_count"])
+        items = [
+            {
+                "id": new_id("si_", 14),
+                "object": "subscription_item",
+                "billing_thresholds": None,
+                "created": now,
+                "current_period_end": 0,
+                "current_period_start": 0,
+                "discounts": [],
+                "metadata": {},
+                "plan": self._plan(item["price"]),
+                "price": copy.deepcopy(item["price"]),
+                "quantity": item["quantity"],
+                "subscription": subscription_id,
+                "tax_rates": [],
+            }
+            for item in state.line_items
+        ]
+        subscription = {
+            "id": subscription_id,
+            "object": "subscription",
+            "application": None,
+            "application_fee_percent": None,
+            "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
+            "billing_cycle_anchor": now,
+            "billing_cycle_anchor_config": None,
+            "billing_mode": {"flexible": {"proration_discounts": "included"}, "type": "flexible", "updated_at": now},
+            "billing_thresholds": None,
+            "cancel_at": None,
+            "cancel_at_period_end": False,
+            "canceled_at": None,
+            "cancellation_details": {"comment": None, "feedback": None, "reason": None},
+            "collection_method": "charge_automatically",
+            "created": now,
+            "currency": session["currency"],
+            "customer": customer["id"],
+            "days_until_due": None,
+            "default_payment_method": payment_method,
+            "default_source": None,
+            "default_tax_rates": [],
+            "description": state.subscription_description,
+            "discounts": [],
+            "ended_at": None,
+            "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
+            "items": {
+                "object": "list",
+                "data": items,
+                "has_more": False,
+                "total_count": len(items),
+                "url": f"/v1/subscription_items?subscription={subscription_id}",
+            },
+            "latest_invoice": None,
+            "livemode": False,
+            "metadata": dict(state.subscription_metadata),
+            "next_pending_invoice_item_invoice": None,
+            "on_behalf_of": None,
+            "pause_collection": None,
+            "payment_settings": {
+                "payment_method_options": None,
+                "payment_method_types": None,
+                "save_default_payment_method": "off",
+            },
+            "pending_invoice_item_interval": None,
+            "pending_setup_intent": None,
+            "pending_update": None,
+            "schedule": None,
+            "start_date": now,
+            "status": "active",
+            "test_clock": None,
+            "transfer_data": None,
+            "trial_end": None,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "create_invoice"}},
+            "trial_start": None,
+        }
+        self._set_period(subscription, sub_state)
+        for item in items:
+            self._objects[item["id"]] = item
+        self._objects[subscription_id] = subscription
+        self._subscriptions[subscription_id] = sub_state
+        start, end = items[0]["current_period_start"], items[0]["current_period_end"]
+        invoice = self._invoice(
+            subscription, billing_reason="subscription_create", period=(now, now), line_period=(start, end), paid=True
+        )
+        subscription["latest_invoice"] = invoice["id"]
+        session.update(subscription=subscription_id, invoice=invoice["id"])
+        return [
+            self._emit("customer.subscription.created", subscription),
+            self._emit("invoice.paid", invoice),
+            self._emit("invoice.payment_succeeded", invoice),
+            self._emit("checkout.session.completed", session),
+        ]
+
+    def _advance(self, subscription_id: str, *, paid: bool) -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+        """The subscription reaches its period end: renewed (the next period's invoice, paid or failed), or
+        ended when cancel_at_period_end is set. Lock held by the caller."""
+        subscription, state = self._require_subscription(subscription_id)
+        if subscription["status"] == "canceled":
+            raise StripeError(400, f"Subscription {subscription_id} is canceled: it cannot renew.")
+        if subscription["cancel_at_period_end"]:
+            subscription.update(status="canceled", ended_at=subscription["items"]["data"][0]["current_period_end"])
+            return subscription, None, [self._emit("customer.subscription.deleted", subscription)]
+        before = copy.deepcopy(subscription)
+        old_start = before["items"]["data"][0]["current_period_start"]
+        old_end = before["items"]["data"][0]["current_period_end"]
+        state.cycle += 1
+        self._set_period(subscription, state)
+        new_end = subscription["items"]["data"][0]["current_period_end"]
+        invoice = self._invoice(
+            subscription,
+            billing_reason="subscription_cycle",
+            period=(old_start, old_end),
+            line_period=(old_end, new_end),
+            paid=paid,
+        )
+        subscription["latest_invoice"] = invoice["id"]
+        subscription["status"] = "active" if paid else "past_due"
+        previous = diff(before, subscription)
+        if paid:
+            jobs = [
+                self._emit("customer.subscription.updated", subscription, previous),
+                self._emit("invoice.paid", invoice),
+                self._emit("invoice.payment_succeeded", invoice),
+            ]
+        else:
+            jobs = [
+                self._emit("invoice.payment_failed", invoice),
+                self._emit("customer.subscription.updated", subscription, previous),
+            ]
+        return subscription, invoice, jobs
+
+    def renew(self, subscription_id: str) -> dict[str, Any]:
+        """The period ends and the renewal is paid: the period advances (new start = old end), status active;
+        events customer.subscription.updated, invoice.paid, invoice.payment_succeeded (billing_reason
+        subscription_cycle). With cancel_at_period_end set the subscription ends instead
+        (customer.subscription.deleted). Delivered synchronously.
+        Returns {"subscription", "invoice" (None when it ended), "events": [{"id", "type", "status", "error"}]}."""
+        return self._control(lambda: self._advance(subscription_id, paid=True))
+
+    def fail_payment(self, subscription_id: str) -> dict[str, Any]:
+        """The period ends and the renewal's charge fails: the period advances anyway (as on Stripe), status
+        past_due, the invoice stays open (attempt_count 1); events invoice.payment_failed then
+        customer.subscription.updated. Same return value as `renew`."""
+        return self._control(lambda: self._advance(subscription_id, paid=False))
+
+    def retry_payment(self, subscription_id: str) -> dict[str, Any]:
+        """A retry of a past_due subscription's open invoice succeeds (Stripe's smart retries): the invoice is
+        paid, the subscription active again, the period unchanged; events invoice.paid,
+        invoice.payment_succeeded, customer.subscription.updated. Same return value as `renew`."""
+
+        def retry() -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+            subscription, _state = self._require_subscription(subscription_id)
+            invoice = self._objects.get(subscription["latest_invoice"] or "")
+            if subscription["status"] != "past_due" or not invoice or invoice["status"] != "open":
+                raise StripeError(400, f"Subscription {subscription_id} has no open invoice to retry.")
+            before = copy.deepcopy(subscription)
+            now = int(time.time())
+            invoice.update(
+                status="paid",
+                amount_paid=invoice["amount_due"],
+                amount_remaining=0,
+                attempt_count=invoice["attempt_count"] + 1,
+                auto_advance=False,
+                next_payment_attempt=None,
+            )
+            invoice["status_transitions"]["paid_at"] = now
+            subscription["status"] = "active"
+            jobs = [
+                self._emit("invoice.paid", invoice),
+                self._emit("invoice.payment_succeeded", invoice),
+                self._emit("customer.subscription.updated", subscription, diff(before, subscription)),
+            ]
+            return subscription, invoice, jobs
+
+        return self._control(retry)
+
+    def cancel(self, subscription_id: str) -> dict[str, Any]:
+        """Cancels now, as DELETE /v1/subscriptions/{id} does, but delivers customer.subscription.deleted
+        synchronously. Same return value as `renew` (invoice None)."""
+
+        def cancel() -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+            subscription, job = self.cancel_subscription(subscription_id)
+            return subscription, None, [job]
+
+        return self._control(cancel)
+
+    def _control(
+        self, action: Callable[[], tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]]
+    ) -> dict[str, Any]:
+        with self._lock:
+            subscription, invoice, jobs = action()
+            result: dict[str, Any] = {"subscription": copy.deepcopy(subscription), "invoice": copy.deepcopy(invoice)}
+        result["events"] = self._wait(jobs)
+        return result
+
+    # ------------------------------------------------------------------------------------------- HTTP
+
+    def _build_app(self) -> Starlette:
+        routes = [
+            Route("/v1/{path:path}", self._api_endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/c/pay/{session_id}", self._checkout_page, methods=["GET"]),
+            Route("/c/pay/{session_id}", self._checkout_pay, methods=["POST"]),
+            Route("/done", self._done_page, methods=["GET"]),
+            Route("/cancelled", self._cancelled_page, methods=["GET"]),
+            Route("/", lambda request: RedirectResponse("/sim", status_code=303), methods=["GET"]),
+            Route("/sim", self._dashboard, methods=["GET"]),
+            Route("/sim/events", self._sim_events, methods=["GET"]),
+            Route("/sim/events/{event_id}/resend", self._sim_resend, methods=["POST"]),
+            Route("/sim/drain", self._sim_drain, methods=["POST"]),
+            Route("/sim/sessions/{session_id}/pay", self._sim_pay, methods=["POST"]),
+            Route("/sim/subscriptions/{subscription_id}/{action}", self._sim_subscription, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _base(self, request: Request) -> None:
+        if self.base_url is None:
+            self.base_url = str(request.base_url).rstrip("/")
+
+    # Stripe API ---------------------------------------------------------------------------------------
+
+    async def _api_endpoint(self, request: Request) -> Response:
+        self._base(request)
+        body = await request.body()
+        status, payload, headers = await run_in_threadpool(
+            self._handle_api, request.method, request.url.path, request.url.query, dict(request.headers), body
+        )
+        return Response(payload, status_code=status, media_type="application/json", headers=headers)
+
+    def _handle_api(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        request_id = "req_" + "".join(secrets.choice(_ALNUM) for _ in range(14))
+        response_headers = {"Request-Id": request_id, "Stripe-Version": STRIPE_API_VERSION}
+        idempotency_key = headers.get("idempotency-key")
+        try:
+            self._authenticate(headers.get("authorization"))
+            cache_key = f"{self.api_key}:{idempotency_key}" if idempotency_key and method != "GET" else None
+            fingerprint = (method, path, body)
+            if cache_key:
+                with self._lock:
+                    cached = self._idempotent.get(cache_key)
+                if cached is not None:
+                    if cached[0] != fingerprint:
+                        raise StripeError(
+                            400,
+                            "Keys for idempotent requests can only be used with the same parameters they were "
+                            f"first used with. Try using a key other than '{idempotency_key}' if you meant to "
+                            "execute a different request.",
+                            type="idempotency_error",
+                        )
+                    response_headers.update({"Idempotent-Replayed": "true", "Idempotency-Key": idempotency_key})
+                    return cached[1], cached[2], response_headers
+            if method == "POST":
+                content_type = headers.get("content-type", "")
+                if body and not content_type.startswith("application/x-www-form-urlencoded"):
+                    raise StripeError(
+                        400, "Invalid request: the body must be form-encoded (application/x-www-form-urlencoded)"
+                    )
+                pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(
+                    body.decode("utf-8"), keep_blank_values=True
+                )
+            else:
+                pairs = parse_qsl(query, keep_blank_values=True)
+            params = parse_params(pairs)
+            context = _Context(request_id, idempotency_key)
+            result = self._route(method, path, params, context)
+            expand = params.get("expand")
+            if expand:
+                if not isinstance(expand, list):
+                    raise invalid("expand", "Invalid array: expand must be an array")
+                with self._lock:
+                    result = self._expand(result, expand)
+            payload = json.dumps(result, indent=2).encode("utf-8")
+            if cache_key:
+                response_headers["Idempotency-Key"] = idempotency_key or ""
+                with self._lock:
+                    self._idempotent[cache_key] = (fingerprint, 200, payload)
+                    while len(self._idempotent) > _IDEMPOTENCY_KEEP:
+                        self._idempotent.pop(next(iter(self._idempotent)))
+            return 200, payload, response_headers
+        except StripeError as error:
+            return error.status, json.dumps(error.body(request_id), indent=2).encode("utf-8"), response_headers
+
+    def _authenticate(self, authorization: str | None) -> None:
+        key = None
+        if authorization:
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                key = credentials.strip()
+            elif scheme.lower() == "basic":  # curl -u sk_test_…:
+                import base64
+
+                try:
+                    key = base64.b64decode(credentials).decode().partition(":")[0]
+                except ValueError:
+                    key = ""
+        if not key:
+            raise StripeError(
+                401,
+                "You did not provide an API key. You need to provide your API key in the Authorization header, "
+                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#"
+                "authentication for details, or we can help at https://support.stripe.com/.",
+            )
+        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "*" * len(key)
+            raise StripeError(401, f"Invalid API Key provided: {masked}")
+
+    _RESOURCES = {
+        "checkout/sessions": "checkout.session",
+        "subscriptions": "subscription",
+        "subscription_items": "subscription_item",
+        "invoices": "invoice",
+        "customers": "customer",
+        "payment_intents": "payment_intent",
+        "prices": "price",
+        "products": "product",
+        "events": "event",
+    }
+
+    def _route(self, method: str, path: str, params: dict[str, Any], context: _Context) -> dict[str, Any]:
+        parts = path.removeprefix("/v1/").strip("/").split("/")
+        resource = "/".join(parts[:2]) if parts[0] == "checkout" else parts[0]
+        rest = parts[2:] if parts[0] == "checkout" else parts[1:]
+        if method == "POST" and resource == "checkout/sessions" and not rest:
+            return self.create_checkout_session(params, context)
+        if resource == "checkout/sessions" and len(rest) == 2:
+            if method == "GET" and rest[1] == "line_items":
+                check_keys(params, ("expand", "limit", "starting_after", "ending_before"))
+                return self.session_line_items(rest[0])
+            if method == "POST" and rest[1] == "expire":
+                check_keys(params, ("expand",))
+                return self.expire_session(rest[0], context)
+        if method == "POST" and resource == "prices" and not rest:
+            return self.create_price(params)
+        if method == "POST" and resource == "products" and not rest:
+            return self.create_product(params)
+        if resource == "subscriptions" and len(rest) == 1:
+            if method == "POST":
+                return self.update_subscription(rest[0], params, context)
+            if method == "DELETE":
+                return self.cancel_subscription(rest[0], params, context)[0]
+        if method == "GET" and resource in self._RESOURCES and len(rest) == 1:
+            check_keys(params, ("expand",))
+            kind = self._RESOURCES[resource]
+            with self._lock:
+                obj = self._objects.get(rest[0])
+                if obj is None or obj.get("object") != kind:
+                    raise no_such(kind, rest[0], "session" if kind == "checkout.session" else "id")
+                return copy.deepcopy(obj)
+        raise StripeError(
+            404,
+            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at "
+            "https://support.stripe.com/.",
+        )
+
+    def _expand(self, obj: dict[str, Any], paths: list[Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        for path in paths:
+            if not isinstance(path, str) or not path:
+                raise invalid("expand", "Invalid expand: expected a list of strings")
+            self._expand_path(obj, path.split("."), path)
+        return obj
+
+    def _expand_path(self, node: Any, parts: list[str], path: str) -> None:
+        if isinstance(node, list):
+            for element in node:
+                self._expand_path(element, parts, path)
+            return
+        if not isinstance(node, dict):
+            return
+        key = parts[0]
+        if key == "line_items" and node.get("object") == "checkout.session":
+            node[key] = self.session_line_items(node["id"])
+        elif key not in node:
+            raise invalid("expand", f"This property cannot be expanded ({path}).")
+        elif isinstance(node[key], str):
+            target = self._objects.get(node[key])
+            if target is None:
+                raise invalid("expand", f"This property cannot be expanded ({path}).")
+            node[key] = copy.deepcopy(target)
+        if len(parts) > 1:
+            self._expand_path(node[key], parts[1:], path)
+
+    # Checkout pages -----------------------------------------------------------------------------------
+
+    def _describe(self, session_id: str) -> tuple[dict[str, Any], list[tuple[str, str]], str] | None:
+        """The session, its lines as (what, price) and the total as text, for the page; None if unknown."""
+        with self._lock:
+            if session_id not in self._sessions:
+                return None
+            session = copy.deepcopy(self._objects[session_id])
+            lines = []
+            for item in self._sessions[session_id].line_items:
+                price, quantity = item["price"], item["quantity"]
+                name = self._objects.get(price["product"], {}).get("name", price["product"])
+                what = f"{name} × {quantity}" if quantity != 1 else name
+                amount = format_amount(price["unit_amount"] * quantity, price["currency"])
+                lines.append((what, f"{amount} {format_interval(price['recurring'])}".strip()))
+            recurring = self._sessions[session_id].line_items[0]["price"]["recurring"]
+        total = format_amount(session["amount_total"], session["currency"])
+        return session, lines, f"{total} {format_interval(recurring)}".strip()
+
+    async def _checkout_page(self, request: Request) -> Response:
+        self._base(request)
+        session_id = request.path_params["session_id"]
+        described = self._describe(session_id)
+        if described is None:
+            return _page("Checkout session not found", "<h1>Not found</h1><p>No such checkout session.</p>", 404)
+        session, lines, total_text = described
+        rows = "".join(
+            f'<tr><td class="what">{html.escape(what)}</td><td class="price">{html.escape(price)}</td></tr>'
+            for what, price in lines
+        )
+        summary = (
+            f'<table id="items">{rows}</table>'
+            f'<p id="total">Total due today: <strong>{html.escape(total_text)}</strong></p>'
+        )
+        cancel = (
+            f'<p><a id="cancel" href="{html.escape(session["cancel_url"])}">Cancel and go back</a></p>'
+            if session["cancel_url"]
+            else ""
+        )
+        if session["status"] == "complete":
+            body = f'<h1>Paid</h1>{summary}<p id="status">This checkout session is paid.</p>'
+        elif session["status"] == "expired":
+            body = f'<h1>Expired</h1>{summary}<p id="status">This checkout session has expired.</p>{cancel}'
+        else:
+            email = session["customer_email"] or ""
+            body = (
+                f"<h1>{'Subscribe' if session['mode'] == 'subscription' else 'Pay'}</h1>{summary}"
+                f'<form method="post" action="/c/pay/{html.escape(session_id)}">'
+                f'<label>Email <input name="email" type="email" value="{html.escape(email)}" '
+                f'placeholder="customer@example.com"></label>'
+                '<p class="card">Card: 4242 4242 4242 4242 (test mode, nothing is charged)</p>'
+                '<button id="pay" type="submit">Pay</button></form>'
+                f"{cancel}"
+            )
+        return _page(f"Pay {total_text} — Stripe simulator", body)
+
+    async def _checkout_pay(self, request: Request) -> Response:
+        self._base(request)
+        session_id = request.path_params["session_id"]
+        form = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+        try:
+            result = await run_in_threadpool(self.pay, session_id, form.get("email") or None)
+        except StripeError as error:
+            if error.status == 404:
+                return _page("Checkout session not found", "<h1>Not found</h1><p>No such checkout session.</p>", 404)
+            return _page("Checkout session expired", "<h1>Expired</h1><p>This checkout session has expired.</p>", 400)
+        return RedirectResponse(result["redirect_url"], status_code=303)
+
+    async def _done_page(self, request: Request) -> Response:
+        session_id = request.query_params.get("session_id", "")
+        with self._lock:
+            session = self._objects.get(session_id) if session_id in self._sessions else None
+        status = f" ({session['status']}, payment {session['payment_status']})" if session else ""
+        sent = (
+            f"Its events were sent to {self.webhook_url}."
+            if self.webhook_url
+            else "No webhook URL is set: its events were recorded, not delivered."
+        )
+        return _page(
+            "Payment complete",
+            f'<h1>Payment complete</h1><p>Checkout session <code id="session-id">{html.escape(session_id)}</code>'
+            f"{html.escape(status)}</p><p>{html.escape(sent)}"
+            ' See the <a href="/sim">simulator dashboard</a>.</p>',
+        )
+
+    async def _cancelled_page(self, request: Request) -> Response:
+        return _page("Payment cancelled", "<h1>Payment cancelled</h1><p>Nothing was charged.</p>")
+
+    # Test controls ------------------------------------------------------------------------------------
+
+    async def _sim_events(self, request: Request) -> Response:
+        return JSONResponse({"events": self.events(request.query_params.get("type"))})
+
+    async def _sim_resend(self, request: Request) -> Response:
+        try:
+            delivery = await run_in_threadpool(self.resend, request.path_params["event_id"])
+        except StripeError as error:
+            return JSONResponse(error.body(), error.status)
+        return await _control_response(request, {"events": [delivery]})
+
+    async def _sim_drain(self, request: Request) -> Response:
+        timeout = float(request.query_params.get("timeout", "10"))
+        drained = await run_in_threadpool(self.drain, timeout)
+        return JSONResponse({"drained": drained}, 200 if drained else 504)
+
+    async def _sim_pay(self, request: Request) -> Response:
+        self._base(request)
+        try:
+            result = await run_in_threadpool(self.pay, request.path_params["session_id"])
+        except StripeError as error:
+            return JSONResponse(error.body(), error.status)
+        return JSONResponse(result)
+
+    async def _sim_subscription(self, request: Request) -> Response:
+        actions = {
+            "renew": self.renew,
+            "fail-payment": self.fail_payment,
+            "retry-payment": self.retry_payment,
+            "cancel": self.cancel,
+        }
+        action = actions.get(request.path_params["action"])
+        if action is None:
+            return JSONResponse({"error": {"message": "Unknown action", "type": "invalid_request_error"}}, 404)
+        try:
+            result = await run_in_threadpool(action, request.path_params["subscription_id"])
+        except StripeError as error:
+            return JSONResponse(error.body(), error.status)
+        return await _control_response(request, result)
+
+    async def _dashboard(self, request: Request) -> Response:
+        self._base(request)
+        with self._lock:
+            sessions = [copy.deepcopy(self._objects[sid]) for sid in reversed(self._sessions)]
+            subscriptions = [copy.deepcopy(self._objects[sid]) for sid in reversed(self._subscriptions)]
+            events = [copy.deepcopy(record.to_json()) for record in reversed(self._events.values())][:100]
+        esc = html.escape
+
+        def when(ts: int | None) -> str:
+            return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
+
+        def button(path: str, label: str) -> str:
+            return (
+                f'<form method="post" action="{esc(path)}" class="inline"><input type="hidden" name="next" '
+                f'value="/sim"><button type="submit">{esc(label)}</button></form>'
+            )
+
+        session_rows = "".join(
+            f'<tr><td><a href="/c/pay/{esc(s["id"])}">{esc(s["id"][:24])}…</a></td><td>{esc(s["mode"])}</td>'
+            f"<td>{esc(s['status'])} / {esc(s['payment_status'])}</td>"
+            f"<td>{esc(format_amount(s['amount_total'], s['currency']))}</td>"
+            f"<td>{esc(s['client_reference_id'] or '')}</td><td>{esc(json.dumps(s['metadata']))}</td>"
+            f"<td>{esc(s['subscription'] or s['payment_intent'] or '')}</td></tr>"
+            for s in sessions
+        )
+        subscription_rows = "".join(
+            f"<tr><td>{esc(s['id'])}</td><td>{esc(s['status'])}</td>"
+            f"<td>{esc(when(s['items']['data'][0]['current_period_start']))} → "
+            f"{esc(when(s['items']['data'][0]['current_period_end']))}</td>"
+            f"<td>{'yes' if s['cancel_at_period_end'] else 'no'}</td><td>{esc(json.dumps(s['metadata']))}</td><td>"
+            + (
+                ""
+                if s["status"] == "canceled"
+                else button(f"/sim/subscriptions/{s['id']}/renew", "Renew")
+                + button(f"/sim/subscriptions/{s['id']}/fail-payment", "Fail payment")
+                + (
+                    button(f"/sim/subscriptions/{s['id']}/retry-payment", "Retry payment")
+                    if s["status"] == "past_due"
+                    else ""
+                )
+                + button(f"/sim/subscriptions/{s['id']}/cancel", "Cancel")
+            )
+            + "</td></tr>"
+            for s in subscriptions
+        )
+
+        def statuses(deliveries: list[dict[str, Any]]) -> str:
+            return ", ".join(str(d["status"] or d["error"]) for d in deliveries) or "queued"
+
+        event_rows = "".join(
+            f"<tr><td>{esc(e['id'])}</td><td>{esc(e['type'])}</td><td>{esc(when(e['event']['created']))}</td>"
+            f"<td>{esc(statuses(e['deliveries']))}</td><td>{button('/sim/events/' + e['id'] + '/resend', 'Resend')}"
+            "</td></tr>"
+            for e in events
+        )
+        body = (
+            "<h1>Stripe simulator</h1>"
+            f"<p>API base: <code>{esc(self.base_url or '')}</code> · webhooks to "
+            f"<code>{esc(self.webhook_url or '(not set)')}</code> · "
+            f"API version <code>{esc(STRIPE_API_VERSION)}</code></p>"
+            "<h2>Checkout sessions</h2><table><tr><th>id</th><th>mode</th><th>status</th><th>amount</th>"
+            f"<th>client_reference_id</th><th>metadata</th><th>result</th></tr>{session_rows}</table>"
+            "<h2>Subscriptions</h2><table><tr><th>id</th><th>status</th><th>current period</th>"
+            f"<th>cancel at period end</th><th>metadata</th><th></th></tr>{subscription_rows}</table>"
+            "<h2>Events (newest first)</h2><table><tr><th>id</th><th>type</th><th>created</th><th>deliveries</th>"
+            f"<th></th></tr>{event_rows}</table>"
+        )
+        return _page("Stripe simulator", body)
+
+
+async def _control_response(request: Request, result: dict[str, Any]) -> Response:
+    """JSON, or back to the dashboard for its forms (they send next=/sim)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    target = dict(parse_qsl(body)).get("next") if body else None
+    if target and target.startswith("/"):
+        return RedirectResponse(target, status_code=303)
+    return JSONResponse(result)
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;color:#1a1f36}"
+    "table{border-collapse:collapse;margin:.5rem 0}td,th{border-bottom:1px solid #e3e8ee;padding:.3rem .6rem;"
+    "text-align:left;font-size:.9rem}button{background:#635bff;color:#fff;border:0;border-radius:4px;"
+    "padding:.5rem 1.2rem;font-size:1rem;cursor:pointer}form.inline{display:inline-block;margin:.1rem .3rem .1rem 0}"
+    "form.inline button{font-size:.8rem;padding:.2rem .6rem}.card{color:#697386}label{display:block;margin:.5rem 0}"
+)
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>",
+        status_code=status,
+    )
+
+
+class StripeSimulatorServer:
+    """A `StripeSimulator` served over HTTP on 127.0.0.1 (a free port unless given).
+
+    `.url` is the Stripe API base (`base_addresses={"api": url}`), `.simulator` the state and controls.
+    Keys are generated when not given (`.api_key`, `.webhook_secret`).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        webhook_secret: str | None = None,
+        webhook_url: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+    ) -> None:
+        self.simulator = StripeSimulator(
+            api_key or "sk_test_local_" + secrets.token_hex(12),
+            webhook_secret or "whsec_" + secrets.token_hex(24),
+            webhook_url,
+        )
+        self._server = ServerThread(self.simulator, host=host, port=port, log_level=log_level)
+        self._server.thread.name = "stripe-simulator-http"
+        self.simulator.base_url = self._server.url
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def api_key(self) -> str:
+        return self.simulator.api_key
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.simulator.webhook_secret
+
+    def start(self) -> StripeSimulatorServer:
+        try:
+            self._server.start()
+        except BaseException:
+            self.simulator.close()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        self.simulator.close()
+
+    def __enter__(self) -> StripeSimulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+__all__ = [
+    "STRIPE_API_VERSION",
+    "StripeError",
+    "StripeSimulator",
+    "StripeSimulatorServer",
+    "add_interval",
+    "parse_params",
+    "sign_payload",
+]
