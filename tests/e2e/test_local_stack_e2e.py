@@ -119,7 +119,7 @@ def test_the_documented_curl_examples_work(stack) -> None:
     # curl https://…/api/billing/status -H "Authorization: Bearer mk_your_management_key"
     status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")
     assert status["data"]["creditBalance"] == "25.00"  # the local demo credit
-    # A subscription to attach keys to (paid checkout arrives with the billing issue; an operator grant here)
+    # A subscription to attach keys to (an operator grant here; paying by card: the browser test below)
     granted = admin(stack, "grant-subscription", "--account", stack["demoAccountId"], "--plan", "pro")
     # curl -X POST …/api/keys/subscription … -d '{"name": "prod-api", "subscriptionId": "sub_uuid"}'
     key = curl(
@@ -158,6 +158,73 @@ def test_the_documented_curl_examples_work(stack) -> None:
     status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
     assert status["subscriptions"][0]["id"] == granted["subscriptionId"]
     assert status["subscriptions"][0]["keys"] == [{"id": key["id"], "name": "prod-api"}]
+
+
+def pay_in_browser(session_url: str, screenshot: Path) -> dict:
+    """A customer in a real (headless Debian chromium) browser: open the Checkout page, click Pay."""
+    result = subprocess.run(
+        ["node", str(REPO / "tests" / "e2e" / "browser" / "pay.mjs"), session_url, str(screenshot)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_the_documented_complete_example_paying_in_a_browser(stack, tmp_path) -> None:
+    """The docs' "complete example": checkout, pay in the browser, status, key, inference."""
+    api = stack["apiUrl"] + "/api"
+    mk = admin(stack, "create-account", "--name", "card customer")["managementKey"]
+    auth = ["-H", f"Authorization: Bearer {mk}", "-H", "Content-Type: application/json"]
+    # 1. Subscribe to Pro
+    session = curl("-X", "POST", f"{api}/billing/checkout", *auth, "-d", '{"planSlug": "pro"}')["data"]["sessionUrl"]
+    assert session.startswith(stack["stripeUrl"] + "/c/pay/cs_test_")
+    # (pay at the session URL: the simulator's page, its Pay button, the signed webhooks it delivers)
+    paid = pay_in_browser(session, tmp_path / "paid.png")
+    assert paid["title"] == "Payment complete" and paid["finalUrl"].startswith(stack["stripeUrl"] + "/done")
+    # 2. After payment, check status
+    status = curl(f"{api}/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
+    [subscription] = status["subscriptions"]
+    assert (subscription["planSlug"], subscription["status"], subscription["keyCount"]) == ("pro", "active", 0)
+    # 3. Create a key
+    key = curl(
+        "-X",
+        "POST",
+        f"{api}/keys/subscription",
+        *auth,
+        "-d",
+        json.dumps({"name": "my-app", "subscriptionId": subscription["id"]}),
+    )["data"]["apiKey"]
+    # 4. Use it
+    completion = curl(
+        f"{stack['apiUrl']}/v1/chat/completions",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        '{"model": "deepseek/deepseek-chat-v3-0324", "messages": [{"role": "user", "content": "Hello!"}]}',
+    )
+    assert completion["choices"][0]["message"]["content"] and completion["usage"]["total_tokens"] > 0
+
+
+def test_a_card_top_up_paid_in_a_browser(stack, tmp_path) -> None:
+    api, mk = stack["apiUrl"], admin(stack, "create-account", "--name", "card top-up")["managementKey"]
+    auth = ["-H", f"Authorization: Bearer {mk}", "-H", "Content-Type: application/json"]
+    # curl -X POST …/api/billing/topup … -d '{"amount": 50, "method": "stripe"}'  → a sessionUrl (minimum $10)
+    session = curl("-X", "POST", f"{api}/api/billing/topup", *auth, "-d", '{"amount": 50, "method": "stripe"}')
+    pay_in_browser(session["data"]["sessionUrl"], tmp_path / "topup.png")
+    status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
+    assert status["creditBalance"] == "50.00"
+    # A renewal and a failed payment can be triggered on the simulator, as its dashboard's buttons do
+    assert (
+        "Renew"
+        in subprocess.run(
+            ["curl", "-sS", f"{stack['stripeUrl']}/sim"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    )
 
 
 def test_admin_creates_an_account_whose_key_works(stack) -> None:
