@@ -170,3 +170,31 @@ def test_a_webhook_not_signed_by_stripe_is_refused_over_http(api, buyer) -> None
         headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=" + "0" * 64},
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_signature"
+
+
+def test_a_lost_renewal_webhook_is_caught_up_from_stripes_api(api, stripe, buyer) -> None:
+    """What the expiry job does once Stripe's word is overdue: ask Stripe (the SDK, over HTTP)."""
+    from datetime import timedelta
+
+    from llm_platform.data import subscriptions as subscriptions_table
+    from llm_platform.domain import stripe_webhooks
+    from llm_platform.domain.clock import from_iso
+
+    subscription, key, stripe_sub = _subscribed(api, stripe, buyer)
+    # Given Stripe renews it while our webhook endpoint is unreachable
+    endpoint, stripe.webhook_url = stripe.webhook_url, "http://127.0.0.1:9/unreachable"
+    try:
+        renewed = stripe.renew(stripe_sub["id"])
+    finally:
+        stripe.webhook_url = endpoint
+    assert all(event["status"] != 200 for event in renewed["events"])
+    assert subscriptions(api, buyer)[0]["currentPeriodEnd"] == subscription["currentPeriodEnd"]
+    # When the expiry job asks Stripe, an hour after the period end
+    stored = subscriptions_table.get(subscription["id"])
+    later = from_iso(subscription["currentPeriodEnd"]) + timedelta(hours=1, seconds=1)
+    assert stripe_webhooks.reconcile(stored, later) == "applied"
+    # Then the subscription has Stripe's new period, and its key works
+    [after] = subscriptions(api, buyer)
+    new_end = stripe.get(stripe_sub["id"])["items"]["data"][0]["current_period_end"]
+    assert after["status"] == "active" and int(from_iso(after["currentPeriodEnd"]).timestamp()) == new_end
+    assert chat(api, key).status_code == 200

@@ -38,8 +38,8 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
-    # A local stack started earlier in the session exports its chain; units start from the defaults.
-    for name in [n for n in os.environ if n.startswith(("USDC_", "WALLET_CHALLENGE_"))]:
+    # A local stack started earlier in the session exports its chain and Stripe; units start from the defaults.
+    for name in [n for n in os.environ if n.startswith(("USDC_", "WALLET_CHALLENGE_", "STRIPE_", "CHECKOUT_"))]:
         monkeypatch.delenv(name)
     with mock_aws():
         dynamodb = boto3.client("dynamodb")

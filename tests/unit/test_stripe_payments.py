@@ -202,3 +202,23 @@ def test_cancel_when_stripe_is_down_is_503_and_changes_nothing(
     from llm_platform.data import subscriptions as subscriptions_table
 
     assert subscriptions_table.get(subscription_id).cancel_at_period_end is False
+
+
+def test_a_past_due_stripe_subscription_can_still_be_cancelled(
+    invoke, account, stripe_calls, stripe_subscription_of
+) -> None:
+    # Given the renewal's charge failed (past due): the customer wants Stripe to stop retrying
+    subscription_id = stripe_subscription_of(account)
+    from llm_platform.domain import stripe_webhooks
+
+    failed = sample("invoice.payment_failed", account_id=account.account_id, created=10**10 // 5)
+    stripe_webhooks.HANDLERS[failed["type"]](stripe_webhooks.Event.model_validate(failed))
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+    assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
+    assert stripe_calls == [("cancel", "sub_1SampleStripeSub")]

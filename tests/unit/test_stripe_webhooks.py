@@ -18,7 +18,6 @@ from llm_platform.data import stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import accounts, api_keys, subscriptions
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import to_iso
 from llm_platform.domain.entities import KeyStatus, PaymentMethod
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
 from tests.support.stripe_events import WEBHOOK_SECRET, body_of, sample, signed
@@ -61,10 +60,14 @@ def webhook(stripe_on):
 @pytest.fixture
 def stripe_subscription(monkeypatch):
     """What Stripe's API answers for a subscription (checkout.session.completed retrieves it)."""
-    answers: dict[str, dict] = {}
+    answers: dict[str, dict | Exception] = {}
 
     def retrieve(stripe_id: str) -> dict:
-        return answers[stripe_id]
+        answers.setdefault("calls", []).append(stripe_id)
+        answer = answers[stripe_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     monkeypatch.setattr(stripe_api, "retrieve_subscription", retrieve)
     return answers
@@ -352,41 +355,117 @@ def test_any_delivery_order_ends_in_the_same_state(webhook, tables) -> None:
 
 
 # ---------------------------------------------------------------- expiry of Stripe-paid subscriptions
-def test_expiry_waits_a_grace_period_for_stripes_renewal_then_expires(webhook, account) -> None:
-    # Given a Stripe subscription whose period ended, and a credit one that ended too (no balance)
+def _lapse(webhook, account):
+    """Given an active Stripe subscription with a key, and the moment its period ended."""
     webhook(sample("invoice.paid", account_id=account.account_id))
-    stripe_sub = local()
     caller = Caller(account.account_id, account.management_key_id)
-    key, _ = api_keys.create_subscription_key(caller, "k", stripe_sub.subscription_id)
-    end = datetime.fromisoformat(stripe_sub.current_period_end.replace("Z", "+00:00"))
-    # When the expiry job runs an hour after the period end, the renewal's webhook not yet in
-    report = subscriptions.run_expiry(end + timedelta(hours=1))
-    # Then the Stripe subscription is left alone
-    assert report.expired == [] and local().status == "active"
-    # But once the grace period is over with no renewal, it expires and its keys are revoked
-    report = subscriptions.run_expiry(end + timedelta(days=3, seconds=1))
-    assert report.expired == [stripe_sub.subscription_id]
+    key, _ = api_keys.create_subscription_key(caller, "k", local().subscription_id)
+    return key, datetime.fromisoformat(local().current_period_end.replace("Z", "+00:00"))
+
+
+def test_the_expiry_job_leaves_stripe_subscriptions_to_stripe_within_the_grace_period(
+    webhook, account, stripe_subscription
+) -> None:
+    key, end = _lapse(webhook, account)
+    # When the job runs half an hour after the period end, before Stripe's renewal webhook
+    report = subscriptions.run_expiry(end + timedelta(minutes=30))
+    # Then it neither asks Stripe nor touches the subscription or its key
+    assert (report.renewed, report.expired, stripe_subscription.get("calls")) == ([], [], None)
+    assert local().status == "active"
+    assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.ACTIVE
+
+
+def test_an_overdue_renewal_is_read_from_stripe_and_the_keys_are_kept(webhook, account, stripe_subscription) -> None:
+    key, end = _lapse(webhook, account)
+    # Given Stripe renewed it, but the webhook never arrived
+    renewed = sample("customer.subscription.updated.renewed", account_id=account.account_id)["data"]["object"]
+    stripe_subscription["sub_1SampleStripeSub"] = renewed
+    # When the job runs past the grace period
+    report = subscriptions.run_expiry(end + timedelta(hours=1, seconds=1))
+    # Then it applied Stripe's answer: renewed, the key still works
+    assert report.renewed == [local().subscription_id] and report.expired == []
+    assert ts(local().current_period_end) == renewed["items"]["data"][0]["current_period_end"]
+    assert local().status == "active"
+    assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.ACTIVE
+
+
+@pytest.mark.parametrize("stripe_says", ["canceled", "missing"])
+def test_an_overdue_end_is_read_from_stripe_and_the_keys_are_revoked(
+    webhook, account, stripe_subscription, stripe_says
+) -> None:
+    key, end = _lapse(webhook, account)
+    if stripe_says == "canceled":
+        ended = sample("customer.subscription.deleted", account_id=account.account_id)["data"]["object"]
+        stripe_subscription["sub_1SampleStripeSub"] = ended
+    else:
+        stripe_subscription["sub_1SampleStripeSub"] = stripe_api.StripeNotFound("No such subscription")
+    report = subscriptions.run_expiry(end + timedelta(hours=2))
+    assert report.expired == [local().subscription_id]
     assert local().status == "expired"
     assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.REVOKED
 
 
-def test_a_renewal_within_the_grace_period_keeps_it(webhook, account) -> None:
-    webhook(sample("invoice.paid", account_id=account.account_id))
-    end = datetime.fromisoformat(local().current_period_end.replace("Z", "+00:00"))
+def test_when_stripe_cannot_be_asked_nothing_changes_and_the_run_fails_for_the_alarm(
+    webhook, account, stripe_subscription
+) -> None:
+    key, end = _lapse(webhook, account)
+    stripe_subscription["sub_1SampleStripeSub"] = stripe_api.StripeUnavailable("timeout")
+    # And a credit-paid subscription of another account lapsed too (its balance cannot renew it)
+    other = accounts.create_account("other")
+    accounts.grant_credit(other.account_id, 20_000_000, "test")
+    caller = Caller(other.account_id, other.management_key_id)
+    credit, _ = subscriptions.subscribe_with_credit(caller, "standard", False, None)
+    later = max(end + timedelta(hours=2), datetime.fromisoformat(credit.current_period_end.replace("Z", "+00:00")))
+    with pytest.raises(subscriptions.ExpiryIncomplete) as failed:
+        subscriptions.run_expiry(later + timedelta(seconds=1))
+    assert failed.value.failed == [local().subscription_id]
+    assert local().status == "active" and api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.ACTIVE
+    # The other subscription was still handled
+    assert subscriptions_table.get(credit.subscription_id).status == "expired"
+
+
+def test_a_late_result_of_an_older_invoice_does_not_change_the_current_periods_status(webhook, account) -> None:
+    # Given the renewal's charge failed: past due
     webhook(sample("invoice.paid.renewal", account_id=account.account_id))
-    assert subscriptions.run_expiry(end + timedelta(days=3, seconds=1)).expired == []
-    assert local().status == "active"
-
-
-def test_a_payment_after_the_expiry_job_gave_up_reactivates_it(webhook, account) -> None:
-    webhook(sample("invoice.paid", account_id=account.account_id))
-    end = datetime.fromisoformat(local().current_period_end.replace("Z", "+00:00"))
-    subscriptions.run_expiry(end + timedelta(days=4))
-    assert local().status == "expired"
-    # Stripe's retries finally charge the card: the customer paid, so the subscription runs again
-    late = sample(
-        "invoice.paid.renewal", account_id=account.account_id, created=int((end + timedelta(days=5)).timestamp())
+    failed = sample("invoice.payment_failed", account_id=account.account_id, created=10**10 // 5)
+    webhook(failed)
+    assert local().status == "past_due"
+    # When a retry of the previous period's invoice is paid later on, the current period stays unpaid
+    old_paid = sample(
+        "invoice.paid", account_id=account.account_id, id="evt_old_invoice_paid", created=10**10 // 5 + 60
     )
-    webhook(late)
+    webhook(old_paid)
+    assert local().status == "past_due"
+
+
+def test_legacy_api_shapes_are_understood(webhook, account) -> None:
+    """An endpoint on an API version before 2025-03-31: the subscription at the invoice's top level,
+    the period on the subscription itself."""
+    invoice = sample("invoice.paid", account_id=account.account_id)
+    obj = invoice["data"]["object"]
+    obj["subscription"] = obj["parent"]["subscription_details"]["subscription"]
+    obj["subscription_details"] = {"metadata": obj["parent"]["subscription_details"]["metadata"]}
+    del obj["parent"]
+    for line in obj["lines"]["data"]:
+        del line["parent"]
+    assert webhook(invoice)[1]["data"]["outcome"] == "applied"
     assert local().status == "active"
-    assert to_iso(end) < local().current_period_end
+    update = sample("customer.subscription.updated.renewed", account_id=account.account_id)
+    sub = update["data"]["object"]
+    item = sub["items"]["data"][0]
+    sub["current_period_start"], sub["current_period_end"] = (
+        item.pop("current_period_start"),
+        item.pop("current_period_end"),
+    )
+    assert webhook(update)[1]["data"]["outcome"] == "applied"
+    assert ts(local().current_period_end) == sub["current_period_end"]
+
+
+def test_a_repeated_checkout_event_is_recognised_without_asking_stripe(webhook, account, stripe_subscription) -> None:
+    created = sample("customer.subscription.created", account_id=account.account_id)
+    stripe_subscription["sub_1SampleStripeSub"] = created["data"]["object"]
+    event = sample("checkout.session.completed.subscription", account_id=account.account_id)
+    webhook(event)
+    stripe_subscription["sub_1SampleStripeSub"] = stripe_api.StripeUnavailable("Stripe is down")
+    assert webhook(event) == (200, {"data": {"received": True, "outcome": "duplicate"}})
+    assert stripe_subscription["calls"] == ["sub_1SampleStripeSub"]

@@ -44,9 +44,9 @@ class Settings:
     stripe_api_base: str | None = None
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
-    # A Stripe-paid subscription past its period end is expired only after this long without the
-    # renewal's webhook (Stripe charges about an hour after the period ends and retries webhooks for days).
-    stripe_renewal_grace_seconds: int = 3 * 24 * 3600
+    # How long after a Stripe-paid subscription's period end the expiry job waits for Stripe's webhook
+    # (renewed, failed or ended: it comes within seconds) before it asks Stripe's API instead.
+    stripe_renewal_grace_seconds: int = 3600
 
 
 class ConfigError(RuntimeError):

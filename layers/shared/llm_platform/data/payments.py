@@ -9,7 +9,7 @@ from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.data import accounts, ledger
-from llm_platform.data.dynamo import to_item, transact
+from llm_platform.data.dynamo import client, to_item, transact
 
 
 def credit_once(
@@ -48,3 +48,14 @@ def record_item(
             "ConditionExpression": "attribute_not_exists(eventKey)",
         }
     }
+
+
+def is_recorded(event_key: str) -> bool:
+    """Whether ``event_key`` was applied (a consistent read: a commit a moment ago counts)."""
+    response = client().get_item(
+        TableName=get_settings().payment_events_table,
+        Key={"eventKey": {"S": event_key}},
+        ConsistentRead=True,
+        ProjectionExpression="eventKey",
+    )
+    return "Item" in response

@@ -25,6 +25,10 @@ class StripeUnavailable(RuntimeError):
     """Stripe did not answer or refused the call; the caller may retry."""
 
 
+class StripeNotFound(StripeUnavailable):
+    """Stripe has no such object."""
+
+
 class InvalidSignature(ValueError):
     """The webhook body was not signed with this platform's secret, or the signature is too old."""
 
@@ -56,10 +60,14 @@ def _client() -> Any:
 
 
 def _call(operation: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    from stripe import StripeError
+    from stripe import InvalidRequestError, StripeError
 
     try:
         return operation(*args, **kwargs).to_dict()
+    except InvalidRequestError as error:
+        if error.code == "resource_missing":
+            raise StripeNotFound(str(error)) from error
+        raise StripeUnavailable(f"Stripe refused the call: {error}") from error
     except StripeError as error:
         raise StripeUnavailable(f"Stripe refused or did not answer: {error.__class__.__name__}: {error}") from error
 

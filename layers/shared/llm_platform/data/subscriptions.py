@@ -159,14 +159,18 @@ def leave_due_index(subscription_id: str) -> None:
 
 def cancel_at_period_end(subscription_id: str, account_id: str, stripe_observed_at: int | None = None) -> Subscription:
     """Raises WriteRefused unless it is the account's, active and not already cancelled. For a Stripe
-    subscription, ``stripe_observed_at`` is when Stripe accepted the cancellation (older events then lose)."""
+    subscription, ``stripe_observed_at`` is when Stripe accepted the cancellation (older events then
+    lose), and a past-due one can be cancelled too."""
     state = ", stripeCancelFlagAt = :observed" if stripe_observed_at is not None else ""
     extra = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
+    statuses = "(:active, :past_due)" if stripe_observed_at is not None else "(:active)"
+    if stripe_observed_at is not None:
+        extra[":past_due"] = SubscriptionStatus.PAST_DUE.value
     updated = update_if(
         TableName=_table(),
         Key={"subscriptionId": {"S": subscription_id}},
         UpdateExpression=f"SET cancelAtPeriodEnd = :true{state}, {_BUMP}",
-        ConditionExpression="accountId = :account AND #status = :active "
+        ConditionExpression=f"accountId = :account AND #status IN {statuses} "
         "AND (attribute_not_exists(cancelAtPeriodEnd) OR cancelAtPeriodEnd = :false)",
         ExpressionAttributeNames={"#status": "status"},
         ExpressionAttributeValues=to_values(

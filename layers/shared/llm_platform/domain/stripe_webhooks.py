@@ -86,8 +86,8 @@ class _Period(_Stripe):
 
 
 class _SubscriptionItem(_Stripe):
-    current_period_start: int
-    current_period_end: int
+    current_period_start: int | None = None
+    current_period_end: int | None = None
 
 
 class _List(_Stripe):
@@ -101,6 +101,9 @@ class StripeSubscription(_Stripe):
     cancel_at: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     items: _List = Field(default_factory=_List)
+    # API versions before 2025-03-31 kept the period on the subscription, not its items.
+    current_period_start: int | None = None
+    current_period_end: int | None = None
 
 
 class _SubscriptionDetails(_Stripe):
@@ -121,6 +124,9 @@ class Invoice(_Stripe):
     id: str = Field(max_length=255)
     parent: _InvoiceParent | None = None
     lines: _List = Field(default_factory=_List)
+    # API versions before 2025-03-31: the subscription and its metadata at the top level.
+    subscription: str | None = None
+    subscription_details: _SubscriptionDetails | None = None
 
 
 # ---------------------------------------------------------------- facts and the merge
@@ -136,6 +142,9 @@ class SubscriptionFact:
     period: tuple[int, int] | None = None  # (start, end), Unix seconds
     cancel_at_period_end: bool | None = None
     canceled: bool = False  # Stripe ended it: final
+    # An invoice's status speaks only of its own period: a late payment (or failure) of an older
+    # invoice must not change the status of a newer period.
+    status_of_period_only: bool = False
 
 
 # Stripe subscription status → ours. "incomplete" (first payment pending) says nothing yet.
@@ -170,7 +179,11 @@ def merge(current: Subscription | None, fact: SubscriptionFact, now: datetime) -
     # flag); same-second observations apply in arrival order.
     if fact.canceled:
         status, status_at = SubscriptionStatus.EXPIRED, max(status_at or 0, fact.observed_at)
-    elif fact.status is not None and (status_at is None or fact.observed_at >= status_at):
+    elif (
+        fact.status is not None
+        and (status_at is None or fact.observed_at >= status_at)
+        and not (fact.status_of_period_only and fact.period is not None and _iso(fact.period[1]) < end)
+    ):
         status, status_at = fact.status, fact.observed_at
     if fact.cancel_at_period_end is not None and (cancel_at is None or fact.observed_at >= cancel_at):
         cancel, cancel_at = fact.cancel_at_period_end, fact.observed_at
@@ -263,11 +276,16 @@ def subscription_fact(
     subscription: StripeSubscription, observed_at: int, defaults: dict[str, str] | None = None
 ) -> SubscriptionFact:
     metadata = {**(defaults or {}), **subscription.metadata}
-    periods = [_SubscriptionItem.model_validate(item) for item in subscription.items.data]
+    items = [_SubscriptionItem.model_validate(item) for item in subscription.items.data]
+    periods = [(i.current_period_start, i.current_period_end) for i in items if i.current_period_end is not None]
+    if subscription.current_period_end is not None:
+        periods.append(
+            (subscription.current_period_start or subscription.current_period_end, subscription.current_period_end)
+        )
     period = None
     if periods:
-        latest = max(periods, key=lambda item: item.current_period_end)
-        period = (latest.current_period_start, latest.current_period_end)
+        start, end = max(periods, key=lambda p: p[1])
+        period = (start if start is not None else end, end)
     cancel = subscription.cancel_at_period_end or (
         subscription.cancel_at is not None and period is not None and subscription.cancel_at <= period[1]
     )
@@ -287,7 +305,8 @@ def invoice_fact(invoice: Invoice, observed_at: int, status: SubscriptionStatus)
     """The subscription an invoice bills (current API: ``invoice.parent.subscription_details``) and the
     period of its subscription lines; None for an invoice of no subscription."""
     details = invoice.parent.subscription_details if invoice.parent else None
-    stripe_id = details.subscription if details else None
+    details = details or invoice.subscription_details
+    stripe_id = (details.subscription if details else None) or invoice.subscription
     lines = [_InvoiceLine.model_validate(line) for line in invoice.lines.data]
     if stripe_id is None:  # fall back to the lines' own parent
         for line in lines:
@@ -312,6 +331,7 @@ def invoice_fact(invoice: Invoice, observed_at: int, status: SubscriptionStatus)
         plan_slug=metadata.get("planSlug"),
         status=status,
         period=period,
+        status_of_period_only=True,
     )
 
 
@@ -323,6 +343,8 @@ def _checkout_completed(event: Event) -> Outcome:
         return _credit_topup(event, session)
     if session.mode != "subscription" or not session.subscription:
         return Outcome.IGNORED
+    if payments.is_recorded(_event_key(event)):
+        return Outcome.DUPLICATE  # without asking Stripe again (a repeat during an outage is still done)
     # The session names the subscription only by id: its state and period come from Stripe itself.
     raw = stripe_api.retrieve_subscription(session.subscription)
     defaults = {"accountId": session.client_reference_id or "", **session.metadata}
@@ -376,6 +398,19 @@ def _subscription_changed(event: Event) -> Outcome:
 def _subscription_deleted(event: Event) -> Outcome:
     fact = subscription_fact(StripeSubscription.model_validate(event.data.object), event.created)
     return apply_fact(replace(fact, canceled=True, status=SubscriptionStatus.EXPIRED), _event_key(event), event.type)
+
+
+def reconcile(subscription: Subscription, now: datetime) -> Outcome:
+    """Apply Stripe's current state of ``subscription`` (the expiry job, when Stripe's word about a
+    period end is overdue: a lost or very late webhook). Stripe decides; nothing is guessed here."""
+    try:
+        raw = stripe_api.retrieve_subscription(subscription.stripe_subscription_id)
+    except stripe_api.StripeNotFound:
+        # Deleted on Stripe's side (e.g. its test data was wiped): nothing will be paid any more.
+        fact = SubscriptionFact(subscription.stripe_subscription_id, int(now.timestamp()), canceled=True)
+        return apply_fact(fact, None, "reconcile")
+    fact = subscription_fact(StripeSubscription.model_validate(raw), int(now.timestamp()))
+    return apply_fact(fact, None, "reconcile")
 
 
 def _event_key(event: Event) -> str:

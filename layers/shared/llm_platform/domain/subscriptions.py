@@ -63,7 +63,11 @@ def subscribe_with_credit(
 
 def cancel(caller: Caller, subscription_id: str) -> Subscription:
     subscription = owned_subscription(caller.account_id, subscription_id)
-    if subscription.status != SubscriptionStatus.ACTIVE:
+    # A Stripe-paid subscription whose renewal failed can still be cancelled: Stripe stops retrying.
+    cancellable = {SubscriptionStatus.ACTIVE}
+    if subscription.payment_method == PaymentMethod.STRIPE:
+        cancellable.add(SubscriptionStatus.PAST_DUE)
+    if subscription.status not in cancellable:
         raise Conflict(f"Subscription {subscription_id} is not active.", code="subscription_not_active")
     if subscription.cancel_at_period_end:
         raise Conflict(f"Subscription {subscription_id} is already cancelled.", code="already_cancelled")
@@ -110,9 +114,8 @@ class ExpiryIncomplete(RuntimeError):
 
 def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:
     if subscription.payment_method == PaymentMethod.STRIPE and subscription.status != SubscriptionStatus.EXPIRED:
-        grace = timedelta(seconds=get_settings().stripe_renewal_grace_seconds)
-        if from_iso(subscription.current_period_end) + grace > now:
-            return  # Stripe renews it: its invoice.paid webhook comes after the period ends
+        _ask_stripe(subscription, now, report)
+        return
     now_iso = to_iso(now)
     renewal = _renews_from_credit(subscription, now)
     if renewal is not None:
@@ -126,6 +129,23 @@ def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryRepo
     report.keys_revoked += api_keys_table.revoke_all_of_subscription(subscription.subscription_id, now_iso)
     subscriptions_table.leave_due_index(subscription.subscription_id)
     report.expired.append(subscription.subscription_id)
+
+
+def _ask_stripe(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:
+    """Stripe renews, fails or ends its subscriptions and says so by webhook, moments after the period
+    ends. Only when that word is overdue by the grace period does the job ask Stripe and apply its
+    answer: it never ends a subscription Stripe may still be charging for."""
+    grace = timedelta(seconds=get_settings().stripe_renewal_grace_seconds)
+    if from_iso(subscription.current_period_end) + grace > now:
+        return
+    from llm_platform.domain import stripe_webhooks  # the Stripe SDK only when a Stripe subscription is due
+
+    stripe_webhooks.reconcile(subscription, now)
+    after = subscriptions_table.get(subscription.subscription_id)
+    if after is not None and after.current_period_end > subscription.current_period_end:
+        report.renewed.append(subscription.subscription_id)
+    elif after is not None and after.stripe_canceled:
+        report.expired.append(subscription.subscription_id)
 
 
 def _renews_from_credit(subscription: Subscription, now: datetime) -> tuple[int, str, str] | None:
