@@ -15,7 +15,7 @@ app = build_app()
 
 @app.post("/api/billing/wallets/challenge")
 def wallet_challenge(body: WalletChallengeRequest):
-    host = app.current_event.get_header_value("host", default_value="localhost", case_sensitive=False)
+    host = app.current_event.headers.get("host") or "localhost"  # case-insensitive in Powertools v3
     challenge = wallets.challenge(app.caller, body.address, host)
     return ok({"message": challenge.message, "expiresAt": challenge.expires_at}, HTTPStatus.CREATED)
 
