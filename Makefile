@@ -39,7 +39,7 @@ node_modules/.installed: package.json package-lock.json
 $(TOOLS)/.installed:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q --upgrade pip
-	$(TOOLS)/bin/pip install -q aws-sam-cli cfn-lint
+	$(TOOLS)/bin/pip install -q aws-sam-cli cfn-lint cfn-lint-serverless
 	touch $@
 
 install: system-deps $(VENV)/.installed node_modules/.installed
@@ -70,6 +70,7 @@ lint: $(VENV)/.installed
 validate: $(TOOLS)/.installed layer-requirements
 	$(TOOLS)/bin/sam validate --lint
 	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	git diff --exit-code -- $(GENERATED_REQUIREMENTS) || { echo "$(GENERATED_REQUIREMENTS): stale, commit the regenerated files"; exit 1; }
 
 # The requirements.txt files sam build installs are derived from pyproject.toml, the one dependency source:
