@@ -6,6 +6,9 @@ Measures, on this machine, against the local stack (gateway → proxy → built-
      openai / stripe / web3 / pydantic / Powertools module is imported
   3. the latency the proxy adds over calling the same upstream directly (p50 / p99, ratio)
   4. requests per second through the local stack with concurrent clients
+  5. the cold import time of every function's handler (a fresh interpreter each)
+  6. a cost model: US dollars per million proxied requests on Lambda arm64 + REST API + DynamoDB on
+     demand, from the measured DynamoDB writes per request and the proxy's added time
 """
 
 from __future__ import annotations
@@ -52,11 +55,27 @@ def cold_import(runs: int) -> tuple[float, float, list[str]]:
     return statistics.median(timings), min(timings), heavy
 
 
-def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> tuple[float, float]:
-    """(DynamoDB calls per request, milliseconds spent in them per request) on a warm proxy."""
+# us-east-1 list prices (November 2026): Lambda arm64, API Gateway REST API (first 333M requests a
+# month), DynamoDB on demand (since the November 2024 price cut). Transactional writes cost 2 write
+# request units per item of up to 1 KB; condition checks are counted the same, an upper bound.
+PRICES = {
+    "lambda_gb_second_arm64": 0.0000133334,
+    "lambda_request": 0.20 / 1e6,
+    "rest_api_request": 3.50 / 1e6,
+    "dynamodb_write_unit": 0.625 / 1e6,
+    "dynamodb_read_unit": 0.125 / 1e6,
+}
+
+
+def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> tuple[float, float, float]:
+    """(DynamoDB calls, milliseconds spent in them, transaction items) per request on a warm proxy."""
     from llm_platform.data.dynamo import client
 
-    calls, started, spent = 0, {}, 0.0
+    calls, started, spent, items = 0, {}, 0.0, 0
+
+    def count_items(params: dict, **_: object) -> None:
+        nonlocal items
+        items += len(params.get("TransactItems", []))
 
     def before(context: dict, **_: object) -> None:
         nonlocal calls
@@ -73,6 +92,7 @@ def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) ->
         http.post(f"{api_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)  # warm
         events.register("before-call.dynamodb", before)
         events.register("after-call.dynamodb", after)
+        events.register("before-parameter-build.dynamodb.TransactWriteItems", count_items)
         try:
             for _ in range(requests):
                 response = http.post(
@@ -82,7 +102,44 @@ def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) ->
         finally:
             events.unregister("before-call.dynamodb", before)
             events.unregister("after-call.dynamodb", after)
-    return calls / requests, spent * 1000 / requests
+            events.unregister("before-parameter-build.dynamodb.TransactWriteItems", count_items)
+    return calls / requests, spent * 1000 / requests, items / requests
+
+
+def function_cold_imports(runs: int) -> dict[str, float]:
+    """Median milliseconds to import each function's handler in a fresh interpreter (the proxy: its app)."""
+    from local_stack.template import load_template, runs_under_web_adapter
+
+    template = load_template(REPO / "template.yaml")
+    results = {}
+    for logical_id, resource in sorted(template["Resources"].items()):
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        folder = REPO / resource["Properties"]["CodeUri"]
+        module = "app" if runs_under_web_adapter(template, logical_id) else "handler"
+        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'layers' / 'shared'}:{folder}"}
+        timings = []
+        for _ in range(runs):
+            out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{logical_id}: {out.stderr.strip().splitlines()[-1]}")
+            timings.append(float(out.stdout) * 1000)
+        results[logical_id] = statistics.median(timings)
+    return results
+
+
+def cost_per_million(transaction_items: float, added_ms: float, memory_mb: int, upstream_seconds: float) -> dict:
+    """US dollars per million proxied requests. Lambda bills the whole request, so the time the model
+    takes to answer (``upstream_seconds``) is part of it; the proxy adds ``added_ms`` on top."""
+    seconds = upstream_seconds + added_ms / 1000
+    lambda_compute = seconds * memory_mb / 1024 * PRICES["lambda_gb_second_arm64"] * 1e6
+    return {
+        "REST API": PRICES["rest_api_request"] * 1e6,
+        "Lambda requests": PRICES["lambda_request"] * 1e6,
+        "Lambda compute": lambda_compute,
+        "DynamoDB": transaction_items * 2 * PRICES["dynamodb_write_unit"] * 1e6,
+    }
 
 
 def latencies(url: str, key: str | None, requests: int) -> list[float]:
@@ -127,6 +184,7 @@ def main() -> None:
     args = parser.parse_args()
 
     median_ms, best_ms, heavy = cold_import(5)
+    per_function = function_cold_imports(3)
     upstream = UpstreamServer(name="bench", chunk_delay=0).start()
     folder = Path(tempfile.mkdtemp(prefix="bench-"))
     from local_stack.upstream import local_model_catalog
@@ -168,8 +226,11 @@ def main() -> None:
         f"  cold import of functions/proxy/app.py: median {median_ms:.0f} ms, best {best_ms:.0f} ms "
         f"(heavy modules imported: {', '.join(heavy) or 'none'})"
     )
-    for name, (per_request, milliseconds) in calls.items():
-        print(f"  DynamoDB per request, warm, {name}: {per_request:.2f} calls, {milliseconds:.1f} ms in DynamoDB Local")
+    for name, (per_request, milliseconds, items) in calls.items():
+        print(
+            f"  DynamoDB per request, warm, {name}: {per_request:.2f} calls ({items:.1f} transaction items), "
+            f"{milliseconds:.1f} ms in DynamoDB Local"
+        )
     print(f"  direct upstream:  p50 {d50:.2f} ms   p99 {d99:.2f} ms   ({args.requests} sequential requests)")
     print(f"  through proxy:    p50 {p50:.2f} ms   p99 {p99:.2f} ms")
     print(
@@ -180,6 +241,23 @@ def main() -> None:
         f"  throughput:       {rps:.0f} requests/s through the local stack "
         f"({args.load} requests, {args.concurrency} concurrent clients, {failures} failed)"
     )
+    print("  cold import of each function's handler (median of 3 fresh interpreters):")
+    for logical_id, milliseconds in per_function.items():
+        print(f"    {logical_id:32} {milliseconds:6.0f} ms")
+
+    from local_stack.template import load_template
+
+    proxy_memory = int(load_template(REPO / "template.yaml")["Resources"]["ProxyFunction"]["Properties"]["MemorySize"])
+    worst_items = max(items for _, _, items in calls.values())
+    print(
+        f"  cost per million proxied requests, us-east-1 list prices, {worst_items:.0f} transaction items "
+        f"(x2 write units) per request, {proxy_memory} MB arm64, +{p50 - d50:.0f} ms added (p50 here):"
+    )
+    for upstream_seconds in (0.0, 1.0, 10.0):
+        parts = cost_per_million(worst_items, p50 - d50, proxy_memory, upstream_seconds)
+        detail = ", ".join(f"{name} ${value:.2f}" for name, value in parts.items())
+        label = "proxy alone" if upstream_seconds == 0 else f"model answers in {upstream_seconds:.0f} s"
+        print(f"    {label:24} ${sum(parts.values()):8.2f}  ({detail})")
 
 
 if __name__ == "__main__":
