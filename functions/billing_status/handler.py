@@ -5,13 +5,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.domain import billing
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
 
 
-@app.get("/api/billing/status")
+@app.get(
+    "/api/billing/status",
+    summary="Billing status",
+    description="The account's subscriptions, each with its keys, and the prepaid credit balance.",
+    tags=["Billing"],
+    operation_id="getBillingStatus",
+    responses=responses(200, "BillingStatusView", "Subscriptions and credit balance."),
+)
 def billing_status():
     return ok(views.billing_status(billing.status(app.caller)))
 

@@ -4,6 +4,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CheckoutRequest
 from llm_platform.domain import stripe_payments
 from llm_platform.observability import logger, metrics, tracer
@@ -11,7 +12,25 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/billing/checkout")
+@app.post(
+    "/api/billing/checkout",
+    summary="Subscribe by card (Stripe Checkout)",
+    description=(
+        "A Stripe Checkout Session in subscription mode for the plan. Nothing is granted until Stripe "
+        "says it is paid (the webhook)."
+    ),
+    tags=["Billing"],
+    operation_id="createCheckoutSession",
+    responses=responses(
+        200,
+        "CheckoutSession",
+        "Send the customer to `sessionUrl`.",
+        errors={
+            400: "`unknown_plan`.",
+            503: "`stripe_not_configured`, `stripe_unavailable`, `plan_misconfigured`.",
+        },
+    ),
+)
 def checkout(body: CheckoutRequest):
     return ok({"sessionUrl": stripe_payments.start_checkout(app.caller, body.plan_slug)})
 

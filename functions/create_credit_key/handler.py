@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CreateCreditKeyRequest
 from llm_platform.domain import api_keys
 from llm_platform.domain.money import usd_to_micros
@@ -16,7 +17,17 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/keys/credit")
+@app.post(
+    "/api/keys/credit",
+    summary="Create a credit key",
+    description=(
+        "An API key that spends the prepaid credit balance, capped by `maxBudget` (USD, up to 6 decimals). "
+        "`rpm`/`tpm` default to and are capped by the platform's credit-key policy."
+    ),
+    tags=["Keys"],
+    operation_id="createCreditKey",
+    responses=responses(201, "CreatedApiKey", "The key; `apiKey` is shown only here."),
+)
 def create_credit_key(body: CreateCreditKeyRequest):
     max_budget = None if body.max_budget is None else usd_to_micros(body.max_budget)
     key, plaintext = api_keys.create_credit_key(app.caller, body.name, max_budget, body.rpm, body.tpm)

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CreateManagementKeyRequest
 from llm_platform.domain import management_keys
 from llm_platform.observability import logger, metrics, tracer
@@ -15,7 +16,14 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/management-keys")
+@app.post(
+    "/api/management-keys",
+    summary="Create a management key",
+    description="Another management key for the same account.",
+    tags=["Management keys"],
+    operation_id="createManagementKey",
+    responses=responses(201, "CreatedManagementKey", "The key; `managementKey` is shown only here."),
+)
 def create_management_key(body: CreateManagementKeyRequest):
     key, plaintext = management_keys.create(app.caller, body.name)
     metrics.add_metric(name="ManagementKeysCreated", unit=MetricUnit.Count, value=1)

@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CreateSubscriptionKeyRequest
 from llm_platform.domain import api_keys
 from llm_platform.observability import logger, metrics, tracer
@@ -15,7 +16,22 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/keys/subscription")
+@app.post(
+    "/api/keys/subscription",
+    summary="Create a subscription key",
+    description="An API key on one of the account's active subscriptions: it shares the subscription's budget.",
+    tags=["Keys"],
+    operation_id="createSubscriptionKey",
+    responses=responses(
+        201,
+        "CreatedApiKey",
+        "The key; `apiKey` is shown only here.",
+        errors={
+            404: "`not_found`: no such subscription, or another account's.",
+            409: "`subscription_not_active`.",
+        },
+    ),
+)
 def create_subscription_key(body: CreateSubscriptionKeyRequest):
     key, plaintext = api_keys.create_subscription_key(app.caller, body.name, body.subscription_id)
     metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)

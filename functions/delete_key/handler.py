@@ -5,13 +5,26 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.domain import api_keys
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
 
 
-@app.delete("/api/keys/<key_id>")
+@app.delete(
+    "/api/keys/<key_id>",
+    summary="Revoke a key",
+    description="Revoked at once: the proxy refuses it from the next request.",
+    tags=["Keys"],
+    operation_id="revokeKey",
+    responses=responses(
+        200,
+        "RevokedApiKey",
+        "Revoked.",
+        errors={404: "`not_found`: no such key (or already revoked), or another account's."},
+    ),
+)
 def delete_key(key_id: str):
     key = api_keys.revoke_key(app.caller, key_id)
     metrics.add_metric(name="ApiKeysRevoked", unit=MetricUnit.Count, value=1)

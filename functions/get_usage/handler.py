@@ -5,13 +5,24 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.domain import usage
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
 
 
-@app.get("/api/usage")
+@app.get(
+    "/api/usage",
+    summary="Usage",
+    description=(
+        "Every key (revoked ones included) with its subscription, limits and usage: lifetime, the current "
+        "minute (RPM/TPM) and, for subscription keys, the current 5-hour budget window."
+    ),
+    tags=["Usage"],
+    operation_id="getUsage",
+    responses=responses(200, "UsageReport", "Usage of every key."),
+)
 def get_usage():
     return ok({"keys": [views.key_usage(entry) for entry in usage.usage_report(app.caller)]})
 

@@ -5,13 +5,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.domain import api_keys
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
 
 
-@app.get("/api/keys")
+@app.get(
+    "/api/keys",
+    summary="List keys",
+    description="The account's API keys, never their secrets; revoked keys are gone.",
+    tags=["Keys"],
+    operation_id="listKeys",
+    responses=responses(200, "ApiKeyView", "The keys.", many=True),
+)
 def list_keys():
     return ok([views.api_key(key) for key in api_keys.list_keys(app.caller)])
 

@@ -5,13 +5,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.domain import wallets
 from llm_platform.observability import logger, metrics, tracer
 
 app = build_app()
 
 
-@app.get("/api/billing/wallets")
+@app.get(
+    "/api/billing/wallets",
+    summary="List wallets",
+    description="The wallets bound to the account.",
+    tags=["Wallets"],
+    operation_id="listWallets",
+    responses=responses(200, "WalletView", "The wallets.", many=True),
+)
 def list_wallets():
     return ok([views.wallet(binding) for binding in wallets.list_wallets(app.caller)])
 

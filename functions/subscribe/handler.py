@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import SubscribeRequest
 from llm_platform.domain import subscriptions
 from llm_platform.observability import logger, metrics, tracer
@@ -15,7 +16,22 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/billing/subscribe")
+@app.post(
+    "/api/billing/subscribe",
+    summary="Subscribe from the credit balance",
+    description=(
+        "Pays one period of the plan from the credit balance; with `createKey`, a key on it in the same "
+        "transaction. A short balance leaves nothing behind."
+    ),
+    tags=["Billing"],
+    operation_id="subscribe",
+    responses=responses(
+        201,
+        "Subscribed",
+        "The subscription (and key).",
+        errors={400: "`unknown_plan`.", 402: "`insufficient_credit`: the balance does not cover one period."},
+    ),
+)
 def subscribe(body: SubscribeRequest):
     subscription, issued = subscriptions.subscribe_with_credit(
         app.caller, body.plan_slug, body.create_key, body.key_name

@@ -4,6 +4,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api.app import build_app, ok
+from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import TopupRequest
 from llm_platform.domain import stripe_payments, usdc
 from llm_platform.observability import logger, metrics, tracer
@@ -11,7 +12,25 @@ from llm_platform.observability import logger, metrics, tracer
 app = build_app()
 
 
-@app.post("/api/billing/topup")
+@app.post(
+    "/api/billing/topup",
+    summary="Top up the credit balance",
+    description=(
+        "`stripe`: a Stripe Checkout Session for exactly `amount` USD (at least $10, whole cents); "
+        "`usdc`: where to send `amount` USDC, then bind the wallet and `POST /api/billing/verify-topup`."
+    ),
+    tags=["Billing"],
+    operation_id="topup",
+    responses=responses(
+        200,
+        ("CheckoutSession", "UsdcInstructions"),
+        "stripe: `{sessionUrl}`; usdc: `{address, chain, amount}`.",
+        errors={
+            400: "`amount_below_minimum`, `amount_too_large`, `invalid_amount` (card top-ups).",
+            503: "`stripe_not_configured`, `stripe_unavailable`, `usdc_not_configured`.",
+        },
+    ),
+)
 def topup(body: TopupRequest):
     if body.method == "stripe":
         return ok({"sessionUrl": stripe_payments.start_topup(app.caller, body.amount)})

@@ -30,6 +30,7 @@ from llm_platform.domain.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 from llm_platform.observability import logger
 
@@ -42,6 +43,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
@@ -72,20 +74,36 @@ def _header(event: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def _body_size(event: Mapping[str, Any]) -> int:
+def _raw_body(event: Mapping[str, Any]) -> bytes:
     body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return len(base64.b64decode(body, validate=False))
-    return len(body.encode())
+    return base64.b64decode(body, validate=False) if event.get("isBase64Encoded") else body.encode()
+
+
+def _check_size(event: Mapping[str, Any], limit: int) -> None:
+    if len(_raw_body(event)) > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+
+
+def _check_json(event: Mapping[str, Any]) -> None:
+    """JSON only (the resolver would otherwise parse a form body), valid UTF-8; no body is fine."""
+    raw = _raw_body(event)
+    if not raw:
+        return
+    media_type = (_header(event, "content-type") or "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Send JSON with 'Content-Type: application/json'.")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest("Request body is not valid JSON.", code="invalid_json") from error
 
 
 class ManagementApi(APIGatewayRestResolver):
     def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
-            limit = get_settings().max_body_bytes
-            if _body_size(event) > limit:
-                raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+            _check_size(event, get_settings().max_body_bytes)
             caller = accounts.authenticate(_header(event, "authorization"))
+            _check_json(event)
         except DomainError as error:
             logger.info("request refused", extra={"status": status_for(error).value, "code": error.code})
             return {

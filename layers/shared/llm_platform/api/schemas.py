@@ -13,6 +13,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -32,7 +33,21 @@ def _dollars_not_bool(value: Any) -> Any:
 
 
 # US dollars as sent by clients (number or string), exact to the micro-dollar, never a float.
-Usd = Annotated[Decimal, BeforeValidator(_dollars_not_bool), Field(gt=0, decimal_places=6, allow_inf_nan=False)]
+# WithJsonSchema only documents it (pydantic cannot express the constraints of a Decimal in JSON Schema).
+Usd = Annotated[
+    Decimal,
+    BeforeValidator(_dollars_not_bool),
+    Field(gt=0, decimal_places=6, allow_inf_nan=False),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$"},
+            ],
+            "description": "US dollars, a number or a decimal string, at most 6 decimals.",
+        }
+    ),
+]
 
 
 class RequestBody(BaseModel):
@@ -78,7 +93,7 @@ class CreateManagementKeyRequest(RequestBody):
 
 
 class _Amount(RequestBody):
-    amount: Usd = Field(le=1_000_000_000)
+    amount: Usd = Field(le=1_000_000_000, json_schema_extra={"maximum": 1_000_000_000})
 
 
 class TopupRequest(_Amount):
@@ -87,7 +102,9 @@ class TopupRequest(_Amount):
 
 class VerifyTopupRequest(_Amount):
     # Any shape: a malformed hash is the domain's 400 invalid_tx_hash, not a schema 422.
-    tx_hash: Any = Field(alias="txHash")
+    tx_hash: Annotated[Any, WithJsonSchema({"type": "string", "description": "0x + 64 hex digits"})] = Field(
+        alias="txHash"
+    )
 
 
 class WalletChallengeRequest(RequestBody):

@@ -1,8 +1,16 @@
-"""Response shapes of the management API (camelCase JSON, money as decimal strings)."""
+"""Response shapes of the management API (camelCase JSON, money as decimal strings).
+
+Each shape is a TypedDict too: the view functions are typed with them, and the routes name them in their
+OpenAPI ``responses`` (``llm_platform.api.openapi.responses``). ``bin/generate-openapi`` turns them into
+the document's schemas, closed (no other properties): a field added to a view but not to its shape fails
+the contract test (tests/integration/test_api_contract.py). TypedDicts are plain classes at run time: no
+model is built unless the document is generated."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, NotRequired
+
+from typing_extensions import TypedDict  # pydantic reads only this one on Python < 3.12
 
 from llm_platform.domain.billing import BillingStatus
 from llm_platform.domain.clock import to_iso
@@ -10,16 +18,203 @@ from llm_platform.domain.entities import ApiKey, KeyStatus, ManagementKey, Subsc
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.usage import KeyUsage
 
+Usd = str  # US dollars as a decimal string: "25.00"; usage spend may carry 6 decimals
+Timestamp = str  # ISO 8601 UTC with Z
+
+
+# ---------------------------------------------------------------------------------- shapes
+
+
+class ErrorDetail(TypedDict):
+    code: str  # snake_case, stable
+    message: str
+
+
+class ErrorResponse(TypedDict):
+    error: ErrorDetail
+
+
+class CreatedApiKey(TypedDict):
+    id: str
+    name: str
+    apiKey: str  # the secret, shown only here
+
+
+class ApiKeyView(TypedDict):
+    id: str
+    name: str
+    type: Literal["subscription", "credit"]
+    prefix: str
+    status: Literal["active", "disabled", "revoked"]
+    disabled: bool
+    subscriptionId: str | None
+    rpm: int
+    tpm: int
+    maxBudget: Usd | None
+    spend: Usd
+    createdAt: Timestamp
+
+
+class RevokedApiKey(TypedDict):
+    id: str
+    revoked: Literal[True]
+
+
+class ManagementKeyView(TypedDict):
+    id: str
+    name: str
+    prefix: str
+    createdAt: Timestamp
+    current: bool  # the key this request was made with
+
+
+class CreatedManagementKey(TypedDict):
+    id: str
+    name: str
+    managementKey: str  # the secret, shown only here
+
+
+class DeletedManagementKey(TypedDict):
+    id: str
+    deleted: Literal[True]
+
+
+class SubscriptionSummary(TypedDict):
+    id: str
+    planSlug: str
+    status: Literal["active", "past_due", "expired"]
+    currentPeriodEnd: Timestamp
+    cancelAtPeriodEnd: bool
+
+
+class KeyRef(TypedDict):
+    id: str
+    name: str
+
+
+class BillingSubscription(SubscriptionSummary):
+    keyCount: int
+    keys: list[KeyRef]
+
+
+class BillingStatusView(TypedDict):
+    subscriptions: list[BillingSubscription]
+    creditBalance: Usd
+
+
+class Subscribed(TypedDict):
+    subscription: SubscriptionSummary
+    key: NotRequired[CreatedApiKey]  # with createKey: true
+
+
+class CancelledSubscription(TypedDict):
+    id: str
+    cancelAtPeriodEnd: Literal[True]
+    currentPeriodEnd: Timestamp
+
+
+class CheckoutSession(TypedDict):
+    sessionUrl: str  # Stripe Checkout: send the customer there
+
+
+class UsdcInstructions(TypedDict):
+    address: str  # the deposit address
+    chain: str  # "base"
+    amount: str  # the amount to send, in USDC (= USD)
+
+
+class WalletChallenge(TypedDict):
+    message: str  # the EIP-4361 message to sign with personal_sign
+    expiresAt: Timestamp
+
+
+class WalletView(TypedDict):
+    address: str  # EIP-55 checksummed
+    boundAt: Timestamp
+
+
+class TopupCredited(TypedDict):
+    txHash: str
+    credited: Usd
+    creditBalance: Usd
+
+
+class TopupPending(TypedDict):
+    txHash: str
+    status: Literal["pending"]
+    confirmations: int
+    requiredConfirmations: int
+
+
+class UsageLimits(TypedDict):
+    rpm: int
+    tpm: int
+    maxBudget: Usd | None
+    budgetPer5h: Usd | None
+
+
+class LifetimeUsage(TypedDict):
+    requests: int
+    inputTokens: int
+    outputTokens: int
+    totalTokens: int
+    spend: Usd
+
+
+class MinuteUsage(TypedDict):
+    start: Timestamp
+    end: Timestamp
+    requests: int
+    tokens: int
+
+
+class BudgetWindowUsage(TypedDict):
+    start: Timestamp
+    end: Timestamp
+    requests: int
+    tokens: int
+    spend: Usd
+    budget: Usd
+    remaining: Usd
+
+
+class KeyUsageCounters(TypedDict):
+    lifetime: LifetimeUsage
+    currentMinute: MinuteUsage
+    currentBudgetWindow: BudgetWindowUsage | None  # subscription keys only
+
+
+class KeyUsageView(TypedDict):
+    id: str
+    name: str
+    type: Literal["subscription", "credit"]
+    status: Literal["active", "disabled", "revoked"]
+    subscription: SubscriptionSummary | None
+    limits: UsageLimits
+    usage: KeyUsageCounters
+
+
+class UsageReport(TypedDict):
+    keys: list[KeyUsageView]
+
+
+class WebhookReceipt(TypedDict):
+    received: Literal[True]
+    outcome: Literal["applied", "duplicate", "ignored"]
+
+
+# ---------------------------------------------------------------------------------- views
+
 
 def _usd(micros: int | None) -> str | None:
     return None if micros is None else format_usd(micros)
 
 
-def created_api_key(key: ApiKey, plaintext: str) -> dict[str, Any]:
+def created_api_key(key: ApiKey, plaintext: str) -> CreatedApiKey:
     return {"id": key.key_id, "name": key.name, "apiKey": plaintext}
 
 
-def api_key(key: ApiKey) -> dict[str, Any]:
+def api_key(key: ApiKey) -> ApiKeyView:
     return {
         "id": key.key_id,
         "name": key.name,
@@ -36,7 +231,7 @@ def api_key(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def management_key(key: ManagementKey, current_key_id: str) -> dict[str, Any]:
+def management_key(key: ManagementKey, current_key_id: str) -> ManagementKeyView:
     return {
         "id": key.key_id,
         "name": key.name,
@@ -46,11 +241,11 @@ def management_key(key: ManagementKey, current_key_id: str) -> dict[str, Any]:
     }
 
 
-def created_management_key(key: ManagementKey, plaintext: str) -> dict[str, Any]:
+def created_management_key(key: ManagementKey, plaintext: str) -> CreatedManagementKey:
     return {"id": key.key_id, "name": key.name, "managementKey": plaintext}
 
 
-def subscription_summary(subscription: Subscription) -> dict[str, Any]:
+def subscription_summary(subscription: Subscription) -> SubscriptionSummary:
     return {
         "id": subscription.subscription_id,
         "planSlug": subscription.plan_slug,
@@ -60,7 +255,7 @@ def subscription_summary(subscription: Subscription) -> dict[str, Any]:
     }
 
 
-def billing_status(status: BillingStatus) -> dict[str, Any]:
+def billing_status(status: BillingStatus) -> BillingStatusView:
     return {
         "subscriptions": [
             {
@@ -74,7 +269,7 @@ def billing_status(status: BillingStatus) -> dict[str, Any]:
     }
 
 
-def key_usage(entry: KeyUsage) -> dict[str, Any]:
+def key_usage(entry: KeyUsage) -> KeyUsageView:
     key, subscription = entry.key, entry.subscription
     minute_tokens = entry.minute_counters.get("tokens", 0)
     budget_window = None
@@ -120,11 +315,11 @@ def key_usage(entry: KeyUsage) -> dict[str, Any]:
     }
 
 
-def wallet(binding: dict[str, Any]) -> dict[str, Any]:
+def wallet(binding: dict[str, Any]) -> WalletView:
     return {"address": binding["address"], "boundAt": binding["boundAt"]}
 
 
-def topup_result(result: Any) -> dict[str, Any]:
+def topup_result(result: Any) -> TopupCredited | TopupPending:
     if result.pending:
         return {
             "txHash": result.tx_hash,

@@ -42,5 +42,9 @@ class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+
+
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
