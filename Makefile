@@ -6,12 +6,12 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dev test lint validate unit integration e2e bench build layer-requirements clean
+.PHONY: help install system-deps dev test lint validate unit integration e2e bench build layer-requirements openapi clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | bench | lint | validate | build"
+	@echo "make unit | integration | e2e | bench | lint | validate | build | openapi"
 
 # Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
 # browser test paying on the Stripe simulator's checkout page) from apt when missing.
@@ -82,6 +82,10 @@ layer-requirements:
 # sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
 build: $(TOOLS)/.installed layer-requirements
 	PYENV_VERSION=$${PYENV_VERSION:-$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | head -1)} $(TOOLS)/bin/sam build
+
+# openapi.json is generated from the handlers; tests/unit/test_openapi.py fails when it is stale.
+openapi: $(VENV)/.installed
+	$(PY) bin/generate-openapi
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .ruff_cache
