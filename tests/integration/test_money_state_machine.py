@@ -1,0 +1,683 @@
+"""Every money path at once, as a stateful property test on DynamoDB Local.
+
+Hypothesis drives a model of the platform's money (balances, ledger entries, payments, subscriptions,
+credit keys and the requests they have in flight) through random sequences of the real operations:
+- card top-ups through the Stripe webhook function (signed events: paid, unpaid then paid later,
+  and replays of earlier events or of the same Checkout Session under a new event id);
+- operator grants;
+- subscribing from credits (402 when short) and cancelling;
+- inference on credit keys: over real HTTP through the local stack's gateway and proxy (the built-in
+  deterministic upstream: ``test/echo``, ``test/story``, ``test/no-usage``; ``test/cutoff`` for an
+  upstream that fails), and in-process through the proxy's own ``Meter`` so that reservations stay
+  in flight across steps and are settled (real cost at most the reservation) or released later;
+- the expiry job with the clock moved forward (renewals from credits, expiries).
+
+After every step the invariants compare the model with what is stored:
+- the ledger explains the balance: ``balance + in-flight reservations == sum(ledger entries)``. A credit
+  key's admission deducts its worst-case cost from the balance without a ledger entry; the settle
+  refunds the difference and writes the one ``usage`` entry (-cost). With nothing in flight this is
+  exactly ``balance == sum(ledger)``;
+- a balance is never negative (admission requires it to cover the whole reservation, a settle never
+  costs more than was reserved, and charges are conditioned on the balance);
+- each Checkout Session is credited at most once: one ``stripe#checkout#<id>`` PaymentEvents record
+  and one ledger entry if it was paid, none if never paid; an event id is recorded iff it applied;
+- the stored balances, ledger entries (kind, amount, reference) and credit keys' spend are the model's.
+
+Isolation: the DynamoDB Local is shared by the whole session, so every example uses fresh accounts, and
+the expiry job's due query (real, on the ``byPeriodEnd`` index) is narrowed to this test's accounts:
+moving the clock forward must not renew, expire or ask Stripe about other tests' subscriptions.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import importlib.util
+import itertools
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.data.dynamo import client, query_all
+from llm_platform.domain import accounts as accounts_domain
+from llm_platform.domain import api_keys, subscriptions
+from llm_platform.domain.accounts import Caller
+from llm_platform.domain.billing import add_months
+from llm_platform.domain.clock import from_iso, to_iso, utc_now
+from llm_platform.domain.errors import Conflict, InsufficientCredit
+from llm_platform.domain.plans import catalog
+from llm_platform.proxy import catalog as proxy_catalog
+from llm_platform.proxy.errors import ProxyError
+from llm_platform.proxy.keys import KeyCache
+from llm_platform.proxy.metering import Admission, Meter
+from llm_platform.proxy.pricing import cost_micros, input_token_bound
+from tests.support.lambda_events import FakeContext, api_event
+from tests.support.stripe_events import body_of, sample, signed
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "whsec_money_state_machine"
+MICROS_PER_CENT = 10_000
+MAX_ACCOUNTS = 3
+WORDS = ("hi", "hello", "token", "a", "lorem", "ipsum", "tokenization")
+STARTING_CREDIT = st.one_of(st.just(0), st.integers(1, 150).map(lambda usd: usd * 1_000_000))
+SETTINGS = settings(
+    max_examples=25,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,  # no .hypothesis/ folder in the repository; a failure prints its steps and a blob
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+OUTCOMES: collections.Counter = collections.Counter()  # what the examples exercised, printed at the end (-s)
+
+
+def note(outcome: str) -> None:
+    event(outcome)
+    OUTCOMES[outcome] += 1
+
+
+# ---------------------------------------------------------------- the model
+@dataclass
+class AccountModel:
+    account_id: str
+    caller: Caller
+    balance: int = 0  # what the Accounts table must hold: reservations in flight already deducted
+    ledger: collections.Counter = field(default_factory=collections.Counter)  # (kind, amount, reference)
+    in_flight: int = 0  # reservations of admitted, not yet settled requests
+
+    def book(self, kind: str, amount: int, reference: str) -> None:
+        self.balance += amount
+        self.ledger[(kind, amount, reference)] += 1
+
+
+@dataclass
+class KeyModel:
+    key_id: str
+    key_hash: str
+    plaintext: str
+    account_id: str
+    max_budget: int | None
+    spend: int = 0  # settled costs plus reservations in flight (what ApiKeys.spendMicros holds)
+
+
+@dataclass
+class SessionModel:
+    session_id: str
+    paid_by: str | None = None  # the account credited, once paid
+    paid_micros: int = 0
+    events: list[dict] = field(default_factory=list)  # every event delivered about it
+
+
+@dataclass
+class SubscriptionModel:
+    subscription_id: str
+    account_id: str
+    plan_slug: str
+    price: int
+    period_end: str
+    keys: int  # live keys on it (revoked when it expires)
+    cancelled: bool = False
+    live: bool = True  # active and in the due index
+
+
+@dataclass
+class InFlight:
+    admission: Admission
+    account_id: str
+    key: KeyModel
+    reserve: int
+
+
+@dataclass
+class Env:
+    deliver: Any  # signed Stripe event -> (status, outcome)
+    http: httpx.Client  # the local stack's gateway
+    tables: dict[str, str]
+    my_accounts: set[str]  # the accounts of the running example: the expiry job sees only theirs
+
+
+# ---------------------------------------------------------------- the state machine
+class MoneyMachine(RuleBasedStateMachine):
+    accounts = Bundle("accounts")
+    credit_keys = Bundle("credit_keys")
+    sessions = Bundle("sessions")
+    subs = Bundle("subscriptions")
+    in_flight = Bundle("in_flight")
+
+    def __init__(self, env: Env) -> None:
+        super().__init__()
+        self.env = env
+        env.my_accounts.clear()  # earlier examples' subscriptions must not fall due in this one
+        self.nonce = uuid.uuid4().hex[:12]  # per example: session ids never meet another example's
+        self.model_accounts: dict[str, AccountModel] = {}
+        self.model_keys: dict[str, KeyModel] = {}
+        self.model_sessions: dict[str, SessionModel] = {}
+        self.applied_events: set[str] = set()
+        self.delivered_events: set[str] = set()
+        self.model_subs: dict[str, SubscriptionModel] = {}
+        self.meter = Meter(KeyCache())
+        self.clock = utc_now()
+        self.grants = 0
+        self.plans = {plan.slug: plan for plan in catalog().plans}
+
+    # ------------------------------------------------------------ accounts and credit
+    def _new_account(self) -> str:
+        created = accounts_domain.create_account(f"money-sm-{self.nonce}")
+        self.env.my_accounts.add(created.account_id)
+        self.model_accounts[created.account_id] = AccountModel(
+            created.account_id, Caller(created.account_id, created.management_key_id)
+        )
+        return created.account_id
+
+    def _first_account(self) -> str:
+        return next(iter(self.model_accounts), None) or self._new_account()
+
+    @initialize(target=accounts, credit=STARTING_CREDIT)
+    def first_account(self, credit: int) -> str:
+        """Given a fresh account for this example, holding an operator grant of ``credit`` (if any)."""
+        account = self._first_account()
+        if credit:
+            self.grant(account, credit)
+        return account
+
+    @initialize(target=credit_keys)
+    def first_credit_key(self) -> str:
+        """Given an uncapped credit key on the first account (the initializers run in any order)."""
+        return self.create_credit_key(self._first_account(), None)
+
+    @precondition(lambda self: len(self.model_accounts) < MAX_ACCOUNTS)
+    @rule(target=accounts, credit=STARTING_CREDIT)
+    def another_account(self, credit: int) -> str:
+        account = self._new_account()
+        if credit:
+            self.grant(account, credit)
+        return account
+
+    @rule(
+        account=accounts,
+        amount=st.one_of(st.integers(1, 20_000), st.integers(1, 100).map(lambda usd: usd * 1_000_000)),
+    )
+    def grant(self, account: str, amount: int) -> None:
+        """When the operator grants credit, then balance and ledger move together by exactly that."""
+        self.grants += 1
+        reason = f"money-sm grant {self.nonce} #{self.grants}"
+        stored = accounts_domain.grant_credit(account, amount, reason)
+        self.model_accounts[account].book("grant", amount, reason)
+        assert stored.credit_balance_micros == self.model_accounts[account].balance
+
+    # ------------------------------------------------------------ Stripe card top-ups
+    def _event(self, name: str, session_id: str, account: str, cents: int) -> dict:
+        stripe_event = sample(name, account_id=account, id=f"evt_sm_{uuid.uuid4().hex}")
+        obj = stripe_event["data"]["object"]
+        obj["id"], obj["amount_subtotal"], obj["amount_total"] = session_id, cents, cents
+        obj["metadata"]["creditMicros"] = str(cents * MICROS_PER_CENT)
+        return stripe_event
+
+    def _deliver_payment(self, stripe_event: dict) -> None:
+        """Deliver a checkout event and check the outcome the model expects: an unpaid session credits
+        nothing; a paid one credits its subtotal once per session; anything seen before is a repeat."""
+        obj = stripe_event["data"]["object"]
+        session = self.model_sessions.setdefault(obj["id"], SessionModel(obj["id"]))
+        paid = obj["payment_status"] == "paid"
+        if not paid:
+            expected = "ignored"
+        elif stripe_event["id"] in self.applied_events or session.paid_by is not None:
+            expected = "duplicate"
+        else:
+            expected = "applied"
+        status, outcome = self.env.deliver(stripe_event)
+        note(f"stripe {obj['payment_status']}: {outcome}")
+        assert (status, outcome) == (200, expected), (stripe_event["type"], obj["id"], obj["payment_status"])
+        self.delivered_events.add(stripe_event["id"])
+        session.events.append(stripe_event)
+        if expected == "applied":
+            self.applied_events.add(stripe_event["id"])
+            account = obj["client_reference_id"]
+            session.paid_by, session.paid_micros = account, obj["amount_subtotal"] * MICROS_PER_CENT
+            self.model_accounts[account].book("topup_stripe", session.paid_micros, f"stripe#checkout#{obj['id']}")
+
+    @rule(
+        target=sessions,
+        account=accounts,
+        session=st.integers(0, 5),
+        cents=st.integers(1_000, 12_000),
+        paid=st.booleans(),
+    )
+    def stripe_topup(self, account: str, session: int, cents: int, paid: bool) -> str:
+        """Given a Checkout Session of a top-up (a few ids only, so some are met again, even by another
+        account), when Stripe says it completed, paid or still unpaid (a bank debit clearing), then a
+        paid session is credited its subtotal unless it was paid before, and an unpaid one credits nothing."""
+        session_id = f"cs_test_sm_{self.nonce}_{session}"
+        name = "checkout.session.completed.topup" if paid else "checkout.session.completed.unpaid"
+        self._deliver_payment(self._event(name, session_id, account, cents))
+        return session_id
+
+    @rule(session_id=sessions, payer=accounts)
+    def stripe_async_payment_succeeded(self, session_id: str, payer: str) -> None:
+        """When a session's delayed payment succeeds (a new event, naming any account), then it is credited
+        only if no event paid it before."""
+        first = self.model_sessions[session_id].events[0]["data"]["object"]
+        name = "checkout.session.async_payment_succeeded"
+        self._deliver_payment(self._event(name, session_id, payer, first["amount_subtotal"]))
+
+    @rule(session_id=sessions, data=st.data())
+    def stripe_replay_same_event(self, session_id: str, data: st.DataObject) -> None:
+        """When Stripe delivers an earlier event again (same id, same body), then nothing is credited."""
+        stripe_event = data.draw(st.sampled_from(self.model_sessions[session_id].events), label="event")
+        self._deliver_payment(copy.deepcopy(stripe_event))
+
+    @rule(session_id=sessions, cents=st.integers(1_000, 12_000))
+    def stripe_replay_new_event_id(self, session_id: str, cents: int) -> None:
+        """When another paid event (new id, any amount) names a session that was paid already, then nothing
+        is credited; a session never paid is paid by it (at the session's own amount, as Stripe sends)."""
+        session = self.model_sessions[session_id]
+        first = session.events[0]["data"]["object"]
+        amount = cents if session.paid_by is not None else first["amount_subtotal"]
+        stripe_event = self._event("checkout.session.completed.topup", session_id, first["client_reference_id"], amount)
+        self._deliver_payment(stripe_event)
+
+    # ------------------------------------------------------------ subscriptions from credits
+    @rule(target=subs, account=accounts, plan=st.sampled_from(["standard", "pro"]), create_key=st.booleans())
+    def subscribe(self, account: str, plan: str, create_key: bool) -> Any:
+        """When the account subscribes from credits, then one period's price is charged with its ledger
+        entry if the balance covers it; otherwise 402 InsufficientCredit and nothing changes."""
+        model = self.model_accounts[account]
+        price = self.plans[plan].price_micros
+        if model.balance < price:
+            with pytest.raises(InsufficientCredit):
+                subscriptions.subscribe_with_credit(model.caller, plan, create_key, "sm-key")
+            note("subscribe: 402")
+            return multiple()
+        subscription, issued = subscriptions.subscribe_with_credit(model.caller, plan, create_key, "sm-key")
+        assert (issued is not None) == create_key
+        note("subscribe: 201")
+        model.book("subscription", -price, subscription.subscription_id)
+        self.model_subs[subscription.subscription_id] = SubscriptionModel(
+            subscription.subscription_id, account, plan, price, subscription.current_period_end, int(create_key)
+        )
+        return subscription.subscription_id
+
+    @rule(subscription_id=subs)
+    def cancel(self, subscription_id: str) -> None:
+        """When the customer cancels, then it stays live to its period end and will not renew; a second
+        cancel is 409, and so is cancelling an expired one."""
+        sub = self.model_subs[subscription_id]
+        caller = self.model_accounts[sub.account_id].caller
+        if not sub.live or sub.cancelled:
+            with pytest.raises(Conflict) as refused:
+                subscriptions.cancel(caller, subscription_id)
+            assert refused.value.code == ("already_cancelled" if sub.live else "subscription_not_active")
+            note(f"cancel: {refused.value.code}")
+            return
+        assert subscriptions.cancel(caller, subscription_id).cancel_at_period_end
+        sub.cancelled = True
+        note("cancel: ok")
+
+    @precondition(lambda self: any(sub.live for sub in self.model_subs.values()))
+    @rule(days=st.integers(0, 75), hours=st.integers(0, 23))
+    def expiry_run(self, days: int, hours: int) -> None:
+        """Given the clock moved forward, when the expiry job runs, then each due subscription is renewed
+        from credits (not cancelled, balance covers it: one charge and ledger entry, the next period) or
+        expired with its keys revoked; due ones are taken in period-end order, in any order among equal
+        period ends (the index does not order those)."""
+        self.clock = max(self.clock, utc_now()) + timedelta(days=days, hours=hours)
+        now_iso = to_iso(self.clock)
+        due = [s for s in self.model_subs.values() if s.live and s.period_end <= now_iso]
+        report = subscriptions.run_expiry(self.clock)
+        renewed, expired = set(report.renewed), set(report.expired)
+        assert len(report.renewed) == len(renewed) and len(report.expired) == len(expired)
+        assert renewed | expired == {s.subscription_id for s in due} and not renewed & expired
+        balances = {account_id: model.balance for account_id, model in self.model_accounts.items()}
+        # Subscriptions of one account due at the same moment compete for its balance in any order.
+        for _, tied in itertools.groupby(sorted(due, key=lambda s: (s.period_end, s.account_id)), key=_end_account):
+            tied = list(tied)
+            possible = {_renewals(order, dict(balances)) for order in itertools.permutations(tied)}
+            assert frozenset(s.subscription_id for s in tied if s.subscription_id in renewed) in possible
+            for sub in tied:
+                if sub.subscription_id in renewed:
+                    balances[sub.account_id] -= sub.price
+        revoked = 0
+        for sub in due:
+            stored = subscriptions_table.get(sub.subscription_id)
+            if sub.subscription_id in renewed:
+                months = self.plans[sub.plan_slug].interval_months
+                start = from_iso(sub.period_end)
+                if add_months(start, months) <= self.clock:  # lapsed longer than a period: starts now
+                    start = self.clock
+                new_end = to_iso(add_months(start, months))
+                self.model_accounts[sub.account_id].book(
+                    "subscription_renewal", -sub.price, f"{sub.subscription_id}@{sub.period_end}"
+                )
+                sub.period_end = new_end
+                assert (stored.status, stored.current_period_end) == ("active", new_end)
+            else:
+                sub.live = False
+                revoked += sub.keys
+                sub.keys = 0
+                assert stored.status == "expired"
+        assert report.keys_revoked == revoked
+        note(f"expiry: {len(renewed)} renewed, {len(expired)} expired")
+
+    # ------------------------------------------------------------ spending on credit keys
+    @rule(
+        target=credit_keys,
+        account=accounts,
+        max_budget=st.one_of(st.none(), st.integers(1, 10_000), st.integers(1, 50).map(lambda usd: usd * 1_000_000)),
+    )
+    def create_credit_key(self, account: str, max_budget: int | None) -> str:
+        """Given a credit key on the account, optionally capped by maxBudget (rate limits out of the way)."""
+        key, plaintext = api_keys.create_credit_key(
+            self.model_accounts[account].caller, "sm-credit", max_budget, 100_000, 100_000_000
+        )
+        self.model_keys[key.key_id] = KeyModel(key.key_id, key.key_hash, plaintext, account, max_budget)
+        return key.key_id
+
+    def _admissible(self, key: KeyModel, reserve: int) -> int | None:
+        """The refusal status the proxy must give before anything is charged, or None when admitted:
+        400 if the reservation exceeds the key's whole maxBudget, 402 if the balance or the maxBudget
+        left does not cover it (reservations in flight count as spent)."""
+        if key.max_budget is not None and reserve > key.max_budget:
+            return 400
+        if key.max_budget is not None and key.spend + reserve > key.max_budget:
+            return 402
+        if self.model_accounts[key.account_id].balance < reserve:
+            return 402
+        return None
+
+    def _charged(self, key: KeyModel, cost: int, reference: str) -> None:
+        key.spend += cost
+        if cost:
+            self.model_accounts[key.account_id].book("usage", -cost, reference)
+
+    @rule(
+        key_id=credit_keys,
+        model=st.sampled_from(["test/echo", "test/story", "test/no-usage"]),
+        stream=st.booleans(),
+        words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6),
+        system=st.none() | st.sampled_from(["be brief", "you are a helpful assistant"]),
+        max_tokens=st.none() | st.integers(1, 6),
+    )
+    def infer_over_http(
+        self, key_id: str, model: str, stream: bool, words: list[str], system: str | None, max_tokens: int | None
+    ) -> None:
+        """When the key calls /v1/chat/completions on the local stack (real gateway, proxy, upstream),
+        then it is admitted only if the worst-case cost is covered, and charged exactly the real cost,
+        which is at most the reservation (the rest is refunded by the settle)."""
+        if stream and model == "test/story" and max_tokens is None:
+            max_tokens = 4  # the story runs to the cap: keep streamed chunks few
+        key = self.model_keys[key_id]
+        text = " ".join(words)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        raw = json.dumps(body).encode()
+        priced = proxy_catalog.models()[model]
+        cap = max_tokens or priced.default_max_output_tokens
+        reserve = cost_micros(
+            input_token_bound(len(raw), len(messages), 0), cap, priced.input_price, priced.output_price
+        )
+        refusal = self._admissible(key, reserve)
+        headers = {"Authorization": f"Bearer {key.plaintext}", "Content-Type": "application/json"}
+        content = ""
+        with self.env.http.stream("POST", "/v1/chat/completions", content=raw, headers=headers) as response:
+            if response.status_code == 200 and stream:
+                for line in response.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        for choice in json.loads(line[6:]).get("choices") or []:
+                            content += choice.get("delta", {}).get("content") or ""
+            else:
+                response.read()
+        note(f"http {model} stream={stream}: {response.status_code}")
+        if refusal is not None:
+            assert response.status_code == refusal, response.text
+            return
+        assert response.status_code == 200, response.text
+        if not stream:
+            content = response.json()["choices"][0]["message"]["content"]
+        # The real cost, from the deterministic upstream: echo models repeat the user message, the story
+        # runs to the cap; test/no-usage sends no usage, so the proxy counts ~4 characters a token.
+        reply = " ".join(words[:cap]) if model != "test/story" else " ".join(f"word{i}" for i in range(1, cap + 1))
+        assert content == reply
+        if model == "test/no-usage":
+            prompt = " ".join(m["content"] for m in messages)
+            tokens_in, tokens_out = max(1, -(-len(prompt) // 4)), -(-len(reply) // 4)
+        else:
+            tokens_in = sum(len(m["content"].split()) + 3 for m in messages)
+            tokens_out = len(reply.split())
+        cost = -(-(tokens_in * priced.input_price + tokens_out * priced.output_price) // 1_000_000)
+        assert 0 < cost <= reserve
+        if not stream:
+            assert Decimal(response.headers["x-request-cost"]) * 1_000_000 == cost
+        self._charged(key, cost, response.headers["x-request-id"])
+
+    @rule(key_id=credit_keys, words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
+    def infer_upstream_fails(self, key_id: str, words: list[str]) -> None:
+        """When the only provider dies mid-answer (test/cutoff), then 502 and the reservation is released:
+        nothing charged, no ledger entry (or the usual 402/400 if it could not be admitted at all)."""
+        key = self.model_keys[key_id]
+        body = {"model": "test/cutoff", "messages": [{"role": "user", "content": " ".join(words)}], "max_tokens": 3}
+        raw = json.dumps(body).encode()
+        priced = proxy_catalog.models()["test/cutoff"]
+        reserve = cost_micros(input_token_bound(len(raw), 1, 0), 3, priced.input_price, priced.output_price)
+        refusal = self._admissible(key, reserve)
+        headers = {"Authorization": f"Bearer {key.plaintext}", "Content-Type": "application/json"}
+        response = self.env.http.post("/v1/chat/completions", content=raw, headers=headers)
+        note(f"upstream fails: {response.status_code}")
+        assert response.status_code == (refusal or 502), response.text
+        if refusal is None:
+            assert response.json()["error"]["code"] in ("upstream_unavailable", "upstream_error")
+
+    @rule(
+        target=in_flight,
+        key_id=credit_keys,
+        reserve=st.one_of(st.integers(1, 5_000), st.integers(1, 30).map(lambda d: d * 1_000_000)),
+    )
+    def admit_in_process(self, key_id: str, reserve: int) -> Any:
+        """When the proxy's Meter admits a request reserving ``reserve`` (in process, left in flight), then
+        the balance and the key's spend hold the reservation at once, with no ledger entry yet."""
+        key = self.model_keys[key_id]
+        snapshot = self.meter.keys.lookup(key.plaintext)
+        refusal = self._admissible(key, reserve)
+        request_id = str(uuid.uuid4())
+        if refusal is not None:
+            with pytest.raises(ProxyError) as refused:
+                self.meter.admit(snapshot, reserve, 100, request_id, utc_now())
+            assert refused.value.status == refusal
+            note(f"admit in process: {refusal}")
+            return multiple()
+        admission = self.meter.admit(snapshot, reserve, 100, request_id, utc_now())
+        model = self.model_accounts[key.account_id]
+        model.balance -= reserve
+        model.in_flight += reserve
+        key.spend += reserve
+        note("admit in process: admitted")
+        return InFlight(admission, key.account_id, key, reserve)
+
+    @rule(request=consumes(in_flight), share=st.sampled_from([0.0, 0.01, 0.5, 0.99, 1.0]))
+    def settle_in_process(self, request: InFlight, share: float) -> None:
+        """When an in-flight request settles with its real cost (at most the reservation), then the
+        difference is refunded and one usage entry of -cost is written (none for a zero cost)."""
+        cost = int(request.reserve * share)
+        self.meter.settle(
+            request.admission, input_tokens=7, output_tokens=11, cost_micros=cost, counted=True, now=utc_now()
+        )
+        self._end_in_flight(request)
+        self._charged(request.key, cost, request.admission.request_id)
+        note(f"settle in process: {share:.0%} of the reservation")
+
+    @rule(request=consumes(in_flight))
+    def release_in_process(self, request: InFlight) -> None:
+        """When no provider could serve an in-flight request, then its whole reservation comes back."""
+        self.meter.settle(
+            request.admission, input_tokens=0, output_tokens=0, cost_micros=0, counted=False, now=utc_now()
+        )
+        self._end_in_flight(request)
+        note("release in process")
+
+    def _end_in_flight(self, request: InFlight) -> None:
+        model = self.model_accounts[request.account_id]
+        model.balance += request.reserve
+        model.in_flight -= request.reserve
+        request.key.spend -= request.reserve
+
+    # ------------------------------------------------------------ invariants
+    # Reads are consistent (base tables only) and batched: one call per table, one query per ledger.
+    def _get_many(self, table: str, key_name: str, keys: list[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 100):
+            request = {
+                self.env.tables[table]: {
+                    "Keys": [{key_name: {"S": key}} for key in unique[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = client().batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.env.tables[table], []):
+                    found[item[key_name]["S"]] = item
+                request = response.get("UnprocessedKeys") or None
+        return found
+
+    def _stored_balances(self) -> dict[str, int]:
+        items = self._get_many("AccountsTable", "accountId", list(self.model_accounts))
+        return {account_id: int(item["creditBalanceMicros"]["N"]) for account_id, item in items.items()}
+
+    def _stored_ledgers(self) -> dict[str, list[dict]]:
+        """Every ledger entry of every account (deserialized: amounts are Decimals)."""
+        return {
+            account_id: query_all(
+                TableName=self.env.tables["LedgerTable"],
+                KeyConditionExpression="accountId = :a",
+                ExpressionAttributeValues={":a": {"S": account_id}},
+                ConsistentRead=True,
+            )
+            for account_id in self.model_accounts
+        }
+
+    @invariant()
+    def ledger_explains_balance(self) -> None:
+        """Then balance + reservations in flight == sum of the account's ledger entries (no reservation
+        in flight: balance == sum of the ledger)."""
+        balances, ledgers = self._stored_balances(), self._stored_ledgers()
+        for account_id, model in self.model_accounts.items():
+            ledger_sum = sum(int(entry["amountMicros"]) for entry in ledgers[account_id])
+            assert balances[account_id] + model.in_flight == ledger_sum, (account_id, model.in_flight)
+
+    @invariant()
+    def balance_never_negative(self) -> None:
+        """Then no balance is ever below zero (one request at a time, none may overdraw it)."""
+        for account_id, balance in self._stored_balances().items():
+            assert balance >= 0, account_id
+
+    @invariant()
+    def payments_credited_at_most_once(self) -> None:
+        """Then a paid Checkout Session has exactly one dedup record and one ledger entry, a never-paid
+        one none; an event id is recorded exactly when it was applied."""
+        if not self.model_sessions:
+            return
+        references = collections.Counter(
+            entry["reference"] for entries in self._stored_ledgers().values() for entry in entries
+        )
+        session_keys = {f"stripe#checkout#{session_id}": s for session_id, s in self.model_sessions.items()}
+        event_keys = {f"stripe#event#{event_id}": event_id for event_id in self.delivered_events}
+        recorded = self._get_many("PaymentEventsTable", "eventKey", [*session_keys, *event_keys])
+        for reference, session in session_keys.items():
+            expected = int(session.paid_by is not None)
+            assert (int(reference in recorded), references[reference]) == (expected, expected), session
+            if expected:
+                assert recorded[reference]["accountId"]["S"] == session.paid_by
+        for event_key, event_id in event_keys.items():
+            assert (event_key in recorded) == (event_id in self.applied_events), event_id
+
+    @invariant()
+    def stored_state_is_the_models(self) -> None:
+        """Then balances, ledger entries (kind, amount, reference) and credit keys' spend are the model's."""
+        balances, ledgers = self._stored_balances(), self._stored_ledgers()
+        for account_id, model in self.model_accounts.items():
+            assert balances[account_id] == model.balance, account_id
+            entries = ledgers[account_id]
+            stored = collections.Counter((e["kind"], int(e["amountMicros"]), e["reference"]) for e in entries)
+            assert stored == +model.ledger, account_id
+        keys = self._get_many("ApiKeysTable", "keyHash", [key.key_hash for key in self.model_keys.values()])
+        for key in self.model_keys.values():
+            assert int(keys[key.key_hash].get("spendMicros", {"N": "0"})["N"]) == key.spend, key.key_id
+
+
+def _end_account(sub: SubscriptionModel) -> tuple[str, str]:
+    return sub.period_end, sub.account_id
+
+
+def _renewals(order: tuple[SubscriptionModel, ...], balances: dict[str, int]) -> frozenset[str]:
+    """Which of ``order`` (due at the same moment) renew when taken in this order."""
+    renewed = set()
+    for sub in order:
+        if not sub.cancelled and balances[sub.account_id] >= sub.price:
+            balances[sub.account_id] -= sub.price
+            renewed.add(sub.subscription_id)
+    return frozenset(renewed)
+
+
+# ---------------------------------------------------------------- the test
+@pytest.fixture
+def env(local_stack, monkeypatch) -> Any:
+    # The webhook function with a secret of this test's own, as Stripe would sign with it.
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:MONEY_SM_WEBHOOK_SECRET")
+    monkeypatch.setenv("MONEY_SM_WEBHOOK_SECRET", SECRET)
+    from llm_platform.config import get_settings
+
+    get_settings.cache_clear()
+    spec = importlib.util.spec_from_file_location("money_sm_webhook", REPO / "functions/stripe_webhook/handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def deliver(event: dict) -> tuple[int, str]:
+        body = body_of(event)
+        request = api_event("POST", "/api/billing/webhook", raw=body)
+        request["headers"]["Stripe-Signature"] = signed(body, SECRET)
+        response = module.lambda_handler(request, FakeContext())
+        payload = json.loads(response["body"])
+        return response["statusCode"], payload.get("data", {}).get("outcome") or payload["error"]["code"]
+
+    # The expiry job's real due query, narrowed to this test's accounts (see the module doc).
+    mine: set[str] = set()
+    real_due = subscriptions_table.due
+    monkeypatch.setattr(subscriptions_table, "due", lambda now: [s for s in real_due(now) if s.account_id in mine])
+    with httpx.Client(base_url=local_stack.api_url, timeout=30) as http:
+        yield Env(deliver, http, local_stack.table_names, mine)
+    get_settings.cache_clear()
+
+
+# Passing takes seconds; a failure is shrunk to a minimal sequence of steps for up to 5 minutes
+# (Hypothesis's own cap), hence more than the suite's default timeout.
+@pytest.mark.timeout(600)
+def test_money_paths_keep_every_micro_dollar_accounted_for(env: Env) -> None:
+    """Given fresh accounts, when random sequences of payments, subscriptions, spending and expiry runs
+    happen, then after every step each micro-dollar is where the model says, explained by the ledger."""
+    OUTCOMES.clear()
+    run_state_machine_as_test(lambda: MoneyMachine(env), settings=SETTINGS)
+    print("money state machine outcomes:", dict(sorted(OUTCOMES.items())))
