@@ -30,9 +30,11 @@ def api_event(
     key: str | None = None,
     raw: str | None = None,
     base64_body: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST (v1 proxy) event, as the deployed API sends it."""
-    headers = {"Content-Type": "application/json"}
+    """An API Gateway REST (v1 proxy) event, as the deployed API sends it (``headers`` replace the
+    default Content-Type)."""
+    headers = dict(headers) if headers is not None else {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     text = raw if raw is not None else (None if body is None else json.dumps(body))

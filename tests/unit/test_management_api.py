@@ -476,3 +476,42 @@ def test_keys_never_reach_the_logs(invoke, account) -> None:
     assert lines[0]["account_id"] == account.account_id and "account_id" not in lines[1]
     assert "request handled" in logs and account.account_id in logs  # the structured logger did write
     assert account.management_key not in logs and body["data"]["apiKey"] not in logs
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "code"),
+    [
+        ("application/x-www-form-urlencoded", "name=x", 415, "unsupported_media_type"),
+        ("multipart/form-data", '{"name": "x"}', 415, "unsupported_media_type"),
+        ("text/plain", '{"name": "x"}', 415, "unsupported_media_type"),
+        ("Application/JSON; charset=UTF-8", '{"name": "x"}', 201, None),
+        ("application/vnd.api+json", '{"name": "x"}', 201, None),
+    ],
+)
+def test_a_body_must_be_json(invoke, account, content_type, body, status, code) -> None:
+    got, response = invoke(
+        "create_management_key",
+        "POST",
+        "/api/management-keys",
+        key=account.management_key,
+        raw=body,
+        headers={"Content-Type": content_type},
+    )
+    assert got == status, response
+    assert code is None or response["error"]["code"] == code
+
+
+def test_a_body_sent_with_get_or_delete_is_ignored_as_before(invoke, account, credit_key) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    got, _ = invoke("list_keys", "GET", "/api/keys", key=account.management_key, raw="{}", headers=form)
+    assert got == 200
+    got, response = invoke(
+        "delete_key",
+        "DELETE",
+        f"/api/keys/{credit_key['id']}",
+        resource="/api/keys/{id}",
+        key=account.management_key,
+        raw="{}",
+        headers=form,
+    )
+    assert got == 200, response

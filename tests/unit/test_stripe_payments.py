@@ -222,3 +222,29 @@ def test_a_past_due_stripe_subscription_can_still_be_cancelled(
     )
     assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
     assert stripe_calls == [("cancel", "sub_1SampleStripeSub")]
+
+
+def test_a_cancel_overtaken_by_stripes_own_webhook_still_succeeds(
+    invoke, account, stripe_calls, stripe_subscription_of, monkeypatch
+) -> None:
+    # Given Stripe's customer.subscription.updated (cancel flag set) lands before the local update
+    subscription_id = stripe_subscription_of(account)
+    from llm_platform.domain import stripe_webhooks
+
+    def cancel_and_deliver_the_webhook(stripe_id):
+        update = sample(
+            "customer.subscription.updated.cancel_at_period_end", account_id=account.account_id, created=10**10 // 5
+        )
+        stripe_webhooks.HANDLERS[update["type"]](stripe_webhooks.Event.model_validate(update))
+        return {"id": stripe_id, "cancel_at_period_end": True}
+
+    monkeypatch.setattr(stripe_api, "cancel_at_period_end", cancel_and_deliver_the_webhook)
+    # When the customer's cancel finishes, then it reports success, not a conflict
+    status, body = invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+    assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True

@@ -469,3 +469,38 @@ def test_a_repeated_checkout_event_is_recognised_without_asking_stripe(webhook, 
     stripe_subscription["sub_1SampleStripeSub"] = stripe_api.StripeUnavailable("Stripe is down")
     assert webhook(event) == (200, {"data": {"received": True, "outcome": "duplicate"}})
     assert stripe_subscription["calls"] == ["sub_1SampleStripeSub"]
+
+
+def test_a_storage_failure_is_500_so_stripe_delivers_again_and_nothing_is_recorded(
+    webhook, account, tables, monkeypatch
+) -> None:
+    from llm_platform.data import payments
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("DynamoDB is unavailable")
+
+    event = sample("checkout.session.completed.topup", account_id=account.account_id)
+    monkeypatch.setattr(payments, "credit_once", broken)
+    status, body = webhook(event)
+    assert (status, body["error"]["code"]) == (500, "internal_error")
+    assert boto3.client("dynamodb").scan(TableName=tables["PaymentEventsTable"])["Items"] == []
+    # When Stripe delivers it again after the outage, it is applied
+    monkeypatch.undo()
+    assert webhook(event)[1]["data"]["outcome"] == "applied"
+
+
+def test_keys_of_an_ended_subscription_are_revoked_by_the_job_if_the_webhook_was_cut_short(
+    webhook, account, monkeypatch
+) -> None:
+    # Given the deletion was stored but the function died before revoking the keys
+    key, end = _lapse(webhook, account)
+    from llm_platform.domain import stripe_webhooks
+
+    monkeypatch.setattr(stripe_webhooks, "_finish_ended", lambda subscription: None)
+    webhook(sample("customer.subscription.deleted", account_id=account.account_id))
+    monkeypatch.undo()
+    assert local().status == "expired"
+    assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.ACTIVE
+    # When the expiry job runs after the period end, then it finishes the job
+    subscriptions.run_expiry(end + timedelta(seconds=1))
+    assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.REVOKED

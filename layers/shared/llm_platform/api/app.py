@@ -84,10 +84,15 @@ def _check_size(event: Mapping[str, Any], limit: int) -> None:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
 
 
-def _check_json(event: Mapping[str, Any]) -> None:
-    """JSON only (the resolver would otherwise parse a form body), valid UTF-8; no body is fine."""
+_METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+def _check_json(event: dict[str, Any]) -> None:
+    """A body must be JSON in UTF-8 (the resolver would otherwise parse a form); a body sent with a GET
+    or DELETE is ignored, as before. The Content-Type is normalised to what the resolver's validation
+    expects (it compares case-sensitively), so ``Application/JSON`` and ``application/…+json`` pass."""
     raw = _raw_body(event)
-    if not raw:
+    if not raw or str(event.get("httpMethod", "")).upper() not in _METHODS_WITH_BODY:
         return
     media_type = (_header(event, "content-type") or "application/json").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -96,6 +101,9 @@ def _check_json(event: Mapping[str, Any]) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise BadRequest("Request body is not valid JSON.", code="invalid_json") from error
+    for headers in (event.get("headers"), event.get("multiValueHeaders")):
+        for key in [k for k in (headers or {}) if k.lower() == "content-type"]:
+            headers[key] = ["application/json"] if isinstance(headers[key], list) else "application/json"
 
 
 class ManagementApi(APIGatewayRestResolver):

@@ -57,6 +57,12 @@ def handle(event: Mapping[str, Any]) -> dict[str, Any]:
         status = status_for(error)
         logger.warning("stripe webhook refused", extra={"status": status.value, "code": error.code})
         return _response(status, error_body(error.code, error.message))
+    except Exception:
+        # DynamoDB or Stripe's API failed: nothing was recorded as done, so Stripe delivers it again.
+        logger.exception("stripe webhook failed")
+        return _response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, error_body("internal_error", "Not applied; deliver it again.")
+        )
     logger.info(
         "stripe webhook handled",
         extra={"eventId": stripe_event.id, "eventType": stripe_event.type, "outcome": outcome.value},

@@ -50,7 +50,9 @@ def _client_for(api_key: str, api_base: str | None) -> Any:
     import stripe  # ~190 ms: only the functions that take payments pay for it
 
     base = {"api": api_base} if api_base else None
-    return stripe.StripeClient(api_key, base_addresses=base, max_network_retries=2)
+    # Well inside the functions' own timeouts (10-20 s): a slow Stripe is a clear 503, not a gateway 504.
+    http = stripe.RequestsClient(timeout=(3, 6))
+    return stripe.StripeClient(api_key, base_addresses=base, max_network_retries=1, http_client=http)
 
 
 def _client() -> Any:

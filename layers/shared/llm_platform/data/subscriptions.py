@@ -1,6 +1,7 @@
 """Subscriptions table (pk ``subscriptionId``; GSI ``byAccount``: accountId + subscriptionId;
 sparse GSI ``byPeriodEnd``: periodEndBucket + currentPeriodEnd, where ``periodEndBucket = "live"`` only
-while a subscription can still lapse, so the expiry job queries exactly the due ones)."""
+while a subscription can still lapse or still has keys to revoke, so the expiry job queries exactly the
+due ones)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def list_for_account(account_id: str) -> list[Subscription]:
 
 
 def _record(subscription: Subscription) -> dict[str, Any]:
-    live = subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
+    # A subscription Stripe ended stays in the due index until the expiry job has seen its keys revoked
+    # (the webhook revokes them at once; the job finishes it if that was cut short).
+    live = subscription.status in (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE) or (
+        subscription.status == SubscriptionStatus.EXPIRED and subscription.stripe_canceled
+    )
     return to_record_item(subscription, periodEndBucket=LIVE_BUCKET if live else None)
 
 

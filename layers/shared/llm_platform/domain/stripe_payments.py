@@ -88,6 +88,10 @@ def cancel_at_period_end(caller: Caller, subscription: Any) -> Any:
             subscription.subscription_id, caller.account_id, stripe_observed_at=int(time.time())
         )
     except WriteRefused as refused:
+        # Stripe's own webhook about this cancellation may have landed first: then it is done.
+        current = subscriptions_table.get(subscription.subscription_id)
+        if current is not None and current.cancel_at_period_end:
+            return current
         raise Conflict(f"Subscription {subscription.subscription_id} changed; try again.", code="conflict") from refused
 
 

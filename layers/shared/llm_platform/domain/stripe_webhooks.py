@@ -13,6 +13,7 @@ Top-ups are credited once per Checkout Session (and once per event), in one tran
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -347,8 +348,9 @@ def _checkout_completed(event: Event) -> Outcome:
         return Outcome.DUPLICATE  # without asking Stripe again (a repeat during an outage is still done)
     # The session names the subscription only by id: its state and period come from Stripe itself.
     raw = stripe_api.retrieve_subscription(session.subscription)
+    retrieved_at = int(time.time())  # Stripe's state as of now, newer than the event
     defaults = {"accountId": session.client_reference_id or "", **session.metadata}
-    fact = subscription_fact(StripeSubscription.model_validate(raw), event.created, defaults)
+    fact = subscription_fact(StripeSubscription.model_validate(raw), max(event.created, retrieved_at), defaults)
     return apply_fact(fact, _event_key(event), event.type)
 
 
@@ -407,10 +409,15 @@ def reconcile(subscription: Subscription, now: datetime) -> Outcome:
         raw = stripe_api.retrieve_subscription(subscription.stripe_subscription_id)
     except stripe_api.StripeNotFound:
         # Deleted on Stripe's side (e.g. its test data was wiped): nothing will be paid any more.
-        fact = SubscriptionFact(subscription.stripe_subscription_id, int(now.timestamp()), canceled=True)
+        fact = SubscriptionFact(subscription.stripe_subscription_id, _observed(now), canceled=True)
         return apply_fact(fact, None, "reconcile")
-    fact = subscription_fact(StripeSubscription.model_validate(raw), int(now.timestamp()))
+    fact = subscription_fact(StripeSubscription.model_validate(raw), _observed(now))
     return apply_fact(fact, None, "reconcile")
+
+
+def _observed(now: datetime) -> int:
+    """When a state read from Stripe's API was observed: the read itself, or the run's clock if later."""
+    return max(int(time.time()), int(now.timestamp()))
 
 
 def _event_key(event: Event) -> str:
