@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import collections
 import copy
-import importlib.util
 import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,10 +70,8 @@ from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.metering import Admission, Meter
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
-from tests.support.lambda_events import FakeContext, api_event
-from tests.support.stripe_events import body_of, sample, signed
+from tests.support.stripe_events import outcome, sample, webhook_function
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_money_state_machine"
 MICROS_PER_CENT = 10_000
 MAX_ACCOUNTS = 3
@@ -646,22 +642,10 @@ def _renewals(order: tuple[SubscriptionModel, ...], balances: dict[str, int]) ->
 @pytest.fixture
 def env(local_stack, monkeypatch) -> Any:
     # The webhook function with a secret of this test's own, as Stripe would sign with it.
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:MONEY_SM_WEBHOOK_SECRET")
-    monkeypatch.setenv("MONEY_SM_WEBHOOK_SECRET", SECRET)
-    from llm_platform.config import get_settings
-
-    get_settings.cache_clear()
-    spec = importlib.util.spec_from_file_location("money_sm_webhook", REPO / "functions/stripe_webhook/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    webhook = webhook_function(monkeypatch, SECRET)
 
     def deliver(event: dict) -> tuple[int, str]:
-        body = body_of(event)
-        request = api_event("POST", "/api/billing/webhook", raw=body)
-        request["headers"]["Stripe-Signature"] = signed(body, SECRET)
-        response = module.lambda_handler(request, FakeContext())
-        payload = json.loads(response["body"])
-        return response["statusCode"], payload.get("data", {}).get("outcome") or payload["error"]["code"]
+        return outcome(webhook(event))
 
     # The expiry job's real due query, narrowed to this test's accounts (see the module doc).
     mine: set[str] = set()
@@ -669,6 +653,8 @@ def env(local_stack, monkeypatch) -> Any:
     monkeypatch.setattr(subscriptions_table, "due", lambda now: [s for s in real_due(now) if s.account_id in mine])
     with httpx.Client(base_url=local_stack.api_url, timeout=30) as http:
         yield Env(deliver, http, local_stack.table_names, mine)
+    from llm_platform.config import get_settings
+
     get_settings.cache_clear()
 
 

@@ -4,10 +4,7 @@ the webhook function's handler called from many threads at once, as concurrent L
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import itertools
-import json
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +12,8 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import client
 from llm_platform.domain import accounts
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
-from tests.support.lambda_events import FakeContext, api_event
-from tests.support.stripe_events import body_of, sample, signed
+from tests.support.stripe_events import outcome, sample, webhook_function
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec_integration_races"
 LIFECYCLE = [
     "invoice.paid",
@@ -31,24 +26,10 @@ LIFECYCLE = [
 
 @pytest.fixture
 def deliver(local_stack, monkeypatch):
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:RACES_WEBHOOK_SECRET")
-    monkeypatch.setenv("RACES_WEBHOOK_SECRET", SECRET)
+    webhook = webhook_function(monkeypatch, SECRET)
+    yield lambda event: outcome(webhook(event))
     from llm_platform.config import get_settings
 
-    get_settings.cache_clear()
-    spec = importlib.util.spec_from_file_location("races_webhook", REPO / "functions/stripe_webhook/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def one(event: dict) -> tuple[int, str]:
-        body = body_of(event)
-        request = api_event("POST", "/api/billing/webhook", raw=body)
-        request["headers"]["Stripe-Signature"] = signed(body, SECRET)
-        response = module.lambda_handler(request, FakeContext())
-        payload = json.loads(response["body"])
-        return response["statusCode"], payload.get("data", {}).get("outcome") or payload["error"]["code"]
-
-    yield one
     get_settings.cache_clear()
 
 

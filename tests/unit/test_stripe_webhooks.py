@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import json
 import time
 from datetime import datetime, timedelta
 
 import boto3
 import pytest
-from conftest import REPO, FakeContext, api_event
 
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import stripe_api
@@ -20,41 +17,20 @@ from llm_platform.domain import accounts, api_keys, subscriptions
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.entities import KeyStatus, PaymentMethod
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
-from tests.support.stripe_events import WEBHOOK_SECRET, body_of, sample, signed
+from tests.support.stripe_events import body_of, sample, signed, webhook_function
 
 DAY = 86_400
 
 
 @pytest.fixture
-def stripe_on(tables, monkeypatch):
-    """Stripe configured as on AWS, the secrets behind references (here env: instead of ssm:)."""
-    monkeypatch.setenv("UNIT_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+def webhook(tables, monkeypatch):
+    """The webhook function with Stripe configured as on AWS (secrets behind references)."""
     monkeypatch.setenv("UNIT_STRIPE_SECRET_KEY", "sk_test_unit")
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_SECRET", "env:UNIT_STRIPE_WEBHOOK_SECRET")
     monkeypatch.setenv("STRIPE_SECRET_KEY_SECRET", "env:UNIT_STRIPE_SECRET_KEY")
+    yield webhook_function(monkeypatch)
     from llm_platform.config import get_settings
 
     get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def webhook(stripe_on):
-    spec = importlib.util.spec_from_file_location("fn_stripe_webhook", REPO / "functions/stripe_webhook/handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def deliver(event: dict | None = None, *, raw: str | None = None, signature: str | None = None, b64=False):
-        body = raw if raw is not None else body_of(event)
-        request = api_event("POST", "/api/billing/webhook", raw=body, base64_body=b64)
-        request["headers"] = {"Content-Type": "application/json; charset=utf-8", "Stripe-Signature": signature}
-        if signature is None:
-            request["headers"]["Stripe-Signature"] = signed(body)
-        response = module.lambda_handler(request, FakeContext())
-        return response["statusCode"], json.loads(response["body"])
-
-    return deliver
 
 
 @pytest.fixture
