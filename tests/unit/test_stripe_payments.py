@@ -143,6 +143,16 @@ def test_the_minimum_card_topup_is_accepted(invoke, account, stripe_calls) -> No
     assert invoke("topup", "POST", "/api/billing/topup", key=account.management_key, body=body)[0] == 200
 
 
+def cancel(invoke, account, subscription_id: str) -> tuple[int, dict]:
+    return invoke(
+        "cancel_subscription",
+        "POST",
+        "/api/billing/cancel",
+        key=account.management_key,
+        body={"subscriptionId": subscription_id},
+    )
+
+
 @pytest.fixture
 def stripe_subscription_of(tables, monkeypatch):
     """An active Stripe-paid subscription of ``account``, as its invoice.paid webhook leaves it."""
@@ -162,23 +172,11 @@ def test_cancel_of_a_stripe_subscription_goes_through_stripe(
     invoke, account, stripe_calls, stripe_subscription_of
 ) -> None:
     subscription_id = stripe_subscription_of(account)
-    status, body = invoke(
-        "cancel_subscription",
-        "POST",
-        "/api/billing/cancel",
-        key=account.management_key,
-        body={"subscriptionId": subscription_id},
-    )
+    status, body = cancel(invoke, account, subscription_id)
     assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
     assert stripe_calls == [("cancel", "sub_1SampleStripeSub")]
     # A second cancel is a conflict and does not call Stripe again
-    status, body = invoke(
-        "cancel_subscription",
-        "POST",
-        "/api/billing/cancel",
-        key=account.management_key,
-        body={"subscriptionId": subscription_id},
-    )
+    status, body = cancel(invoke, account, subscription_id)
     assert (status, body["error"]["code"]) == (409, "already_cancelled") and len(stripe_calls) == 1
 
 
@@ -191,13 +189,7 @@ def test_cancel_when_stripe_is_down_is_503_and_changes_nothing(
         raise stripe_api.StripeUnavailable("timeout")
 
     monkeypatch.setattr(stripe_api, "cancel_at_period_end", down)
-    status, body = invoke(
-        "cancel_subscription",
-        "POST",
-        "/api/billing/cancel",
-        key=account.management_key,
-        body={"subscriptionId": subscription_id},
-    )
+    status, body = cancel(invoke, account, subscription_id)
     assert (status, body["error"]["code"]) == (503, "stripe_unavailable")
     from llm_platform.data import subscriptions as subscriptions_table
 
@@ -213,13 +205,7 @@ def test_a_past_due_stripe_subscription_can_still_be_cancelled(
 
     failed = sample("invoice.payment_failed", account_id=account.account_id, created=10**10 // 5)
     stripe_webhooks.HANDLERS[failed["type"]](stripe_webhooks.Event.model_validate(failed))
-    status, body = invoke(
-        "cancel_subscription",
-        "POST",
-        "/api/billing/cancel",
-        key=account.management_key,
-        body={"subscriptionId": subscription_id},
-    )
+    status, body = cancel(invoke, account, subscription_id)
     assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
     assert stripe_calls == [("cancel", "sub_1SampleStripeSub")]
 
@@ -240,11 +226,5 @@ def test_a_cancel_overtaken_by_stripes_own_webhook_still_succeeds(
 
     monkeypatch.setattr(stripe_api, "cancel_at_period_end", cancel_and_deliver_the_webhook)
     # When the customer's cancel finishes, then it reports success, not a conflict
-    status, body = invoke(
-        "cancel_subscription",
-        "POST",
-        "/api/billing/cancel",
-        key=account.management_key,
-        body={"subscriptionId": subscription_id},
-    )
+    status, body = cancel(invoke, account, subscription_id)
     assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
