@@ -456,12 +456,12 @@ def test_a_storage_failure_is_500_so_stripe_delivers_again_and_nothing_is_record
         raise RuntimeError("DynamoDB is unavailable")
 
     event = sample("checkout.session.completed.topup", account_id=account.account_id)
-    monkeypatch.setattr(payments, "credit_once", broken)
-    status, body = webhook(event)
+    with monkeypatch.context() as patch:  # only this patch: the fixtures' environment stays
+        patch.setattr(payments, "credit_once", broken)
+        status, body = webhook(event)
     assert (status, body["error"]["code"]) == (500, "internal_error")
     assert boto3.client("dynamodb").scan(TableName=tables["PaymentEventsTable"])["Items"] == []
     # When Stripe delivers it again after the outage, it is applied
-    monkeypatch.undo()
     assert webhook(event)[1]["data"]["outcome"] == "applied"
 
 
@@ -472,9 +472,9 @@ def test_keys_of_an_ended_subscription_are_revoked_by_the_job_if_the_webhook_was
     key, end = _lapse(webhook, account)
     from llm_platform.domain import stripe_webhooks
 
-    monkeypatch.setattr(stripe_webhooks, "_finish_ended", lambda subscription: None)
-    webhook(sample("customer.subscription.deleted", account_id=account.account_id))
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(stripe_webhooks, "_finish_ended", lambda subscription: None)
+        webhook(sample("customer.subscription.deleted", account_id=account.account_id))
     assert local().status == "expired"
     assert api_keys_table.get_by_hash(key.key_hash).status == KeyStatus.ACTIVE
     # When the expiry job runs after the period end, then it finishes the job
