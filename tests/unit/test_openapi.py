@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llm_platform.api.openapi import build_document, document_path, render
+from local_stack.openapi import build_document, document_path, render
 from local_stack.template import api_routes, load_template
 
 REPO = Path(__file__).resolve().parents[2]

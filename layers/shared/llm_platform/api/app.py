@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -67,34 +68,40 @@ def _error(status: HTTPStatus, code: str, message: str) -> Response:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=error_body(code, message))
 
 
-def _header(event: Mapping[str, Any], name: str) -> str | None:
+def header(event: Mapping[str, Any], name: str) -> str | None:
+    """A request header of an API Gateway event, by lower-case name."""
     for key, value in (event.get("headers") or {}).items():
         if key.lower() == name:
             return value
     return None
 
 
-def _raw_body(event: Mapping[str, Any]) -> bytes:
+def raw_body(event: Mapping[str, Any]) -> bytes:
+    """The request body's bytes, exactly as sent (API Gateway base64-encodes bodies it deems binary)."""
     body = event.get("body") or ""
-    return base64.b64decode(body, validate=False) if event.get("isBase64Encoded") else body.encode()
+    if not event.get("isBase64Encoded"):
+        return body.encode()
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest("The body is not valid base64.", code="invalid_body") from error
 
 
-def _check_size(event: Mapping[str, Any], limit: int) -> None:
-    if len(_raw_body(event)) > limit:
+def _check_size(raw: bytes, limit: int) -> None:
+    if len(raw) > limit:
         raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
 
 
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
-def _check_json(event: dict[str, Any]) -> None:
+def _check_json(event: dict[str, Any], raw: bytes) -> None:
     """A body must be JSON in UTF-8 (the resolver would otherwise parse a form); a body sent with a GET
     or DELETE is ignored, as before. The Content-Type is normalised to what the resolver's validation
     expects (it compares case-sensitively), so ``Application/JSON`` and ``application/…+json`` pass."""
-    raw = _raw_body(event)
     if not raw or str(event.get("httpMethod", "")).upper() not in _METHODS_WITH_BODY:
         return
-    media_type = (_header(event, "content-type") or "application/json").split(";")[0].strip().lower()
+    media_type = (header(event, "content-type") or "application/json").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType("Send JSON with 'Content-Type: application/json'.")
     try:
@@ -109,9 +116,10 @@ def _check_json(event: dict[str, Any]) -> None:
 class ManagementApi(APIGatewayRestResolver):
     def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
-            _check_size(event, get_settings().max_body_bytes)
-            caller = accounts.authenticate(_header(event, "authorization"))
-            _check_json(event)
+            raw = raw_body(event)
+            _check_size(raw, get_settings().max_body_bytes)
+            caller = accounts.authenticate(header(event, "authorization"))
+            _check_json(event, raw)
         except DomainError as error:
             logger.info("request refused", extra={"status": status_for(error).value, "code": error.code})
             return {

@@ -3,16 +3,14 @@ body exactly as sent (API Gateway may hand it over base64-encoded), errors in th
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from llm_platform.api.app import error_body, status_for
+from llm_platform.api.app import error_body, header, raw_body, status_for
 from llm_platform.domain import stripe_webhooks
-from llm_platform.domain.errors import BadRequest, DomainError, PayloadTooLarge
+from llm_platform.domain.errors import DomainError, PayloadTooLarge
 from llm_platform.observability import logger
 
 # Stripe's events are a few KiB; an invoice with many lines stays far below this.
@@ -28,31 +26,14 @@ def _response(status: HTTPStatus, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _raw_body(event: Mapping[str, Any]) -> bytes:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise BadRequest("The body is not valid base64.", code="invalid_body") from error
-    return body.encode()
-
-
-def _header(event: Mapping[str, Any], name: str) -> str | None:
-    for key, value in (event.get("headers") or {}).items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 def handle(event: Mapping[str, Any]) -> dict[str, Any]:
     """API Gateway proxy event in, proxy response out. A 2xx tells Stripe the event is done (applied,
     a repeat, or nothing for us); 4xx: refused and nothing changed; 5xx: Stripe delivers it again."""
     try:
-        payload = _raw_body(event)
+        payload = raw_body(event)
         if len(payload) > MAX_WEBHOOK_BYTES:
             raise PayloadTooLarge(f"Webhook body is larger than {MAX_WEBHOOK_BYTES} bytes.")
-        stripe_event, outcome = stripe_webhooks.handle(payload, _header(event, "stripe-signature"))
+        stripe_event, outcome = stripe_webhooks.handle(payload, header(event, "stripe-signature"))
     except DomainError as error:
         status = status_for(error)
         logger.warning("stripe webhook refused", extra={"status": status.value, "code": error.code})

@@ -14,6 +14,7 @@ from llm_platform.data import stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller
+from llm_platform.domain.entities import Subscription
 from llm_platform.domain.errors import BadRequest, Conflict, ServiceUnavailable
 from llm_platform.domain.money import format_usd, usd_to_micros
 from llm_platform.domain.plans import Plan, catalog
@@ -80,7 +81,7 @@ def start_topup(caller: Caller, amount: Decimal) -> str:
     return _create_session(params)["url"]
 
 
-def cancel_at_period_end(caller: Caller, subscription: Any) -> Any:
+def cancel_at_period_end(caller: Caller, subscription: Subscription) -> Subscription:
     """Tell Stripe to stop renewing, then mark it here at once (Stripe's webhook confirms it later)."""
     _stripe_call(stripe_api.cancel_at_period_end, subscription.stripe_subscription_id)
     try:
