@@ -6,12 +6,12 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dev test lint validate unit integration e2e bench build layer-requirements openapi clean
+.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench build layer-requirements openapi clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | bench | lint | validate | build | openapi"
+	@echo "make unit | integration | e2e | bench | lint | validate | build | openapi | dashboard"
 
 # Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
 # browser test paying on the Stripe simulator's checkout page) from apt when missing.
@@ -44,19 +44,25 @@ $(TOOLS)/.installed:
 
 install: system-deps $(VENV)/.installed node_modules/.installed
 
-dev: install
+# The customer dashboard (dashboard/: Preact + TypeScript), type-checked, then bundled by esbuild into
+# functions/dashboard/site/, which DashboardFunction serves at / (built output: never committed).
+dashboard: node_modules/.installed
+	node_modules/.bin/tsc --noEmit -p dashboard
+	node dashboard/build.mjs
+
+dev: install dashboard
 	$(PY) -m local_stack
 
-test: install $(TOOLS)/.installed lint validate
+test: install $(TOOLS)/.installed lint validate dashboard
 	$(PY) -m pytest tests
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-integration: install
+integration: install dashboard
 	$(PY) -m pytest tests/integration
 
-e2e: install
+e2e: install dashboard
 	$(PY) -m pytest tests/e2e
 
 # Prints figures (DynamoDB calls per request, cold import, added latency, throughput); asserts nothing.
@@ -80,7 +86,7 @@ layer-requirements:
 	@$(PYTHON) bin/generate-requirements
 
 # sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
-build: $(TOOLS)/.installed layer-requirements
+build: $(TOOLS)/.installed layer-requirements install dashboard
 	PYENV_VERSION=$${PYENV_VERSION:-$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | head -1)} $(TOOLS)/bin/sam build
 
 # openapi.json is generated from the handlers; tests/unit/test_openapi.py fails when it is stale.
@@ -88,4 +94,4 @@ openapi: $(VENV)/.installed
 	$(PY) bin/generate-openapi
 
 clean:
-	rm -rf .aws-sam .local .pytest_cache .ruff_cache
+	rm -rf .aws-sam .local .pytest_cache .ruff_cache functions/dashboard/site

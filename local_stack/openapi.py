@@ -86,6 +86,7 @@ TAGS = [
     {"name": "Management keys", "description": "More management keys (`mk_…`) for the same account"},
     {"name": "Stripe", "description": "Stripe's webhook"},
     {"name": "Inference", "description": "The OpenAI-compatible proxy"},
+    {"name": "Dashboard", "description": "The customer dashboard's static files, served on the API's own origin"},
 ]
 
 # --------------------------------------------------------------------------- errors every route shares
@@ -154,6 +155,49 @@ WEBHOOK: dict[str, Any] = {
         },
     }
 }
+
+# --------------------------------------------------------------------------- the dashboard's static files
+
+
+def _static_file(path: str, media_type: str, summary: str, versioned: bool) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": "dashboard" + "".join(part.capitalize() for part in re.split(r"\W+", path) if part),
+        "tags": ["Dashboard"],
+        "summary": summary,
+        "description": (
+            "A file of the customer dashboard (built by `make dashboard`, served by `DashboardFunction`). No "
+            "authentication: the same bytes for everyone; the dashboard then calls `/api` with its session."
+        ),
+        "security": [],
+        "responses": {
+            "200": {"description": summary + ".", "content": {media_type: {"schema": {"type": "string"}}}},
+            "429": {"description": COMMON_ERRORS[429], "content": error_content()},
+            "503": {
+                "description": "`dashboard_not_built`: the function was deployed without the built site.",
+                "content": error_content(),
+            },
+        },
+    }
+    if versioned:
+        operation["parameters"] = [
+            {
+                "name": "v",
+                "in": "query",
+                "required": False,
+                "description": "The content hash `index.html` names it with: with the current one, cached for a year.",
+                "schema": {"type": "string"},
+            }
+        ]
+    return {"get": operation}
+
+
+DASHBOARD: dict[str, Any] = {
+    "/": _static_file("/", "text/html", "The dashboard's page", versioned=False),
+    "/assets/app.js": _static_file("/assets/app.js", "text/javascript", "The dashboard's script", versioned=True),
+    "/assets/app.css": _static_file("/assets/app.css", "text/css", "The dashboard's stylesheet", versioned=True),
+    "/assets/icon.svg": _static_file("/assets/icon.svg", "image/svg+xml", "The dashboard's icon", versioned=True),
+}
+DASHBOARD["/"]["get"]["operationId"] = "dashboardPage"
 
 # --------------------------------------------------------------------------- building the document
 
@@ -320,6 +364,8 @@ def build_document(root: Path | None = None) -> dict[str, Any]:
 
     paths, schemas = _management_operations(root, template_paths)
     paths.setdefault("/api/billing/webhook", {}).update(copy.deepcopy(WEBHOOK))
+    for path, item in DASHBOARD.items():
+        paths.setdefault(path, {}).update(copy.deepcopy(item))
     for path, item in proxy_openapi.PATHS.items():
         paths.setdefault(path, {}).update(copy.deepcopy(item))
     schemas.update(copy.deepcopy(proxy_openapi.SCHEMAS))

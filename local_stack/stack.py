@@ -48,8 +48,16 @@ DEMO_CREDIT_MICROS = 25_000_000  # $25
 class ServerThread:
     """uvicorn serving an ASGI app from a daemon thread on a socket we bind first (port 0 = free port)."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        self.socket = socket.create_server((host, port))
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        listener: socket.socket | None = None,
+    ) -> None:
+        # `listener`: a socket bound earlier, when the URL had to be known before the app was built.
+        self.socket = listener or socket.create_server((host, port))
         # Accepted connections inherit this. Without it, a response written as headers + body stalls
         # ~40 ms on keep-alive connections (Nagle meets delayed ACK); uvicorn's CLI sets it itself.
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -139,6 +147,7 @@ class LocalStack:
         self.stripe_simulator = stripe_simulator
         self._stripe: Any = None
         self._server: ServerThread | None = None
+        self._listener: socket.socket | None = None
         self._saved_env: dict[str, str | None] = {}
         self.info: StackInfo | None = None
 
@@ -159,6 +168,10 @@ class LocalStack:
         table_names = create_tables(dynamodb_url, template)
 
         env = stack_environment(template, table_names, dynamodb_url)
+        # The gateway's port is bound now: Stripe Checkout must send customers back to the dashboard it serves.
+        listener = socket.create_server((self.host, self.port))
+        self._listener = listener
+        gateway_url = f"http://{self.host}:{listener.getsockname()[1]}"
         upstream_url = None
         if self.builtin_upstream and not (env.get("MODEL_CATALOG_FILE") or os.environ.get("MODEL_CATALOG_FILE")):
             upstream_url, env["MODEL_CATALOG_FILE"] = self._start_builtin_upstream()
@@ -175,7 +188,7 @@ class LocalStack:
                 USDC_RPC_URL=chain_info.rpc_url,
             )
         if self.stripe_simulator:
-            env.update(self._start_stripe_simulator())
+            env.update(self._start_stripe_simulator(gateway_url))
         self._saved_env = {name: os.environ.get(name) for name in env}
         app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
 
@@ -189,7 +202,8 @@ class LocalStack:
             # Enough to try credit keys and /v1 at once; an operator grant, so it is in the ledger too.
             grant_credit(account_id, DEMO_CREDIT_MICROS, "local demo credit")
 
-        self._server = ServerThread(app, host=self.host, port=self.port, log_level=self.log_level)
+        self._server = ServerThread(app, host=self.host, log_level=self.log_level, listener=listener)
+        self._listener = None  # the server owns it now
         self._server.start()
         if self._stripe is not None:
             # The gateway's port is known only now: Stripe's webhooks go to the template's webhook route.
@@ -214,9 +228,10 @@ class LocalStack:
         )
         return self.info
 
-    def _start_stripe_simulator(self) -> dict[str, str]:
+    def _start_stripe_simulator(self, gateway_url: str) -> dict[str, str]:
         """The Stripe simulator, and the functions' Stripe settings pointing at it. As on AWS the keys are
-        secret references; locally they point at environment variables."""
+        secret references; locally they point at environment variables. Checkout returns to the dashboard
+        (the template's CheckoutSuccessUrl/CheckoutCancelUrl on AWS), which reads ?checkout= on its billing page."""
         from local_stack.stripe_simulator import StripeSimulatorServer
 
         api_key = "sk_test_local_" + secrets.token_hex(12)
@@ -229,8 +244,8 @@ class LocalStack:
             "LOCAL_STRIPE_SECRET_KEY": api_key,
             "STRIPE_WEBHOOK_SECRET_SECRET": "env:LOCAL_STRIPE_WEBHOOK_SECRET",
             "LOCAL_STRIPE_WEBHOOK_SECRET": webhook_secret,
-            "CHECKOUT_SUCCESS_URL": url + "/done?session_id={CHECKOUT_SESSION_ID}",
-            "CHECKOUT_CANCEL_URL": url + "/cancelled",
+            "CHECKOUT_SUCCESS_URL": gateway_url + "/?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing",
+            "CHECKOUT_CANCEL_URL": gateway_url + "/?checkout=cancelled#/billing",
         }
 
     def _start_chain(self) -> Any:
@@ -265,6 +280,9 @@ class LocalStack:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._listener is not None:  # bound, but the stack failed before serving on it
+            self._listener.close()
+            self._listener = None
         if self._upstream is not None:
             self._upstream.stop()
             self._upstream = None

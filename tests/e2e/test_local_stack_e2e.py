@@ -183,7 +183,9 @@ def test_the_documented_complete_example_paying_in_a_browser(stack, tmp_path) ->
     assert session.startswith(stack["stripeUrl"] + "/c/pay/cs_test_")
     # (pay at the session URL: the simulator's page, its Pay button, the signed webhooks it delivers)
     paid = pay_in_browser(session, tmp_path / "paid.png")
-    assert paid["title"] == "Payment complete" and paid["finalUrl"].startswith(stack["stripeUrl"] + "/done")
+    # Checkout sends the customer back to the dashboard's billing page
+    assert paid["finalUrl"].startswith(stack["apiUrl"] + "/?checkout=success&session_id=cs_test_"), paid
+    assert paid["finalUrl"].endswith("#/billing")
     # 2. After payment, check status
     status = curl(f"{api}/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
     [subscription] = status["subscriptions"]

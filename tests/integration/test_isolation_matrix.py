@@ -56,6 +56,7 @@ LIST_ROUTES = {
     ("GET", "/api/management-keys"),
     ("GET", "/api/billing/wallets"),
     ("GET", "/v1/models"),  # the proxy's only read route: the catalog, nothing per account
+    ("GET", "/api/plans"),  # the plans on sale: the same for every account
 }
 NO_ID_ROUTES = {
     ("POST", "/api/keys/credit"): "body {name, maxBudget, rpm, tpm}: creates B's own key",
@@ -64,6 +65,10 @@ NO_ID_ROUTES = {
     ("POST", "/api/billing/checkout"): "body {planSlug}: a Checkout Session for B's own account",
     ("POST", "/api/billing/topup"): "body {amount, method}: B's own top-up instructions",
     ("POST", "/v1/chat/completions"): "OpenAI body, no object ids: covered by test_b_api_keys_never_spend_a_money",
+    ("GET", "/"): "the dashboard's static page: the same bytes for everyone, no account data",
+    ("GET", "/assets/app.js"): "the dashboard's static script: the same bytes for everyone",
+    ("GET", "/assets/app.css"): "the dashboard's static stylesheet: the same bytes for everyone",
+    ("GET", "/assets/icon.svg"): "the dashboard's static icon: the same bytes for everyone",
 }
 # Routes that take an id although their request schema does not say so (no pydantic schema in the handler).
 IDS_OUTSIDE_A_SCHEMA = {

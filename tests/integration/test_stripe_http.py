@@ -65,8 +65,10 @@ def test_checkout_pay_key_and_inference_as_the_docs_show(api, stripe, buyer) -> 
     assert subscriptions(api, buyer) == []
     # When the customer pays on the page
     paid = pay_on_the_page(session_url)
-    # Then they are sent to the success URL and the webhooks were all accepted
-    assert paid.status_code == 303 and "/done?session_id=cs_test_" in paid.headers["location"]
+    # Then they are sent back to the dashboard's billing page (the success URL) and the webhooks were all accepted
+    dashboard = str(api.base_url).rstrip("/") + "/?checkout=success&session_id=cs_test_"
+    assert paid.status_code == 303 and paid.headers["location"].startswith(dashboard), paid.headers["location"]
+    assert paid.headers["location"].endswith("#/billing")
     ours = [e for e in stripe.events() if buyer.account_id in str(e["event"]["data"]["object"])]
     assert {d["status"] for e in ours for d in e["deliveries"]} == {200}
     # And the subscription is active until Stripe's period end

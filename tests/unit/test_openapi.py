@@ -71,6 +71,10 @@ def test_auth_per_base_path(document: dict[str, Any]) -> None:
             assert any(p["name"] == "Stripe-Signature" for p in operation["parameters"])
         elif path.startswith("/api/"):
             assert operation["security"] == [{"managementKey": []}], path
+        elif operation["tags"] == ["Dashboard"]:
+            # The dashboard's static files: public, the same for everyone, and only GET
+            assert method == "GET" and operation["security"] == [], path
+            assert path == "/" or path.startswith("/assets/"), path
         else:
             assert path.startswith("/v1/") and operation["security"] == [{"apiKey": []}], path
 

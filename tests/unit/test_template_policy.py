@@ -425,3 +425,47 @@ def test_given_a_function_then_it_keeps_the_global_tracing_architecture_and_runt
 def test_given_a_function_then_it_logs_to_a_log_group_with_retention(function: str) -> None:
     log_group = (props(function).get("LoggingConfig") or {}).get("LogGroup")
     assert retained_log_group(log_group), f"{function}: LoggingConfig.LogGroup is not a log group with retention"
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+def dashboard_routes() -> dict[str, str]:
+    """Path -> method of the DashboardFunction's Api events."""
+    events = props("DashboardFunction").get("Events") or {}
+    return {
+        event["Properties"]["Path"]: str(event["Properties"]["Method"]).upper()
+        for event in events.values()
+        if event.get("Type") == "Api"
+    }
+
+
+def test_given_the_dashboard_function_then_it_reaches_no_data_and_no_secret() -> None:
+    # Given the function serving the dashboard's static files; Then it holds no permission beyond SAM's
+    # logging and tracing (no table, no parameter, no secret), and it only answers GET
+    assert not props("DashboardFunction").get("Policies"), "DashboardFunction: serves static files, needs no policy"
+    assert set(dashboard_routes().values()) == {"GET"}
+
+
+def test_given_the_dashboard_then_it_is_served_at_the_root_of_the_api_without_greedy_paths() -> None:
+    routes = dashboard_routes()
+    assert "/" in routes, "the dashboard is served at / on the API's own origin"
+    # One route per file: no {proxy+} (a greedy path would shadow API routes and 404s)
+    assert all("{" not in path for path in routes), routes
+    assert all(path == "/" or path.startswith("/assets/") for path in routes), routes
+
+
+def test_given_the_dashboard_assets_then_each_is_a_text_file_the_page_names() -> None:
+    from llm_platform.web.static_site import CONTENT_TYPES
+
+    # Given the asset routes of the template and the asset placeholders of the page the build fills in
+    page = (TEMPLATE_PATH.parent / "dashboard" / "src" / "index.html").read_text(encoding="utf-8")
+    named = {"/assets/" + name for name in re.findall(r"\{\{([\w.-]+)\}\}", page)}
+    assets = {path for path in dashboard_routes() if path != "/"}
+    # Then they are the same files (a new asset needs its route, or it would 404 on AWS)
+    assert assets == named, f"template routes {sorted(assets)} != assets named by index.html {sorted(named)}"
+    # And every one is text, so the REST API needs no binary media types
+    for path in assets:
+        content_type = CONTENT_TYPES.get(Path(path).suffix)
+        assert content_type and (content_type.startswith("text/") or content_type == "image/svg+xml"), path
+    assert not props(APIS[0]).get("BinaryMediaTypes"), "no binary media types: every dashboard file is text"

@@ -16,6 +16,7 @@ from llm_platform.domain.billing import BillingStatus
 from llm_platform.domain.clock import to_iso
 from llm_platform.domain.entities import ApiKey, KeyStatus, ManagementKey, Subscription
 from llm_platform.domain.money import format_usd
+from llm_platform.domain.plans import Plan
 from llm_platform.domain.usage import KeyUsage
 
 Usd = str  # US dollars as a decimal string: "25.00"; usage spend may carry 6 decimals
@@ -95,6 +96,16 @@ class KeyRef(TypedDict):
 class BillingSubscription(SubscriptionSummary):
     keyCount: int
     keys: list[KeyRef]
+
+
+class PlanView(TypedDict):
+    slug: str
+    name: str
+    price: Usd  # per interval
+    intervalMonths: int
+    rpm: int  # per key
+    tpm: int  # per key
+    budgetPer5h: Usd  # per subscription, each 5-hour window
 
 
 class BillingStatusView(TypedDict):
@@ -252,6 +263,18 @@ def subscription_summary(subscription: Subscription) -> SubscriptionSummary:
         "status": subscription.status,
         "currentPeriodEnd": subscription.current_period_end,
         "cancelAtPeriodEnd": subscription.cancel_at_period_end,
+    }
+
+
+def plan(entry: Plan) -> PlanView:
+    return {
+        "slug": entry.slug,
+        "name": entry.name,
+        "price": format_usd(entry.price_micros),
+        "intervalMonths": entry.interval_months,
+        "rpm": entry.rpm,
+        "tpm": entry.tpm,
+        "budgetPer5h": format_usd(entry.budget_per_window_micros),
     }
 
 

@@ -1,0 +1,53 @@
+// Money arrives as decimal strings (never floats in the API); it is only formatted here, never summed.
+
+export function usd(amount: string | null | undefined, { signed = false } = {}): string {
+  if (amount === null || amount === undefined) return "—";
+  const negative = amount.startsWith("-");
+  const digits = amount.replace(/^[-+]/, "");
+  const [whole, fraction = ""] = digits.split(".");
+  const cents = fraction.padEnd(2, "0");
+  // Up to 6 decimals for usage spend; trailing zeros past the cents dropped.
+  const shown = cents.length > 2 ? cents.replace(/0+$/, "").padEnd(2, "0") : cents;
+  const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const sign = negative ? "−" : signed ? "+" : "";
+  return `${sign}$${grouped}.${shown}`;
+}
+
+export function number(value: number): string {
+  return new Intl.NumberFormat("en-US").format(value);
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const dateOnly = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+
+export function when(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : dateTime.format(date);
+}
+
+export function day(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : dateOnly.format(date);
+}
+
+/** "3 h 12 min" until the given time (or "now"). */
+export function until(iso: string, now = Date.now()): string {
+  const minutes = Math.max(0, Math.round((new Date(iso).getTime() - now) / 60000));
+  if (minutes < 1) return "less than a minute";
+  const hours = Math.floor(minutes / 60);
+  const rest = minutes % 60;
+  return hours ? `${hours} h ${rest} min` : `${rest} min`;
+}
+
+/** Ratio spent/budget of two decimal strings, for a bar (display only). */
+export function ratio(spent: string, budget: string): number {
+  const total = Number(budget);
+  if (!(total > 0)) return 0;
+  return Math.min(1, Math.max(0, Number(spent) / total));
+}
+
+export function planName(slug: string): string {
+  return slug.charAt(0).toUpperCase() + slug.slice(1);
+}

@@ -1,0 +1,151 @@
+import { useId, useState } from "preact/hooks";
+
+import { api, type ManagementKey } from "../api";
+import { Badge, Button, Card, ConfirmDialog, Dialog, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
+import { when } from "../format";
+
+export function ManagementKeysPage() {
+  const keys = useResource(() => api.get<ManagementKey[]>("api/management-keys"));
+  const [creating, setCreating] = useState(false);
+  const [deleting, setDeleting] = useState<ManagementKey>();
+  const [message, setMessage] = useState<string>();
+  return (
+    <>
+      <PageHeader
+        title="Management keys"
+        description={<>Keys (<code>mk_…</code>) for scripts that manage this account through <code>/api</code>: create API keys, subscribe, read usage. Treat them like a password.</>}
+        actions={
+          <Button variant="primary" onClick={() => setCreating(true)}>
+            Create management key
+          </Button>
+        }
+      />
+      {message ? <Notice kind="success">{message}</Notice> : null}
+      <Card>
+        <Loaded resource={keys} label="your management keys">
+          {(list) => (
+            <div class="table-wrap">
+              <table class="table">
+                <caption class="sr-only">Your management keys</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Name</th>
+                    <th scope="col">Key</th>
+                    <th scope="col">Created</th>
+                    <th scope="col">
+                      <span class="sr-only">Actions</span>
+                    </th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {list.map((key) => (
+                    <tr key={key.id}>
+                      <th scope="row" class="cell-name">
+                        {key.name} {key.current ? <Badge tone="blue">In use here</Badge> : null}
+                      </th>
+                      <td>
+                        <code class="prefix">{key.prefix}…</code>
+                      </td>
+                      <td>{when(key.createdAt)}</td>
+                      <td class="cell-actions">
+                        <Button
+                          small
+                          variant="danger"
+                          disabled={list.length <= 1}
+                          title={list.length <= 1 ? "An account keeps at least one management key" : undefined}
+                          aria-label={`Delete ${key.name}`}
+                          onClick={() => {
+                            setMessage(undefined);
+                            setDeleting(key);
+                          }}
+                        >
+                          Delete
+                        </Button>
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+              {list.length <= 1 ? <p class="hint table-note">The last management key cannot be deleted: create another one first.</p> : null}
+            </div>
+          )}
+        </Loaded>
+      </Card>
+      <CreateManagementKeyDialog open={creating} onClose={() => setCreating(false)} onCreated={() => void keys.reload()} />
+      {deleting ? (
+        <DeleteManagementKeyDialog
+          apiKey={deleting}
+          onClose={() => setDeleting(undefined)}
+          onDeleted={() => {
+            setMessage(`${deleting.name} is deleted: scripts using it are refused from now on.`);
+            setDeleting(undefined);
+            void keys.reload();
+          }}
+        />
+      ) : null}
+    </>
+  );
+}
+
+function CreateManagementKeyDialog({ open, onClose, onCreated }: { open: boolean; onClose: () => void; onCreated: () => void }) {
+  const [name, setName] = useState("");
+  const [created, setCreated] = useState<{ id: string; name: string; managementKey: string }>();
+  const { busy, error, run, clearError } = useAction();
+  const id = useId();
+  const close = () => {
+    setName("");
+    setCreated(undefined);
+    clearError();
+    onClose();
+  };
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    const key = await run(() => api.post<{ id: string; name: string; managementKey: string }>("api/management-keys", { name: name.trim() }));
+    if (key) {
+      setCreated(key);
+      onCreated();
+    }
+  };
+  return (
+    <Dialog title={created ? "Your new management key" : "Create management key"} open={open} onClose={close}>
+      {created ? (
+        <>
+          <SecretOnce label={`Management key ${created.name}`} secret={created.managementKey} note={<>Send it as <code>Authorization: Bearer …</code> to <code>/api</code>.</>} />
+          <footer class="dialog-actions">
+            <Button variant="primary" onClick={close}>
+              Done
+            </Button>
+          </footer>
+        </>
+      ) : (
+        <form onSubmit={submit}>
+          <Field label="Name" id={id} hint="Where it is used, e.g. ci-deploy.">
+            <input id={id} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${id}-hint`} />
+          </Field>
+          <ErrorNotice error={error} title="Could not create the key." />
+          <footer class="dialog-actions">
+            <Button onClick={close}>Cancel</Button>
+            <Button type="submit" variant="primary" busy={busy}>
+              Create key
+            </Button>
+          </footer>
+        </form>
+      )}
+    </Dialog>
+  );
+}
+
+function DeleteManagementKeyDialog({ apiKey, onClose, onDeleted }: { apiKey: ManagementKey; onClose: () => void; onDeleted: () => void }) {
+  const { busy, error, run } = useAction();
+  const confirm = async () => {
+    const result = await run(() => api.del(`api/management-keys/${encodeURIComponent(apiKey.id)}`));
+    if (result !== undefined) onDeleted();
+  };
+  return (
+    <ConfirmDialog title={`Delete ${apiKey.name}?`} open onClose={onClose} onConfirm={confirm} confirmLabel="Delete key" danger busy={busy} error={error}>
+      <p>
+        Requests with <code>{apiKey.prefix}…</code> are refused from now on. API keys it created keep working.
+      </p>
+    </ConfirmDialog>
+  );
+}

@@ -1,0 +1,184 @@
+import { useState } from "preact/hooks";
+
+import { api, type BillingStatus, type KeyUsage, type Plan } from "../api";
+import { Badge, Card, CopyButton, EmptyState, ErrorNotice, Loaded, Loading, Meter, PageHeader, StatusBadge, useResource } from "../components";
+import { planName, ratio, until, usd, when } from "../format";
+
+export function apiBase(): string {
+  return new URL("v1", document.baseURI).href;
+}
+
+export function OverviewPage() {
+  const status = useResource(() => api.get<BillingStatus>("api/billing/status"));
+  const usage = useResource(() => api.get<{ keys: KeyUsage[] }>("api/usage"));
+  const plans = useResource(() => api.get<Plan[]>("api/plans"));
+  return (
+    <>
+      <PageHeader title="Overview" description="Your balance, your plans and how to call the API." />
+      <div class="grid grid-2">
+        <Card title="Credit balance" class="card-stat">
+          <Loaded resource={status} label="the balance">
+            {(data) => (
+              <>
+                <p class="stat" data-testid="credit-balance">
+                  {usd(data.creditBalance)}
+                </p>
+                <p class="muted">Credit keys spend it per request. Subscriptions can be paid from it too.</p>
+                <a class="btn btn-secondary btn-small" href="#/billing">
+                  Top up
+                </a>
+              </>
+            )}
+          </Loaded>
+        </Card>
+        <Card title="API keys" class="card-stat">
+          <Loaded resource={usage} label="your keys">
+            {(data) => {
+              const live = data.keys.filter((key) => key.status !== "revoked");
+              const spent = live.reduce((sum, key) => sum + Number(key.usage.lifetime.spend), 0);
+              const requests = live.reduce((sum, key) => sum + key.usage.lifetime.requests, 0);
+              return (
+                <>
+                  <p class="stat">{live.length}</p>
+                  <p class="muted">
+                    {live.filter((key) => key.status === "active").length} active · {requests.toLocaleString("en-US")} requests · about ${spent.toFixed(2)} spent
+                  </p>
+                  <a class="btn btn-secondary btn-small" href="#/keys">
+                    Manage keys
+                  </a>
+                </>
+              );
+            }}
+          </Loaded>
+        </Card>
+      </div>
+      <Card title="Subscriptions">
+        <Loaded resource={status} label="your subscriptions">
+          {(data) =>
+            data.subscriptions.length === 0 ? (
+              <EmptyState title="No subscription yet">
+                <p>A plan gives its keys a budget every 5 hours at a fixed monthly price.</p>
+                <a class="btn btn-primary btn-small" href="#/billing">
+                  See plans
+                </a>
+              </EmptyState>
+            ) : (
+              <ul class="subscription-list">
+                {data.subscriptions.map((subscription) => {
+                  const plan = plans.data?.find((candidate) => candidate.slug === subscription.planSlug);
+                  const window = usage.data?.keys.find((key) => key.subscription?.id === subscription.id && key.usage.currentBudgetWindow)?.usage.currentBudgetWindow;
+                  const budget = window?.budget ?? plan?.budgetPer5h ?? null;
+                  const spent = window?.spend ?? "0";
+                  return (
+                    <li key={subscription.id} class="subscription">
+                      <div class="subscription-head">
+                        <div>
+                          <h3>{plan?.name ?? planName(subscription.planSlug)}</h3>
+                          <p class="muted">
+                            {subscription.cancelAtPeriodEnd ? "Ends" : "Renews"} {when(subscription.currentPeriodEnd)} · {subscription.keyCount} {subscription.keyCount === 1 ? "key" : "keys"}
+                          </p>
+                        </div>
+                        <div class="badges">
+                          <StatusBadge status={subscription.status} />
+                          {subscription.cancelAtPeriodEnd ? <Badge tone="gray">Cancelled</Badge> : null}
+                        </div>
+                      </div>
+                      {budget ? (
+                        <div class="budget">
+                          <div class="budget-label">
+                            <span>5-hour budget</span>
+                            <span>
+                              <strong>{usd(spent)}</strong> of {usd(budget)} used
+                            </span>
+                          </div>
+                          <Meter value={ratio(spent, budget)} label={`5-hour budget used, ${plan?.name ?? subscription.planSlug}`} valueText={`${usd(spent)} of ${usd(budget)}`} />
+                          <p class="hint">
+                            {window ? `Resets in ${until(window.end)} (${when(window.end)}).` : "Nothing spent in the current window. Windows restart every 5 hours from the subscription's start."}
+                          </p>
+                        </div>
+                      ) : usage.loading || plans.loading ? (
+                        <Loading label="Loading the budget…" />
+                      ) : null}
+                    </li>
+                  );
+                })}
+              </ul>
+            )
+          }
+        </Loaded>
+        {usage.error && status.data ? <ErrorNotice error={usage.error} title="Could not load the budget use." /> : null}
+      </Card>
+      <QuickStart />
+    </>
+  );
+}
+
+const SNIPPETS = {
+  curl: (base: string) => `curl ${base}/chat/completions \\
+  -H "Authorization: Bearer $API_KEY" \\
+  -H "Content-Type: application/json" \\
+  -d '{"model": "deepseek/deepseek-chat-v3-0324",
+       "messages": [{"role": "user", "content": "Hello"}]}'`,
+  Python: (base: string) => `from openai import OpenAI
+
+client = OpenAI(base_url="${base}", api_key=API_KEY)
+reply = client.chat.completions.create(
+    model="deepseek/deepseek-chat-v3-0324",
+    messages=[{"role": "user", "content": "Hello"}],
+)
+print(reply.choices[0].message.content)`,
+  "Node.js": (base: string) => `import OpenAI from "openai";
+
+const client = new OpenAI({ baseURL: "${base}", apiKey: process.env.API_KEY });
+const reply = await client.chat.completions.create({
+  model: "deepseek/deepseek-chat-v3-0324",
+  messages: [{ role: "user", content: "Hello" }],
+});
+console.log(reply.choices[0].message.content);`,
+};
+type Language = keyof typeof SNIPPETS;
+
+export function QuickStart() {
+  const [language, setLanguage] = useState<Language>("curl");
+  const base = apiBase();
+  const code = SNIPPETS[language](base);
+  const languages = Object.keys(SNIPPETS) as Language[];
+  const onKey = (event: KeyboardEvent) => {
+    const index = languages.indexOf(language);
+    const next = event.key === "ArrowRight" ? index + 1 : event.key === "ArrowLeft" ? index - 1 : null;
+    if (next === null) return;
+    event.preventDefault();
+    const chosen = languages[(next + languages.length) % languages.length];
+    setLanguage(chosen);
+    document.getElementById(`tab-${chosen}`)?.focus();
+  };
+  return (
+    <Card title="Quick start" actions={<CopyButton text={code} label="Copy snippet" />}>
+      <p class="muted">
+        The API speaks OpenAI's format: point any OpenAI SDK at <code>{base}</code> and use an API key from <a href="#/keys">API keys</a>.
+      </p>
+      <div role="tablist" aria-label="Language" class="tabs" onKeyDown={onKey}>
+        {languages.map((name) => (
+          <button
+            key={name}
+            id={`tab-${name}`}
+            role="tab"
+            type="button"
+            class="tab"
+            aria-selected={name === language}
+            aria-controls="snippet-panel"
+            tabIndex={name === language ? 0 : -1}
+            onClick={() => setLanguage(name)}
+          >
+            {name}
+          </button>
+        ))}
+      </div>
+      <div id="snippet-panel" role="tabpanel" aria-labelledby={`tab-${language}`} tabIndex={0} class="code-panel">
+        <pre>
+          <code>{code}</code>
+        </pre>
+      </div>
+    </Card>
+  );
+}

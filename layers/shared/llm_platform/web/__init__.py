@@ -1,0 +1,1 @@
+"""What the platform serves to browsers: the customer dashboard's static files."""
