@@ -51,3 +51,19 @@ export function ratio(spent: string, budget: string): number {
 export function planName(slug: string): string {
   return slug.charAt(0).toUpperCase() + slug.slice(1);
 }
+
+/** "0.001234" -> 1234 micro-dollars, exactly (money is summed as integers, never floats). */
+export function micros(amount: string): number {
+  const negative = amount.startsWith("-");
+  const [whole, fraction = ""] = amount.replace(/^[-+]/, "").split(".");
+  const value = Number(whole) * 1_000_000 + Number(fraction.padEnd(6, "0").slice(0, 6));
+  return negative ? -value : value;
+}
+
+export function microsToUsd(value: number): string {
+  const sign = value < 0 ? "-" : "";
+  const absolute = Math.abs(value);
+  const whole = Math.floor(absolute / 1_000_000);
+  const fraction = String(absolute % 1_000_000).padStart(6, "0");
+  return `${sign}${whole}.${fraction}`;
+}

@@ -101,6 +101,11 @@ function PlanCard({ plan, balance, onSubscribed }: { plan: Plan; balance?: strin
           <strong>{number(plan.tpm)}</strong> tokens per minute per key
         </li>
       </ul>
+      {short ? (
+        <p class="hint" id={`${headingId}-short`}>
+          Your balance ({usd(balance)}) does not cover {usd(plan.price)}: pay by card, or top up first.
+        </p>
+      ) : null}
       <div class="plan-actions">
         <Button variant="primary" busy={card.busy} onClick={byCard}>
           Subscribe by card
@@ -109,11 +114,6 @@ function PlanCard({ plan, balance, onSubscribed }: { plan: Plan; balance?: strin
           Pay from credits
         </Button>
       </div>
-      {short ? (
-        <p class="hint" id={`${headingId}-short`}>
-          Your balance ({usd(balance)}) does not cover {usd(plan.price)}.
-        </p>
-      ) : null}
       <ErrorNotice error={card.error} title="Could not open Checkout." />
       <ErrorNotice error={credits.error} title="Could not subscribe." />
     </section>

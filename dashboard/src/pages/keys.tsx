@@ -2,7 +2,7 @@ import { useId, useState } from "preact/hooks";
 
 import { api, type ApiKey, type BillingStatus, type BudgetReset, type CreatedKey, type Plan, type RotatedKey } from "../api";
 import { Badge, Button, ConfirmDialog, Dialog, EmptyState, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource, Card } from "../components";
-import { number, planName, usd, when } from "../format";
+import { day, number, planName, usd, when } from "../format";
 
 type Dialogs =
   | { kind: "none" }
@@ -82,7 +82,7 @@ export function KeysPage() {
                       <tr key={key.id}>
                         <th scope="row" class="cell-name">
                           {key.name}
-                          <span class="cell-sub">Created {when(key.createdAt)}</span>
+                          <span class="cell-sub">Created {day(key.createdAt)}</span>
                         </th>
                         <td>
                           <code class="prefix">{key.prefix}…</code>

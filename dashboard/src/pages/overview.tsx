@@ -2,7 +2,7 @@ import { useState } from "preact/hooks";
 
 import { api, type BillingStatus, type KeyUsage, type Plan } from "../api";
 import { Badge, Card, CopyButton, EmptyState, ErrorNotice, Loaded, Loading, Meter, PageHeader, StatusBadge, useResource } from "../components";
-import { planName, ratio, until, usd, when } from "../format";
+import { micros, microsToUsd, planName, ratio, until, usd, when } from "../format";
 
 export function apiBase(): string {
   return new URL("v1", document.baseURI).href;
@@ -35,13 +35,13 @@ export function OverviewPage() {
           <Loaded resource={usage} label="your keys">
             {(data) => {
               const live = data.keys.filter((key) => key.status !== "revoked");
-              const spent = live.reduce((sum, key) => sum + Number(key.usage.lifetime.spend), 0);
+              const spent = live.reduce((sum, key) => sum + micros(key.usage.lifetime.spend), 0);
               const requests = live.reduce((sum, key) => sum + key.usage.lifetime.requests, 0);
               return (
                 <>
                   <p class="stat">{live.length}</p>
                   <p class="muted">
-                    {live.filter((key) => key.status === "active").length} active · {requests.toLocaleString("en-US")} requests · about ${spent.toFixed(2)} spent
+                    {live.filter((key) => key.status === "active").length} active · {requests.toLocaleString("en-US")} requests · {usd(microsToUsd(spent))} spent
                   </p>
                   <a class="btn btn-secondary btn-small" href="#/keys">
                     Manage keys

@@ -3,21 +3,7 @@ import { useId, useMemo, useState } from "preact/hooks";
 import { api, query, type ApiKey, type DailyUsage, type KeyUsage, type RequestRecord } from "../api";
 import { BarChart, type Point } from "../chart";
 import { Button, Card, EmptyState, Loaded, PageHeader, useResource } from "../components";
-import { number, usd, when } from "../format";
-
-/** "0.001234" -> 1234 micro-dollars, exactly (money is summed as integers, never floats). */
-export function micros(amount: string): number {
-  const negative = amount.startsWith("-");
-  const [whole, fraction = ""] = amount.replace(/^[-+]/, "").split(".");
-  const value = Number(whole) * 1_000_000 + Number(fraction.padEnd(6, "0").slice(0, 6));
-  return negative ? -value : value;
-}
-
-function microsToUsd(value: number): string {
-  const whole = Math.floor(value / 1_000_000);
-  const fraction = String(value % 1_000_000).padStart(6, "0");
-  return `${whole}.${fraction}`;
-}
+import { micros, microsToUsd, number, usd, when } from "../format";
 
 function isoDay(date: Date): string {
   return date.toISOString().slice(0, 10);

@@ -1,0 +1,344 @@
+// The customer dashboard in a real (headless Debian chromium) browser, on the real local stack, as a new
+// customer uses it. Driven by tests/e2e/test_dashboard_browser.py:
+//
+//   node tests/e2e/browser/dashboard.mjs <stack.json> <screenshot dir>
+//
+// Every control is found by its role and accessible name or its label (getByRole/getByLabel), so a control
+// without a name fails the run. Each step throws with what it expected and what the page showed; the last
+// screenshot then shows where it stopped (failure.png). On success it prints one JSON line of findings.
+// CHROMIUM overrides the browser path (default /usr/bin/chromium); STEP_TIMEOUT_MS each step's time.
+import { spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { chromium } from "playwright-core";
+
+const [stackFile, shots] = process.argv.slice(2);
+if (!stackFile || !shots) {
+  console.error("usage: node tests/e2e/browser/dashboard.mjs <stack.json> <screenshot dir>");
+  process.exit(2);
+}
+const stack = JSON.parse(await readFile(stackFile, "utf8"));
+const base = stack.apiUrl;
+const timeout = Number(process.env.STEP_TIMEOUT_MS || 20000);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+await mkdir(shots, { recursive: true });
+
+const findings = {};
+const userDataDir = await mkdtemp(join(tmpdir(), "dashboard-chromium-"));
+let context;
+let page;
+let exitCode = 0;
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function shot(name) {
+  await page.waitForLoadState("networkidle").catch(() => {});
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+/** The page's own h1 (every page moves focus to it), i.e. which page is shown. */
+async function onPage(title) {
+  await page.getByRole("heading", { level: 1, name: title }).waitFor();
+}
+
+async function go(linkName, title) {
+  await page.getByRole("navigation", { name: "Dashboard" }).getByRole("link", { name: linkName, exact: true }).click();
+  await onPage(title);
+}
+
+/** The newest 6-digit code mailed to `email`, from the local outbox (GET {mailUrl}/messages, newest first). */
+async function codeFor(email, notBefore) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const messages = await (await fetch(`${stack.mailUrl}/messages`)).json();
+    const mine = messages.find((message) => message.to === email && Date.parse(message.sentAt) >= notBefore - 1000);
+    const code = mine?.text.match(/\b(\d{6})\b/)?.[1];
+    if (code) return code;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`no code mailed to ${email} in the outbox`);
+}
+
+function curlChat(apiKey, content = "Hello") {
+  const result = spawnSync(
+    "curl",
+    [
+      "-sS",
+      "-o",
+      "/dev/stdout",
+      "-w",
+      "\n%{http_code}",
+      `${base}/v1/chat/completions`,
+      "-H",
+      `Authorization: Bearer ${apiKey}`,
+      "-H",
+      "Content-Type: application/json",
+      "-d",
+      JSON.stringify({ model: "deepseek/deepseek-chat-v3-0324", messages: [{ role: "user", content }] }),
+    ],
+    { encoding: "utf8", timeout: 30000 },
+  );
+  const lines = result.stdout.trimEnd().split("\n");
+  return { status: Number(lines.pop()), body: lines.join("\n") };
+}
+
+/** The project's Python (PYTHON, set by the pytest driver) running the test wallet. */
+function wallet(...args) {
+  const result = spawnSync(process.env.PYTHON || "python3", ["tests/e2e/browser/wallet_tool.py", ...args], { encoding: "utf8", timeout: 60000 });
+  if (result.status !== 0) throw new Error(`wallet_tool ${args[0]} failed: ${result.stderr}`);
+  return result.stdout.trim();
+}
+
+/** Pay on the Stripe simulator's Checkout page, then land back on the dashboard's billing page. */
+async function payOnCheckout() {
+  await page.waitForURL((url) => url.href.startsWith(stack.stripeUrl), { waitUntil: "domcontentloaded" });
+  const pay = page.getByRole("button", { name: "Pay", exact: true });
+  await pay.waitFor();
+  await Promise.all([page.waitForURL((url) => url.href.startsWith(base), { waitUntil: "load" }), pay.click()]);
+  await onPage("Billing");
+  await page.getByText("Payment complete.").waitFor();
+  check(!page.url().includes("session_id="), `the checkout parameters stay in the address bar: ${page.url()}`);
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    timeout,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"],
+    viewport: { width: 1280, height: 860 },
+  });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  // A browser wallet (EIP-1193, as MetaMask injects window.ethereum) holding a funded test wallet of the
+  // local chain; personal_sign signs in the test's Python, as the wallet's own code would.
+  const payer = stack.testWallets[stack.testWallets.length - 1];
+  await context.exposeBinding("__testWalletSign", (_source, hexMessage) => wallet("sign", payer.privateKey, hexMessage));
+  await context.addInitScript((address) => {
+    window.ethereum = {
+      isTestWallet: true,
+      request: async ({ method, params }) => {
+        if (method === "eth_requestAccounts" || method === "eth_accounts") return [address];
+        if (method === "personal_sign") {
+          if (String(params[1]).toLowerCase() !== address.toLowerCase()) throw new Error("personal_sign for another account");
+          return window.__testWalletSign(params[0]);
+        }
+        throw new Error(`unsupported method ${method}`);
+      },
+    };
+  }, payer.address);
+  page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(timeout);
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(error.message));
+
+  // 1. Sign up: a new email, the code from the outbox.
+  await page.goto(`${base}/`);
+  await onPage("Sign in or create an account");
+  await shot("01-sign-in");
+  const email = `dev+${Date.now()}@example.com`;
+  await page.getByLabel("Email").fill(email);
+  const sentAt = Date.now();
+  await page.getByRole("button", { name: "Send code" }).click();
+  await page.getByLabel("Code").waitFor();
+  await shot("02-sign-in-code");
+  // A wrong code is refused in words
+  await page.getByLabel("Code").fill("000000");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "Could not sign in." }).waitFor();
+  await page.getByLabel("Code").fill(await codeFor(email, sentAt));
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await onPage("Overview");
+  findings.signedUp = email;
+  const balance = page.getByTestId("credit-balance");
+  check((await balance.innerText()) === "$0.00", `a new account starts at $0.00, shows ${await balance.innerText()}`);
+  check((await context.cookies(base)).some((cookie) => cookie.httpOnly), "the session is an HttpOnly cookie");
+
+  // 2. Top up by card through Checkout ($25), back on the dashboard with the balance.
+  await go("Billing", "Billing");
+  await page.getByLabel("Amount (USD)").fill("25");
+  await page.getByRole("radio", { name: "Card" }).check();
+  await page.getByRole("button", { name: "Top up by card" }).click();
+  await payOnCheckout();
+  await page.getByTestId("billing-balance").filter({ hasText: "$25.00" }).waitFor();
+
+  // 2b. Top up with USDC: deposit address, bind the wallet by signing in the browser wallet, send, verify.
+  await page.getByLabel("Amount (USD)").fill("12.5");
+  await page.getByRole("radio", { name: "USDC" }).check();
+  await page.getByRole("button", { name: "Top up with USDC" }).click();
+  const deposit = await page.getByLabel("Deposit address").inputValue();
+  check(deposit.toLowerCase() === stack.depositAddress.toLowerCase(), `deposit address ${deposit}`);
+  await page.getByRole("button", { name: "Sign with browser wallet" }).click();
+  await page.getByText(/is bound to your account/).waitFor();
+  const bound = await page.getByRole("list", { name: "Bound wallets" }).innerText();
+  check(bound.toLowerCase().includes(payer.address.toLowerCase()), `the bound wallets list the payer: ${bound}`);
+  const txHash = wallet("send", stackFile, payer.privateKey, "12.5");
+  await page.getByLabel("Transaction hash").fill(txHash);
+  await page.getByRole("button", { name: "Verify payment" }).click();
+  await page.getByText("$12.50 in USDC credited").waitFor();
+  await page.getByTestId("billing-balance").filter({ hasText: "$37.50" }).waitFor();
+  await shot("03-billing-usdc");
+
+  // 3. Subscribe to Pro by card: Checkout, press Pay, and the subscription shows active.
+  const pro = page.getByRole("region", { name: "Pro", exact: true });
+  await pro.getByRole("button", { name: "Subscribe by card" }).click();
+  await payOnCheckout();
+  const proRow = page.getByTestId("subscription-pro");
+  await proRow.getByText("Active", { exact: true }).waitFor();
+  await shot("03-billing-subscribed");
+
+  // 4. A credit key: its secret shown once, with Copy.
+  await go("API keys", "API keys");
+  await page.getByRole("button", { name: "Create key" }).first().click();
+  let dialog = page.getByRole("dialog", { name: "Create key" });
+  await dialog.getByLabel("Name").fill("ci-credit");
+  await dialog.getByRole("radio", { name: /Credit/ }).check();
+  await dialog.getByLabel("Max budget (USD)").fill("5");
+  await dialog.getByLabel("RPM").fill("30");
+  await dialog.getByRole("button", { name: "Create key" }).click();
+  dialog = page.getByRole("dialog", { name: "Your new API key" });
+  const secretField = dialog.getByLabel("API key ci-credit");
+  const secret = await secretField.inputValue();
+  check(/^sk_live_\w{20,}/.test(secret), `the new key's secret is shown: ${secret}`);
+  await dialog.getByRole("button", { name: "Copy" }).click();
+  await dialog.getByText("Copied to the clipboard").waitFor();
+  check((await page.evaluate(() => navigator.clipboard.readText())) === secret, "Copy puts the secret on the clipboard");
+  await shot("04-key-created");
+  await dialog.getByRole("button", { name: "Done" }).click();
+  const keyRow = page.getByRole("row", { name: /ci-credit/ });
+  await keyRow.waitFor();
+  check((await keyRow.innerText()).includes("30 RPM"), `the key's limits are listed: ${await keyRow.innerText()}`);
+
+  // Gone after a reload: not in the page, not in any storage.
+  await page.reload();
+  await onPage("API keys");
+  await page.getByRole("row", { name: /ci-credit/ }).waitFor();
+  check(!(await page.content()).includes(secret), "the secret is still in the page after a reload");
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+  check(!stored.includes(secret) && !stored.includes("sk_live_"), "a secret is kept in browser storage");
+
+  // 5. The key works on /v1 (curl, as the docs show) and is billed.
+  for (let i = 0; i < 3; i += 1) {
+    const answer = curlChat(secret, `hello ${i}`);
+    check(answer.status === 200, `/v1 with the new key answered ${answer.status}: ${answer.body}`);
+  }
+  findings.requests = 3;
+
+  // Disable: refused at once; enable: served again.
+  await page.getByRole("button", { name: "Disable ci-credit" }).click();
+  await page.getByRole("row", { name: /ci-credit/ }).getByText("Disabled", { exact: true }).waitFor();
+  check(curlChat(secret).status === 401, "a disabled key is refused");
+  await page.getByRole("button", { name: "Enable ci-credit" }).click();
+  await page.getByRole("row", { name: /ci-credit/ }).getByText("Active", { exact: true }).waitFor();
+  check(curlChat(secret, "again").status === 200, "an enabled key is served again");
+  findings.requests += 1;
+
+  // Edit limits (SPEC 9): the new RPM is listed.
+  await page.getByRole("button", { name: "Edit limits of ci-credit" }).click();
+  dialog = page.getByRole("dialog", { name: "Edit ci-credit" });
+  await dialog.getByLabel("RPM").fill("45");
+  await dialog.getByRole("button", { name: "Save" }).click();
+  await page.getByRole("row", { name: /ci-credit/ }).getByText("45 RPM").waitFor();
+  await shot("05-api-keys");
+
+  // 6. Usage: the requests in the chart of today, and in the latest requests.
+  await go("Usage", "Usage");
+  await page.getByTestId("total-requests").filter({ hasText: String(findings.requests) }).waitFor();
+  await page.getByRole("img", { name: /Requests per day/ }).waitFor();
+  const chartText = await page.getByRole("img", { name: /Requests per day/ }).getAttribute("aria-labelledby");
+  check(Boolean(chartText), "the chart is labelled");
+  const requestRows = page.getByRole("table", { name: "The latest requests" }).getByRole("row");
+  check((await requestRows.count()) >= findings.requests + 1, `the latest requests list ${await requestRows.count()} rows`);
+  // Filtered by the model used: the same requests
+  await page.getByLabel("Model").selectOption({ label: "deepseek/deepseek-chat-v3-0324" });
+  await page.getByTestId("total-requests").filter({ hasText: String(findings.requests) }).waitFor();
+  await shot("06-usage");
+
+  // 7. Rotate: a new secret, the old one refused.
+  await go("API keys", "API keys");
+  await page.getByRole("button", { name: "Rotate ci-credit" }).click();
+  dialog = page.getByRole("dialog", { name: "Rotate ci-credit" });
+  await dialog.getByRole("button", { name: "Rotate key" }).click();
+  dialog = page.getByRole("dialog", { name: "New secret for ci-credit" });
+  const rotated = await dialog.getByLabel("New API key ci-credit").inputValue();
+  check(rotated.startsWith("sk_live_") && rotated !== secret, "rotation shows a new secret");
+  await dialog.getByRole("button", { name: "Done" }).click();
+  check(curlChat(secret).status === 401, "the old secret is refused after rotation without grace");
+  check(curlChat(rotated, "rotated").status === 200, "the rotated secret works");
+
+  // Delete with confirmation: refused at once.
+  await page.getByRole("button", { name: "Delete ci-credit" }).click();
+  dialog = page.getByRole("dialog", { name: "Delete ci-credit?" });
+  await dialog.getByRole("button", { name: "Delete key" }).click();
+  await page.getByText("ci-credit is deleted").waitFor();
+  check(curlChat(rotated).status === 401, "a deleted key is refused");
+
+  // 8. Management keys: create (secret once), delete it; the last one cannot be deleted.
+  await go("Management keys", "Management keys");
+  await page.getByRole("button", { name: "Create management key" }).click();
+  dialog = page.getByRole("dialog", { name: "Create management key" });
+  await dialog.getByLabel("Name").fill("ci-deploy");
+  await dialog.getByRole("button", { name: "Create key" }).click();
+  dialog = page.getByRole("dialog", { name: "Your new management key" });
+  const managementKey = await dialog.getByLabel("Management key ci-deploy").inputValue();
+  check(managementKey.startsWith("mk_"), `a management key is shown: ${managementKey}`);
+  const viaKey = spawnSync("curl", ["-sS", `${base}/api/billing/status`, "-H", `Authorization: Bearer ${managementKey}`], { encoding: "utf8" });
+  check(JSON.parse(viaKey.stdout).data.creditBalance !== undefined, `the new management key works: ${viaKey.stdout}`);
+  await shot("07-management-key-created");
+  await dialog.getByRole("button", { name: "Done" }).click();
+  await page.getByRole("row", { name: /ci-deploy/ }).waitFor();
+  await shot("08-management-keys");
+  await page.getByRole("button", { name: "Delete ci-deploy" }).click();
+  await page.getByRole("dialog", { name: "Delete ci-deploy?" }).getByRole("button", { name: "Delete key" }).click();
+  await page.getByText("ci-deploy is deleted").waitFor();
+  const rows = page.getByRole("table", { name: "Your management keys" }).getByRole("row");
+  check((await rows.count()) === 2, "one management key is left (header + 1 row)");
+  check(await page.getByRole("button", { name: /^Delete / }).isDisabled(), "the last management key cannot be deleted");
+
+  // 9. Overview: balance, Pro with its 5-hour budget bar, the quick start.
+  await go("Overview", "Overview");
+  await page.getByRole("meter", { name: /5-hour budget used, Pro/ }).waitFor();
+  await page.getByRole("tab", { name: "Python" }).click();
+  await page.getByRole("tabpanel").getByText(`base_url="${base}/v1"`).waitFor();
+  await shot("09-overview");
+
+  // 10. Cancel Pro: stays active to the period end.
+  await go("Billing", "Billing");
+  await page.getByRole("button", { name: "Cancel Pro" }).click();
+  await page.getByRole("dialog", { name: "Cancel Pro?" }).getByRole("button", { name: "Cancel subscription" }).click();
+  await page.getByTestId("subscription-pro").getByText("Cancels at period end").waitFor();
+  await page.getByRole("table", { name: "Ledger" }).getByText("+$25.00").waitFor();
+  await shot("10-billing");
+
+  // 11. Sign out: back to the sign-in page, and the session is over server-side (a reload stays signed out).
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await onPage("Sign in or create an account");
+  await page.reload();
+  await onPage("Sign in or create an account");
+  check(pageErrors.length === 0, `script errors on the pages: ${pageErrors.join("; ")}`);
+
+  // 12. Narrow screens: the navigation stays usable.
+  await page.setViewportSize({ width: 420, height: 860 });
+  await page.getByLabel("Email").fill(email);
+  const again = Date.now();
+  await page.getByRole("button", { name: "Send code" }).click();
+  await page.getByLabel("Code").fill(await codeFor(email, again));
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await onPage("Overview");
+  await go("API keys", "API keys");
+  await shot("11-mobile-api-keys");
+  console.log(JSON.stringify(findings));
+} catch (error) {
+  exitCode = 1;
+  const said = page ? await page.locator("body").innerText({ timeout: 1000 }).catch(() => "") : "";
+  const where = page ? ` (at ${page.url()}: ${said.trim().replace(/\s+/g, " ").slice(0, 600)})` : "";
+  console.error(`dashboard.mjs: ${error instanceof Error ? error.message.split("\n")[0] : error}${where}`);
+  if (page) await page.screenshot({ path: join(shots, "failure.png"), fullPage: true }).catch(() => {});
+} finally {
+  await context?.close().catch(() => {});
+  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+}
+process.exit(exitCode);
