@@ -19,6 +19,7 @@ export function BillingPage() {
   const plans = useResource(() => api.get<Plan[]>("api/plans"));
   const [checkout] = useState(takeCheckoutReturn);
   const [message, setMessage] = useState<string>();
+  const [usdc, setUsdc] = useState<UsdcInstructions>();
   const refresh = (text?: string) => {
     setMessage(text);
     void status.reload();
@@ -47,8 +48,9 @@ export function BillingPage() {
             )}
           </Loaded>
         </Card>
-        <TopUp onCredited={(text) => refresh(text)} />
+        <TopUp onUsdc={setUsdc} />
       </div>
+      {usdc ? <UsdcTopUp instructions={usdc} onCredited={(text) => refresh(text)} /> : null}
       <Card title="Plans">
         <Loaded resource={plans} label="the plans">
           {(list) => (
@@ -206,20 +208,19 @@ interface UsdcInstructions {
   amount: string;
 }
 
-function TopUp({ onCredited }: { onCredited: (message: string) => void }) {
+function TopUp({ onUsdc }: { onUsdc: (instructions: UsdcInstructions | undefined) => void }) {
   const [amount, setAmount] = useState("25");
   const [method, setMethod] = useState<"stripe" | "usdc">("stripe");
-  const [usdc, setUsdc] = useState<UsdcInstructions>();
   const { busy, error, run } = useAction();
   const id = useId();
   const submit = async (event: Event) => {
     event.preventDefault();
-    setUsdc(undefined);
+    onUsdc(undefined);
     const value = amount.trim();
     const result = await run(() => api.post<{ sessionUrl?: string } & Partial<UsdcInstructions>>("api/billing/topup", { amount: value, method }));
     if (!result) return;
     if (result.sessionUrl) window.location.assign(result.sessionUrl);
-    else if (result.address) setUsdc({ address: result.address, chain: result.chain ?? "base", amount: result.amount ?? value });
+    else if (result.address) onUsdc({ address: result.address, chain: result.chain ?? "base", amount: result.amount ?? value });
   };
   return (
     <Card title="Top up">
@@ -245,7 +246,6 @@ function TopUp({ onCredited }: { onCredited: (message: string) => void }) {
           {method === "stripe" ? "Top up by card" : "Top up with USDC"}
         </Button>
       </form>
-      {usdc ? <UsdcTopUp instructions={usdc} onCredited={onCredited} /> : null}
     </Card>
   );
 }
@@ -267,8 +267,7 @@ function UsdcTopUp({ instructions, onCredited }: { instructions: UsdcInstruction
   const wallets = useResource(() => api.get<Wallet[]>("api/billing/wallets"));
   const id = useId();
   return (
-    <div class="usdc">
-      <h3>Pay with USDC</h3>
+    <Card title="Pay with USDC" class="usdc">
       <ol class="steps">
         <li>
           <p>
@@ -306,7 +305,7 @@ function UsdcTopUp({ instructions, onCredited }: { instructions: UsdcInstruction
           <VerifyTransfer amount={instructions.amount} onCredited={onCredited} />
         </li>
       </ol>
-    </div>
+    </Card>
   );
 }
 
