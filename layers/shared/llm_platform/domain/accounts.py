@@ -1,4 +1,4 @@
-"""Accounts and who is calling: management-key authentication, account creation, operator grants."""
+"""Accounts and who is calling: management-key or session authentication, account creation, operator grants."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from llm_platform.data import accounts as accounts_table
 from llm_platform.data import ledger
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import transact
+from llm_platform.domain import sessions
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
 from llm_platform.domain.entities import Account, ManagementKey
@@ -16,10 +17,10 @@ from llm_platform.domain.errors import NotFound, Unauthenticated
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated management-key holder."""
+    """An authenticated caller: a management-key holder, or a dashboard session (no management key)."""
 
     account_id: str
-    management_key_id: str
+    management_key_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,16 @@ def bearer_token(authorization: str | None, *, missing_code: str) -> str:
     return token.strip()
 
 
-def authenticate(authorization: str | None) -> Caller:
+def authenticate(authorization: str | None, browser: sessions.BrowserRequest | None = None) -> Caller:
+    """``Authorization: Bearer mk_…`` when sent (a wrong one is 401 whatever else comes with it); else the
+    session cookie, under the origin rule of ``sessions``; neither: 401 ``missing_management_key``."""
+    if not authorization and browser is not None and browser.session_token is not None:
+        return Caller(account_id=sessions.account_for(browser), management_key_id=None)
+    if not authorization:
+        raise Unauthenticated(
+            "Missing credentials: send 'Authorization: Bearer <management key>', or sign in (session cookie).",
+            code="missing_management_key",
+        )
     token = bearer_token(authorization, missing_code="missing_management_key")
     key = None
     if token.startswith(MANAGEMENT_KEY_PREFIX) and len(token) <= 128:
