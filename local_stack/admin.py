@@ -23,6 +23,7 @@ TABLE_OUTPUTS = {
     "USAGE_COUNTERS_TABLE": "UsageCountersTableName",
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
     "WALLETS_TABLE": "WalletsTableName",
+    "REQUEST_LOG_TABLE": "RequestLogTableName",
 }
 
 

@@ -31,6 +31,7 @@ from llm_platform.domain.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     Unauthenticated,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from llm_platform.observability import logger
@@ -45,6 +46,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    Unprocessable: HTTPStatus.UNPROCESSABLE_ENTITY,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
@@ -62,6 +64,15 @@ def status_for(error: DomainError) -> HTTPStatus:
 
 def ok(data: Any, status: HTTPStatus = HTTPStatus.OK) -> Response:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"data": data})
+
+
+def page(items: list[Any], next_cursor: str | None) -> Response:
+    """A page of a list: ``{"data": [...], "nextCursor": "…" | null}``."""
+    return Response(
+        status_code=HTTPStatus.OK,
+        content_type=content_types.APPLICATION_JSON,
+        body={"data": items, "nextCursor": next_cursor},
+    )
 
 
 def _error(status: HTTPStatus, code: str, message: str) -> Response:
