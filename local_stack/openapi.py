@@ -102,6 +102,8 @@ BODY_ERRORS: dict[int, str] = {
     422: "`validation_error`: unknown fields, missing fields, wrong types or out-of-range values; the message says which.",  # noqa: E501
 }
 
+QUERY_ERROR = "`validation_error`: a query parameter of the wrong type or out of range; the message says which."
+
 # --------------------------------------------------------------------------- the Stripe webhook
 
 WEBHOOK: dict[str, Any] = {
@@ -215,6 +217,8 @@ def _add_shared_errors(operation: dict[str, Any]) -> None:
     shared = dict(COMMON_ERRORS)
     if "requestBody" in operation:
         shared.update(BODY_ERRORS)
+    elif any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
+        shared[422] = QUERY_ERROR
     for status, text in shared.items():
         key = str(status)
         if key in responses_:  # the route documents codes of its own under this status too
