@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -67,15 +69,32 @@ PRICES = {
 }
 
 
-def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> tuple[float, float, float]:
-    """(DynamoDB calls, milliseconds spent in them, transaction items) per request on a warm proxy."""
+@dataclass
+class DynamoDBUse:
+    calls: float  # per request
+    milliseconds: float  # per request, inside those calls
+    items: float  # transaction items per request
+    write_units: float  # per request: 2 per transaction item per KB, plus the request log's 2 GSI copies
+    calls_before_first_byte: float  # round trips the client waits for before its first byte
+
+
+def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> DynamoDBUse:
+    """What DynamoDB does per request on a warm proxy, counted on the proxy's own botocore client."""
+    from llm_platform.config import get_settings
     from llm_platform.data.dynamo import client
 
-    calls, started, spent, items = 0, {}, 0.0, 0
+    log_table = get_settings().request_log_table
+    calls, started, spent, items, units, before_first_byte = 0, {}, 0.0, 0, 0, 0
 
     def count_items(params: dict, **_: object) -> None:
-        nonlocal items
-        items += len(params.get("TransactItems", []))
+        nonlocal items, units
+        for item in params.get("TransactItems", []):
+            items += 1
+            kilobytes = math.ceil(len(json.dumps(item)) / 1024)
+            units += 2 * kilobytes  # transactional: 2 write units per KB
+            put = item.get("Put", {})
+            if put.get("TableName") == log_table:
+                units += 2 * kilobytes  # byAccount and byKey GSIs (all attributes), 1 unit per KB each
 
     def before(context: dict, **_: object) -> None:
         nonlocal calls
@@ -88,22 +107,29 @@ def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) ->
 
     events = client().meta.events
     body = {**BODY, "stream": stream}
+    headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(timeout=30) as http:
-        http.post(f"{api_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)  # warm
+        http.post(f"{api_url}/v1/chat/completions", headers=headers, json=body)  # warm
         events.register("before-call.dynamodb", before)
         events.register("after-call.dynamodb", after)
         events.register("before-parameter-build.dynamodb.TransactWriteItems", count_items)
         try:
             for _ in range(requests):
-                response = http.post(
-                    f"{api_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
-                )
-                response.raise_for_status()
+                calls_at_start = calls
+                with http.stream("POST", f"{api_url}/v1/chat/completions", headers=headers, json=body) as response:
+                    response.raise_for_status()
+                    chunks = response.iter_raw()
+                    next(chunks)  # the first byte of the answer
+                    before_first_byte += calls - calls_at_start
+                    for _ in chunks:
+                        pass
         finally:
             events.unregister("before-call.dynamodb", before)
             events.unregister("after-call.dynamodb", after)
             events.unregister("before-parameter-build.dynamodb.TransactWriteItems", count_items)
-    return calls / requests, spent * 1000 / requests, items / requests
+    return DynamoDBUse(
+        calls / requests, spent * 1000 / requests, items / requests, units / requests, before_first_byte / requests
+    )
 
 
 def function_cold_imports(runs: int) -> dict[str, float]:
@@ -129,7 +155,7 @@ def function_cold_imports(runs: int) -> dict[str, float]:
     return results
 
 
-def cost_per_million(transaction_items: float, added_ms: float, memory_mb: int, upstream_seconds: float) -> dict:
+def cost_per_million(write_units: float, added_ms: float, memory_mb: int, upstream_seconds: float) -> dict:
     """US dollars per million proxied requests. Lambda bills the whole request, so the time the model
     takes to answer (``upstream_seconds``) is part of it; the proxy adds ``added_ms`` on top."""
     seconds = upstream_seconds + added_ms / 1000
@@ -138,7 +164,7 @@ def cost_per_million(transaction_items: float, added_ms: float, memory_mb: int, 
         "REST API": PRICES["rest_api_request"] * 1e6,
         "Lambda requests": PRICES["lambda_request"] * 1e6,
         "Lambda compute": lambda_compute,
-        "DynamoDB": transaction_items * 2 * PRICES["dynamodb_write_unit"] * 1e6,
+        "DynamoDB": write_units * PRICES["dynamodb_write_unit"] * 1e6,
     }
 
 
@@ -226,10 +252,11 @@ def main() -> None:
         f"  cold import of functions/proxy/app.py: median {median_ms:.0f} ms, best {best_ms:.0f} ms "
         f"(heavy modules imported: {', '.join(heavy) or 'none'})"
     )
-    for name, (per_request, milliseconds, items) in calls.items():
+    for name, use in calls.items():
         print(
-            f"  DynamoDB per request, warm, {name}: {per_request:.2f} calls ({items:.1f} transaction items), "
-            f"{milliseconds:.1f} ms in DynamoDB Local"
+            f"  DynamoDB per request, warm, {name}: {use.calls:.2f} calls ({use.calls_before_first_byte:.2f} before "
+            f"the first byte), {use.items:.1f} transaction items, {use.write_units:.1f} write units, "
+            f"{use.milliseconds:.1f} ms in DynamoDB Local"
         )
     print(f"  direct upstream:  p50 {d50:.2f} ms   p99 {d99:.2f} ms   ({args.requests} sequential requests)")
     print(f"  through proxy:    p50 {p50:.2f} ms   p99 {p99:.2f} ms")
@@ -248,13 +275,13 @@ def main() -> None:
     from local_stack.template import load_template
 
     proxy_memory = int(load_template(REPO / "template.yaml")["Resources"]["ProxyFunction"]["Properties"]["MemorySize"])
-    worst_items = max(items for _, _, items in calls.values())
+    worst_units = max(use.write_units for use in calls.values())
     print(
-        f"  cost per million proxied requests, us-east-1 list prices, {worst_items:.0f} transaction items "
-        f"(x2 write units) per request, {proxy_memory} MB arm64, +{p50 - d50:.0f} ms added (p50 here):"
+        f"  cost per million proxied requests, us-east-1 list prices, {worst_units:.0f} write units per request "
+        f"(the most of the four kinds above), {proxy_memory} MB arm64, +{p50 - d50:.0f} ms added (p50 here):"
     )
     for upstream_seconds in (0.0, 1.0, 10.0):
-        parts = cost_per_million(worst_items, p50 - d50, proxy_memory, upstream_seconds)
+        parts = cost_per_million(worst_units, p50 - d50, proxy_memory, upstream_seconds)
         detail = ", ".join(f"{name} ${value:.2f}" for name, value in parts.items())
         label = "proxy alone" if upstream_seconds == 0 else f"model answers in {upstream_seconds:.0f} s"
         print(f"    {label:24} ${sum(parts.values()):8.2f}  ({detail})")

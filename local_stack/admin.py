@@ -24,6 +24,7 @@ TABLE_OUTPUTS = {
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
     "WALLETS_TABLE": "WalletsTableName",
     "AUTH_TABLE": "AuthTableName",
+    "REQUEST_LOG_TABLE": "RequestLogTableName",
 }
 
 
@@ -86,6 +87,34 @@ def run(args: argparse.Namespace) -> dict:
                 raise AdminError("--amount must be positive")
             account = accounts.grant_credit(args.account, micros, args.reason)
             return {"accountId": account.account_id, "creditBalance": format_usd(account.credit_balance_micros)}
+        if args.command == "request":
+            # A support question ("what did request X cost?"): the log record, whichever account it is.
+            from llm_platform.api import views
+            from llm_platform.data import request_log
+
+            record = request_log.get(args.id)
+            if record is None:
+                raise AdminError(f"no logged request {args.id} (unknown, or past the log's retention)")
+            return {"accountId": record["accountId"], **views.request_record(record)}
+        if args.command == "ledger":
+            # An audit of one account: its entries, newest first, their sum and the stored balance.
+            from llm_platform.api import views
+            from llm_platform.data import ledger
+
+            entries, cursor = [], None
+            while True:
+                page = ledger.newest_first(args.account, 100, cursor)
+                entries += page.items
+                cursor = page.cursor
+                if cursor is None:
+                    break
+            account = accounts.get_account(args.account)
+            return {
+                "accountId": args.account,
+                "creditBalance": format_usd(account.credit_balance_micros),
+                "ledgerSum": format_usd(sum(entry["amountMicros"] for entry in entries)),
+                "entries": [views.ledger_entry(entry) for entry in entries[: args.limit]],
+            }
         if args.command == "expire-subscriptions":
             from llm_platform.domain import subscriptions
 
@@ -110,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     credit.add_argument("--account", required=True)
     credit.add_argument("--amount", required=True)
     credit.add_argument("--reason", default="operator grant")
+    request = commands.add_parser("request", help="one logged /v1 request by its x-request-id, with its account")
+    request.add_argument("--id", required=True)
+    ledger = commands.add_parser("ledger", help="an account's ledger: newest entries, their sum and the balance")
+    ledger.add_argument("--account", required=True)
+    ledger.add_argument("--limit", type=int, default=50, help="entries to print (the sum covers all)")
     commands.add_parser(
         "expire-subscriptions", help="run the scheduled expiry now: renew from credits or expire past period end"
     )

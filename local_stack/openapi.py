@@ -120,6 +120,8 @@ BODY_ERRORS: dict[int, str] = {
     422: "`validation_error`: unknown fields, missing fields, wrong types or out-of-range values; the message says which.",  # noqa: E501
 }
 
+QUERY_ERROR = "`validation_error`: a query parameter of the wrong type or out of range; the message says which."
+
 # --------------------------------------------------------------------------- the Stripe webhook
 
 WEBHOOK: dict[str, Any] = {
@@ -276,6 +278,8 @@ def _add_shared_errors(operation: dict[str, Any], *, public: bool) -> None:
     shared = {s: t for s, t in COMMON_ERRORS.items() if not (public and s in (401, 403))}
     if "requestBody" in operation:
         shared.update(BODY_ERRORS)
+    elif any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
+        shared[422] = QUERY_ERROR
     for status, text in shared.items():
         key = str(status)
         if key in responses_:  # the route documents codes of its own under this status too

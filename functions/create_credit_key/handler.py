@@ -30,7 +30,9 @@ app = build_app()
 )
 def create_credit_key(body: CreateCreditKeyRequest):
     max_budget = None if body.max_budget is None else usd_to_micros(body.max_budget)
-    key, plaintext = api_keys.create_credit_key(app.caller, body.name, max_budget, body.rpm, body.tpm)
+    key, plaintext = api_keys.create_credit_key(
+        app.caller, body.name, max_budget, body.rpm, body.tpm, body.budget_reset, body.expires_at
+    )
     metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)
     return ok(views.created_api_key(key, plaintext), HTTPStatus.CREATED)
 

@@ -33,7 +33,7 @@ app = build_app()
     ),
 )
 def create_subscription_key(body: CreateSubscriptionKeyRequest):
-    key, plaintext = api_keys.create_subscription_key(app.caller, body.name, body.subscription_id)
+    key, plaintext = api_keys.create_subscription_key(app.caller, body.name, body.subscription_id, body.expires_at)
     metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)
     return ok(views.created_api_key(key, plaintext), HTTPStatus.CREATED)
 

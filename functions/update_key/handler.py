@@ -1,4 +1,5 @@
-"""PATCH /api/keys/{id}: rename, disable or re-enable a key; the proxy sees it on the next request."""
+"""PATCH /api/keys/{id}: rename, disable or re-enable a key, change its limits, budget reset or expiry;
+the proxy applies it on the key's next request."""
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -15,19 +16,29 @@ app = build_app()
 
 @app.patch(
     "/api/keys/<key_id>",
-    summary="Rename, disable or enable a key",
-    description="Takes effect on the key's next request.",
+    summary="Change a key",
+    description=(
+        "Rename, disable or enable a key, or change its limits: `rpm`, `tpm`, and for credit keys `maxBudget` "
+        "and `budgetReset` (daily, weekly or monthly, calendar-aligned UTC: the maxBudget spend restarts at "
+        "each boundary), and `expiresAt`. Only the fields sent change; `null` removes a limit (a subscription "
+        "key's `rpm`/`tpm` go back to its plan's, which they can never exceed). Takes effect on the key's "
+        "next request, on every proxy instance."
+    ),
     tags=["Keys"],
     operation_id="updateKey",
     responses=responses(
         200,
         "ApiKeyView",
         "The key as listed.",
-        errors={404: "`not_found`: no such key (or revoked), or another account's."},
+        errors={
+            404: "`not_found`: no such key (or revoked), or another account's.",
+            422: "`validation_error`: e.g. a subscription key's `rpm` above its plan's, `maxBudget` on a "
+            "subscription key, `expiresAt` in the past.",
+        },
     ),
 )
 def update_key(key_id: str, body: UpdateKeyRequest):
-    key = api_keys.update_key(app.caller, key_id, name=body.name, disabled=body.disabled)
+    key = api_keys.update_key(app.caller, key_id, name=body.name, disabled=body.disabled, limits=body.limit_changes())
     return ok(views.api_key(key))
 
 

@@ -254,12 +254,51 @@ def test_admin_runs_the_expiry_on_demand(stack) -> None:
     assert status["data"]["subscriptions"][0]["status"] == "active"  # not due: untouched
 
 
+def test_history_as_a_customer_and_an_operator_reads_it(stack) -> None:
+    # Given an account with credit and a credit key that made one request, over curl as the docs show
+    api = stack["apiUrl"]
+    created = admin(stack, "create-account", "--name", "history check")
+    admin(stack, "grant-credit", "--account", created["accountId"], "--amount", "3")
+    auth = ["-H", f"Authorization: Bearer {created['managementKey']}", "-H", "Content-Type: application/json"]
+    key = curl(
+        "-X",
+        "POST",
+        f"{api}/api/keys/credit",
+        *auth,
+        "-d",
+        '{"name": "client-acme", "budgetReset": "monthly", "maxBudget": 1}',
+    )
+    chat = '{"model": "test/echo", "messages": [{"role": "user", "content": "hi"}]}'
+    bearer = f"Authorization: Bearer {key['data']['apiKey']}"
+    result = subprocess.run(
+        ["curl", "-sS", "-D", "-", f"{api}/v1/chat/completions", "-H", bearer, "-H", "Content-Type: application/json",
+         "-d", chat],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    request_id = next(
+        line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.lower().startswith("x-request-id:")
+    )
+    # Then the customer finds it in the log, the day's usage and the ledger
+    [record] = curl(f"{api}/api/requests", *auth[:2])["data"]
+    assert record["id"] == request_id and record["status"] == 200
+    [day] = curl(f"{api}/api/usage/daily", *auth[:2])["data"]
+    assert (day["requests"], day["spend"]) == (1, record["cost"])
+    kinds = [entry["kind"] for entry in curl(f"{api}/api/billing/ledger", *auth[:2])["data"]]
+    assert kinds == ["usage", "grant"]
+    # And the operator finds the request by its id alone, and audits the account's ledger
+    assert admin(stack, "request", "--id", request_id)["accountId"] == created["accountId"]
+    audit = admin(stack, "ledger", "--account", created["accountId"])
+    assert audit["ledgerSum"] == audit["creditBalance"] and len(audit["entries"]) == 2
+
+
 def test_admin_refuses_bad_input_clearly(stack) -> None:
     env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
     for args in (
         ["grant-credit", "--account", "acct_nope", "--amount", "5"],
         ["grant-subscription", "--account", "acct_nope", "--plan", "pro"],
         ["grant-credit", "--account", "acct_nope", "--amount", "1.0000001"],
+        ["request", "--id", "00000000-0000-0000-0000-000000000000"],
+        ["ledger", "--account", "acct_nope"],
     ):
         result = subprocess.run(
             [str(REPO / "bin" / "admin"), *args], capture_output=True, text=True, env=env, timeout=60

@@ -55,7 +55,11 @@ LIST_ROUTES = {
     ("GET", "/api/usage"),
     ("GET", "/api/management-keys"),
     ("GET", "/api/billing/wallets"),
-    ("GET", "/v1/models"),  # the proxy's only read route: the catalog, nothing per account
+    ("GET", "/api/billing/ledger"),
+    ("GET", "/api/usage/daily"),
+    ("GET", "/api/requests"),
+    ("GET", "/v1/models"),  # the catalog, nothing per account
+    ("GET", "/v1/key"),  # the calling key's own limits and spend
     ("GET", "/api/plans"),  # the plans on sale: the same for every account
 }
 NO_ID_ROUTES = {
@@ -127,6 +131,9 @@ class Tenant:
     unclaimed_amount: int = 0
     pending_wallet: LocalAccount | None = None
     pending_signature: str = ""  # A's own signature over A's open challenge for pending_wallet
+    rotated_key: dict[str, Any] = field(default_factory=dict)  # rotated with a grace period: two live secrets
+    rotated_old_secret: str = ""
+    request_ids: list[str] = field(default_factory=list)  # x-request-id of the tenant's /v1 calls
 
     @property
     def headers(self) -> dict[str, str]:
@@ -141,6 +148,7 @@ class Tenant:
             self.credit_sub_key,
             self.granted_sub_key,
             self.stripe_sub_key,
+            self.rotated_key,
         ]
 
     @property
@@ -154,6 +162,7 @@ class Tenant:
     @property
     def key_hashes(self) -> list[str]:
         secrets_ = [k["apiKey"] for k in self.api_keys] + [self.account.management_key, self.mk["managementKey"]]
+        secrets_.append(self.rotated_old_secret)
         return [hashlib.sha256(s.encode()).hexdigest() for s in secrets_]
 
     @property
@@ -171,6 +180,7 @@ class Tenant:
             self.stripe_subscription,
             *self.checkout_sessions,
             self.claimed_tx,
+            *self.request_ids,
         ]
 
     def identifiers(self, api: httpx.Client) -> set[str]:
@@ -183,6 +193,7 @@ class Tenant:
             self.mk["name"],
             self.unclaimed_tx,
             *(k["apiKey"] for k in self.api_keys),
+            self.rotated_old_secret,
             *(k["name"] for k in self.api_keys),
             *self.addresses,
         }
@@ -309,9 +320,28 @@ def build_tenant(api: httpx.Client, local_stack: Any, label: str) -> Tenant:
     tenant.unclaimed_tx = localchain.send_usdc(w3, chain.usdc_address, pk, chain.deposit_address, 7 * USDC)
     tenant.pending_wallet = Account.create()
     tenant.pending_signature = sign(tenant.pending_wallet, challenge(api, tenant, tenant.pending_wallet))
-    # Usage on /v1 from every kind of key that can serve
-    for key in (tenant.credit_key, tenant.credit_sub_key, tenant.granted_sub_key, tenant.stripe_sub_key):
-        assert chat(api, key["apiKey"]).status_code == 200
+    # A credit key rotated with a grace period (its old and new secrets both work), with limits set
+    rotated = ok(api.post("/api/keys/credit", headers=headers, json={"name": f"rotated-{tag}"}), 201)
+    tenant.rotated_old_secret = rotated["apiKey"]
+    ok(
+        api.patch(
+            f"/api/keys/{rotated['id']}", headers=headers, json={"rpm": 50, "budgetReset": "daily", "maxBudget": 1}
+        )
+    )
+    new = ok(api.post(f"/api/keys/{rotated['id']}/rotate", headers=headers, json={"gracePeriodSeconds": 3600}))
+    tenant.rotated_key = {**rotated, "apiKey": new["apiKey"]}
+    # Usage on /v1 from every kind of key that can serve (logged, counted per day, in the ledger)
+    for key in (
+        tenant.credit_key,
+        tenant.credit_sub_key,
+        tenant.granted_sub_key,
+        tenant.stripe_sub_key,
+        tenant.rotated_key,
+        {"apiKey": tenant.rotated_old_secret},
+    ):
+        response = chat(api, key["apiKey"])
+        assert response.status_code == 200
+        tenant.request_ids.append(response.headers["x-request-id"])
     return tenant
 
 
@@ -444,6 +474,54 @@ def attack_patch_key(api: httpx.Client, w: World) -> list[Attempt]:
         for what, an_id in foreign_ids(w.a).items()
         for body in ({"disabled": True}, {"disabled": False}, {"name": "pwned"})
     ]
+
+
+def attack_patch_key_limits(api: httpx.Client, w: World) -> list[Attempt]:
+    route = ("PATCH", "/api/keys/{id}")
+    bodies = ({"rpm": 1}, {"maxBudget": None, "budgetReset": None}, {"expiresAt": "2099-01-01T00:00:00Z"})
+    return [
+        attempt(api, route, f"{body} on {what}", NOT_FOUND, path=f"/api/keys/{an_id}", headers=w.b.headers, body=body)
+        for what, an_id in foreign_ids(w.a).items()
+        for body in bodies
+    ]
+
+
+def attack_rotate_key(api: httpx.Client, w: World) -> list[Attempt]:
+    route = ("POST", "/api/keys/{id}/rotate")
+    return [
+        attempt(
+            api,
+            route,
+            f"rotate {what}",
+            NOT_FOUND,
+            path=f"/api/keys/{an_id}/rotate",
+            headers=w.b.headers,
+            body={"gracePeriodSeconds": 86_400},
+        )
+        for what, an_id in {**foreign_ids(w.a), "A rotated key": w.a.rotated_key["id"]}.items()
+    ]
+
+
+def attack_get_request(api: httpx.Client, w: World) -> list[Attempt]:
+    route = ("GET", "/api/requests/{id}")
+    by_id = [
+        attempt(api, route, f"read A's request {an_id}", NOT_FOUND, path=f"/api/requests/{an_id}", headers=w.b.headers)
+        for an_id in w.a.request_ids
+    ]
+    # The list's keyId filter names a key too: A's keys are not found, not listed
+    by_key = [
+        attempt(
+            api,
+            ("GET", "/api/requests"),
+            f"list by {what}",
+            NOT_FOUND,
+            path=f"/api/requests?keyId={an_id}",
+            headers=w.b.headers,
+        )
+        for what, an_id in foreign_ids(w.a).items()
+        if "key" in what and "management" not in what and "hash" not in what
+    ]
+    return by_id + by_key
 
 
 def attack_delete_key(api: httpx.Client, w: World) -> list[Attempt]:
@@ -627,7 +705,9 @@ def attack_webhook(api: httpx.Client, w: World) -> list[Attempt]:
 
 
 ATTACKS: dict[tuple[str, str], Attack] = {
-    ("PATCH", "/api/keys/{id}"): attack_patch_key,
+    ("PATCH", "/api/keys/{id}"): lambda api, w: attack_patch_key(api, w) + attack_patch_key_limits(api, w),
+    ("POST", "/api/keys/{id}/rotate"): attack_rotate_key,
+    ("GET", "/api/requests/{id}"): attack_get_request,
     ("DELETE", "/api/keys/{id}"): attack_delete_key,
     ("DELETE", "/api/management-keys/{id}"): attack_delete_management_key,
     ("POST", "/api/keys/subscription"): attack_subscription_key,
@@ -752,7 +832,16 @@ def test_b_acting_on_a_ids_is_refused_and_changes_nothing(api, local_stack, ddb,
         assert chat(api, key["apiKey"]).status_code == (401 if key is a.disabled_key else 200)
 
 
-LIST_PATHS = ["/api/keys", "/api/usage", "/api/billing/status", "/api/billing/wallets", "/api/management-keys"]
+LIST_PATHS = [
+    "/api/keys",
+    "/api/usage",
+    "/api/billing/status",
+    "/api/billing/wallets",
+    "/api/management-keys",
+    "/api/billing/ledger",
+    "/api/usage/daily",
+    "/api/requests",
+]
 
 
 def test_b_lists_never_contain_a_identifiers(api, world) -> None:
@@ -769,9 +858,10 @@ def test_b_lists_never_contain_a_identifiers(api, world) -> None:
             response = api.get(path, headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 200, response.text
             reads[f"{key[:8]} {path}"] = response.text
-    models = api.get("/v1/models", headers={"Authorization": f"Bearer {b.credit_key['apiKey']}"})
-    assert models.status_code == 200
-    reads["/v1/models"] = models.text
+    for path in ("/v1/models", "/v1/key"):
+        read = api.get(path, headers={"Authorization": f"Bearer {b.credit_key['apiKey']}"})
+        assert read.status_code == 200
+        reads[path] = read.text
     # Then B sees its own objects…
     b_own = b.identifiers(api)
     everything = "\n".join(reads.values()).lower()

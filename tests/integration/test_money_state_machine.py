@@ -10,7 +10,10 @@ credit keys and the requests they have in flight) through random sequences of th
   deterministic upstream: ``test/echo``, ``test/story``, ``test/no-usage``; ``test/cutoff`` for an
   upstream that fails), and in-process through the proxy's own ``Meter`` so that reservations stay
   in flight across steps and are settled (real cost at most the reservation) or released later;
-- the expiry job with the clock moved forward (renewals from credits, expiries).
+- the expiry job with the clock moved forward (renewals from credits, expiries);
+- key lifecycle: a calendar budget reset (``budgetReset`` with ``maxBudget``) set or removed on a warm
+  key, in-process admissions on the moving clock (so periods roll over), and rotation of a key's secret
+  (grace or none) while it has requests in flight.
 
 After every step the invariants compare the model with what is stored:
 - the ledger explains the balance: ``balance + in-flight reservations == sum(ledger entries)``. A credit
@@ -21,7 +24,9 @@ After every step the invariants compare the model with what is stored:
   costs more than was reserved, and charges are conditioned on the balance);
 - each Checkout Session is credited at most once: one ``stripe#checkout#<id>`` PaymentEvents record
   and one ledger entry if it was paid, none if never paid; an event id is recorded iff it applied;
-- the stored balances, ledger entries (kind, amount, reference) and credit keys' spend are the model's.
+- the stored balances, ledger entries (kind, amount, reference) and credit keys' spend are the model's,
+  and so are the per-period spend counters of keys with a budget reset; every settled request has its
+  log record, and the day counters sum to the log.
 
 Isolation: the DynamoDB Local is shared by the whole session, so every example uses fresh accounts, and
 the expiry job's due query (real, on the ``byPeriodEnd`` index) is narrowed to this test's accounts:
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import hashlib
 import itertools
 import json
 import uuid
@@ -57,6 +63,7 @@ from hypothesis.stateful import (
 )
 
 from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.data import usage_counters
 from llm_platform.data.dynamo import client, query_all
 from llm_platform.domain import accounts as accounts_domain
 from llm_platform.domain import api_keys, subscriptions
@@ -65,10 +72,11 @@ from llm_platform.domain.billing import add_months
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.errors import Conflict, InsufficientCredit
 from llm_platform.domain.plans import catalog
+from llm_platform.domain.windows import budget_period
 from llm_platform.proxy import catalog as proxy_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeyCache
-from llm_platform.proxy.metering import Admission, Meter
+from llm_platform.proxy.metering import Admission, Meter, Outcome, check_usable
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
 from tests.support.stripe_events import outcome, sample, webhook_function
 
@@ -117,6 +125,9 @@ class KeyModel:
     account_id: str
     max_budget: int | None
     spend: int = 0  # settled costs plus reservations in flight (what ApiKeys.spendMicros holds)
+    budget_reset: str | None = None  # with max_budget: the cap applies per calendar period
+    period_spend: collections.Counter = field(default_factory=collections.Counter)  # (reset, period) -> micros
+    retired_secrets: list[str] = field(default_factory=list)  # rotated away without grace: refused
 
 
 @dataclass
@@ -145,6 +156,7 @@ class InFlight:
     account_id: str
     key: KeyModel
     reserve: int
+    period: tuple[str, int] | None  # the budget period it was reserved in (keys with a reset)
 
 
 @dataclass
@@ -175,6 +187,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.delivered_events: set[str] = set()
         self.model_subs: dict[str, SubscriptionModel] = {}
         self.meter = Meter(KeyCache())
+        self.settled: list[tuple[str, str, int]] = []  # in-process requests settled: (id, account, cost)
         self.clock = utc_now()
         self.grants = 0
         self.plans = {plan.slug: plan for plan in catalog().plans}
@@ -391,13 +404,21 @@ class MoneyMachine(RuleBasedStateMachine):
         self.model_keys[key.key_id] = KeyModel(key.key_id, key.key_hash, plaintext, account, max_budget)
         return key.key_id
 
-    def _admissible(self, key: KeyModel, reserve: int) -> int | None:
+    def _period(self, key: KeyModel, moment) -> tuple[str, int] | None:
+        if key.budget_reset is None or key.max_budget is None:
+            return None
+        return key.budget_reset, budget_period(key.budget_reset, moment).index
+
+    def _admissible(self, key: KeyModel, reserve: int, moment=None) -> int | None:
         """The refusal status the proxy must give before anything is charged, or None when admitted:
         400 if the reservation exceeds the key's whole maxBudget, 402 if the balance or the maxBudget
-        left does not cover it (reservations in flight count as spent)."""
+        left does not cover it (reservations in flight count as spent; with a budget reset, the spend of
+        the current calendar period only)."""
         if key.max_budget is not None and reserve > key.max_budget:
             return 400
-        if key.max_budget is not None and key.spend + reserve > key.max_budget:
+        period = self._period(key, moment or utc_now())
+        spent = key.period_spend[period] if period else key.spend
+        if key.max_budget is not None and spent + reserve > key.max_budget:
             return 402
         if self.model_accounts[key.account_id].balance < reserve:
             return 402
@@ -425,6 +446,9 @@ class MoneyMachine(RuleBasedStateMachine):
         if stream and model == "test/story" and max_tokens is None:
             max_tokens = 4  # the story runs to the cap: keep streamed chunks few
         key = self.model_keys[key_id]
+        if key.budget_reset is not None:  # periods follow the machine's clock: only in-process admissions
+            note("http: skipped, the key has a budget reset")
+            return
         text = " ".join(words)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
@@ -475,6 +499,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """When the only provider dies mid-answer (test/cutoff), then 502 and the reservation is released:
         nothing charged, no ledger entry (or the usual 402/400 if it could not be admitted at all)."""
         key = self.model_keys[key_id]
+        if key.budget_reset is not None:
+            return
         body = {"model": "test/cutoff", "messages": [{"role": "user", "content": " ".join(words)}], "max_tokens": 3}
         raw = json.dumps(body).encode()
         priced = proxy_catalog.models()["test/cutoff"]
@@ -497,21 +523,25 @@ class MoneyMachine(RuleBasedStateMachine):
         the balance and the key's spend hold the reservation at once, with no ledger entry yet."""
         key = self.model_keys[key_id]
         snapshot = self.meter.keys.lookup(key.plaintext)
-        refusal = self._admissible(key, reserve)
+        now = max(self.clock, utc_now())  # the machine's clock: budget periods roll over when it moves
+        refusal = self._admissible(key, reserve, now)
         request_id = str(uuid.uuid4())
         if refusal is not None:
             with pytest.raises(ProxyError) as refused:
-                self.meter.admit(snapshot, reserve, 100, request_id, utc_now())
+                self.meter.admit(snapshot, reserve, 100, request_id, now)
             assert refused.value.status == refusal
             note(f"admit in process: {refusal}")
             return multiple()
-        admission = self.meter.admit(snapshot, reserve, 100, request_id, utc_now())
+        admission = self.meter.admit(snapshot, reserve, 100, request_id, now)
         model = self.model_accounts[key.account_id]
         model.balance -= reserve
         model.in_flight += reserve
         key.spend += reserve
-        note("admit in process: admitted")
-        return InFlight(admission, key.account_id, key, reserve)
+        period = self._period(key, now)
+        if period:
+            key.period_spend[period] += reserve
+        note("admit in process: admitted" + (" in a budget period" if period else ""))
+        return InFlight(admission, key.account_id, key, reserve, period)
 
     @rule(request=consumes(in_flight), share=st.sampled_from([0.0, 0.01, 0.5, 0.99, 1.0]))
     def settle_in_process(self, request: InFlight, share: float) -> None:
@@ -519,19 +549,35 @@ class MoneyMachine(RuleBasedStateMachine):
         difference is refunded and one usage entry of -cost is written (none for a zero cost)."""
         cost = int(request.reserve * share)
         self.meter.settle(
-            request.admission, input_tokens=7, output_tokens=11, cost_micros=cost, counted=True, now=utc_now()
+            request.admission,
+            input_tokens=7,
+            output_tokens=11,
+            cost_micros=cost,
+            counted=True,
+            now=max(self.clock, utc_now()),
+            outcome=Outcome("test/echo", "local", 200, False),
         )
         self._end_in_flight(request)
         self._charged(request.key, cost, request.admission.request_id)
+        if request.period:
+            request.key.period_spend[request.period] += cost
+        self.settled.append((request.admission.request_id, request.account_id, cost))
         note(f"settle in process: {share:.0%} of the reservation")
 
     @rule(request=consumes(in_flight))
     def release_in_process(self, request: InFlight) -> None:
         """When no provider could serve an in-flight request, then its whole reservation comes back."""
         self.meter.settle(
-            request.admission, input_tokens=0, output_tokens=0, cost_micros=0, counted=False, now=utc_now()
+            request.admission,
+            input_tokens=0,
+            output_tokens=0,
+            cost_micros=0,
+            counted=False,
+            now=max(self.clock, utc_now()),
+            outcome=Outcome("test/echo", None, 502, False),
         )
         self._end_in_flight(request)
+        self.settled.append((request.admission.request_id, request.account_id, 0))
         note("release in process")
 
     def _end_in_flight(self, request: InFlight) -> None:
@@ -539,6 +585,48 @@ class MoneyMachine(RuleBasedStateMachine):
         model.balance += request.reserve
         model.in_flight -= request.reserve
         request.key.spend -= request.reserve
+        if request.period:
+            request.key.period_spend[request.period] -= request.reserve
+
+    # ------------------------------------------------------------ key lifecycle
+    @rule(
+        key_id=credit_keys,
+        reset=st.sampled_from(["daily", "weekly", "monthly", None]),
+        max_budget=st.one_of(st.none(), st.integers(1, 10_000), st.integers(1, 20).map(lambda usd: usd * 1_000_000)),
+    )
+    def change_budget(self, key_id: str, reset: str | None, max_budget: int | None) -> None:
+        """When a key's maxBudget and budget reset are changed (requests may be in flight), then the next
+        admission applies them: per calendar period with a reset, over the lifetime spend without one."""
+        key = self.model_keys[key_id]
+        caller = self.model_accounts[key.account_id].caller
+        updated = api_keys.update_key(
+            caller, key_id, name=None, disabled=None, limits={"budget_reset": reset, "max_budget_micros": max_budget}
+        )
+        assert (updated.budget_reset, updated.max_budget_micros) == (reset, max_budget)
+        key.budget_reset, key.max_budget = reset, max_budget
+        note(f"budget changed: reset={reset} capped={max_budget is not None}")
+
+    @rule(key_id=credit_keys, grace=st.sampled_from([0, 3600]))
+    def rotate(self, key_id: str, grace: int) -> None:
+        """When a key's secret is rotated (requests may be in flight on the old one), then the new secret
+        is the same key (spend, limits, history); the old one works for the grace period only."""
+        key = self.model_keys[key_id]
+        caller = self.model_accounts[key.account_id].caller
+        old = key.plaintext
+        self.meter.keys.lookup(old)  # warm: the instance holds the old secret's snapshot
+        rotated, new, _ = api_keys.rotate_key(caller, key_id, grace)
+        assert (rotated.key_id, rotated.key_hash, rotated.spend_micros) == (key_id, key.key_hash, key.spend)
+        key.plaintext = new
+        fresh = self.meter.keys.lookup(new)
+        assert fresh is not None and fresh.key_hash == key.key_hash
+        stale = self.meter.keys.reload(hashlib.sha256(old.encode()).hexdigest())
+        if grace:
+            check_usable(stale, utc_now())
+        else:
+            key.retired_secrets.append(old)
+            with pytest.raises(ProxyError):
+                check_usable(stale, utc_now())
+        note(f"rotated, grace {grace}")
 
     # ------------------------------------------------------------ invariants
     # Reads are consistent (base tables only) and batched: one call per table, one query per ledger.
@@ -622,6 +710,23 @@ class MoneyMachine(RuleBasedStateMachine):
         keys = self._get_many("ApiKeysTable", "keyHash", [key.key_hash for key in self.model_keys.values()])
         for key in self.model_keys.values():
             assert int(keys[key.key_hash].get("spendMicros", {"N": "0"})["N"]) == key.spend, key.key_id
+        periods = [(key, *period) for key in self.model_keys.values() for period in +key.period_spend]
+        counters = usage_counters.get_many(
+            [usage_counters.budget_period_counter(k.key_id, r, i) for k, r, i in periods]
+        )
+        for key, reset, index in periods:
+            stored = counters.get(usage_counters.budget_period_counter(key.key_id, reset, index), {})
+            assert stored.get("spendMicros", 0) == key.period_spend[(reset, index)], (key.key_id, reset, index)
+
+    @invariant()
+    def every_settled_request_is_logged(self) -> None:
+        """Then each request settled in process has its log record with the cost charged (0 if released)."""
+        if not self.settled:
+            return
+        records = self._get_many("RequestLogTable", "requestId", [request_id for request_id, _, _ in self.settled])
+        for request_id, account_id, cost in self.settled:
+            record = records[request_id]
+            assert (record["accountId"]["S"], int(record["costMicros"]["N"])) == (account_id, cost), request_id
 
 
 def _end_account(sub: SubscriptionModel) -> tuple[str, str]:

@@ -155,6 +155,7 @@ def test_token_counts_prefer_upstream_usage_and_never_fall_to_zero() -> None:
 def test_rate_headers_follow_the_instance_view_and_reset_each_minute() -> None:
     key = KeySnapshot(
         "h",
+        "h",
         "key_1",
         "acct",
         True,

@@ -469,3 +469,37 @@ def test_given_the_dashboard_assets_then_each_is_a_text_file_the_page_names() ->
         content_type = CONTENT_TYPES.get(Path(path).suffix)
         assert content_type and (content_type.startswith("text/") or content_type == "image/svg+xml"), path
     assert not props(APIS[0]).get("BinaryMediaTypes"), "no binary media types: every dashboard file is text"
+
+
+# ---------------------------------------------------------------- the dashboard's session on every management route
+
+
+def management_route_functions() -> list[str]:
+    """Functions of /api routes that authenticate a caller (a management key or the dashboard's session)."""
+    from local_stack.template import api_routes
+
+    return sorted(
+        {
+            route.function_id
+            for route in api_routes(TEMPLATE)
+            if route.path.startswith("/api/")
+            and not route.path.startswith("/api/auth/")
+            and route.path != "/api/billing/webhook"
+        }
+    )
+
+
+@pytest.mark.parametrize("function", management_route_functions())
+def test_given_a_management_route_then_its_function_may_read_sessions_and_only_sessions(function: str) -> None:
+    # Given a function behind a management route: the dashboard calls it with the session cookie
+    grants = [
+        statement
+        for statement in statements(function)
+        if getatt(statement.get("Resource"), "Arn") == "AuthTable" and statement.get("Effect") == "Allow"
+    ]
+    # Then it may read session items (else the dashboard gets a 500 on AWS while the local stack works)
+    assert grants, f"{function}: cannot read the session cookie's item in AuthTable"
+    for statement in grants:
+        assert as_list(statement["Action"]) == ["dynamodb:GetItem"], f"{function}: {statement['Action']}"
+        leading = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        assert as_list(leading) == ["session#*"], f"{function}: reaches {leading} of AuthTable"

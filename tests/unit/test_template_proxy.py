@@ -28,7 +28,7 @@ def test_proxy_routes_are_on_the_platform_api_and_stream() -> None:
     # Given the proxy's Api events
     # Then exactly the OpenAI-compatible routes are on the platform's REST API
     assert {event["Type"] for event in EVENTS.values()} == {"Api"}
-    assert set(routes()) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
+    assert set(routes()) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/key")}
     for props in routes().values():
         assert props["RestApiId"] == {"Ref": "PlatformApi"}
         # And every one is a streaming integration (SAM: response-streaming-invocations, transfer mode STREAM):
@@ -121,9 +121,11 @@ def _table(logical_id: str) -> dict[str, Any]:
 EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
     (_table("ApiKeysTable"), {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"}),
     (_table("SubscriptionsTable"), {"dynamodb:GetItem", "dynamodb:ConditionCheckItem"}),
-    (_table("AccountsTable"), {"dynamodb:UpdateItem"}),
-    (_table("UsageCountersTable"), {"dynamodb:UpdateItem"}),
+    # GetItem / BatchGetItem: GET /v1/key reads the balance and the budget counters.
+    (_table("AccountsTable"), {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+    (_table("UsageCountersTable"), {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"}),
     (_table("LedgerTable"), {"dynamodb:PutItem"}),
+    (_table("RequestLogTable"), {"dynamodb:PutItem"}),
     (
         {
             "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"

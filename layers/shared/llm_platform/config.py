@@ -20,6 +20,9 @@ class Settings:
     wallets_table: str
     # Sign-in: one-time codes, sessions and the email -> account mapping (template: AuthTable).
     auth_table: str
+    request_log_table: str
+    # How long the proxy's request log keeps each record (DynamoDB TTL).
+    request_log_retention_days: int = 30
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.

@@ -35,6 +35,7 @@ from llm_platform.domain.errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthenticated,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from llm_platform.observability import logger
@@ -50,6 +51,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
+    Unprocessable: HTTPStatus.UNPROCESSABLE_ENTITY,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
@@ -68,6 +70,15 @@ def status_for(error: DomainError) -> HTTPStatus:
 def ok(data: Any, status: HTTPStatus = HTTPStatus.OK, cookies: list[Cookie] | None = None) -> Response:
     return Response(
         status_code=status, content_type=content_types.APPLICATION_JSON, body={"data": data}, cookies=cookies
+    )
+
+
+def page(items: list[Any], next_cursor: str | None) -> Response:
+    """A page of a list: ``{"data": [...], "nextCursor": "…" | null}``."""
+    return Response(
+        status_code=HTTPStatus.OK,
+        content_type=content_types.APPLICATION_JSON,
+        body={"data": items, "nextCursor": next_cursor},
     )
 
 

@@ -27,13 +27,21 @@ def _shape_schema(shape: str | tuple[str, ...], many: bool) -> dict[str, Any]:
     return {"type": "array", "items": item} if many else item
 
 
-def success(description: str, shape: str | tuple[str, ...], *, many: bool = False) -> dict[str, Any]:
+def success(
+    description: str, shape: str | tuple[str, ...], *, many: bool = False, paged: bool = False
+) -> dict[str, Any]:
     """A success response ``{"data": <shape>}``; ``shape`` names TypedDicts of ``llm_platform.api.views``
-    (several: any of them), ``many``: a list of it."""
+    (several: any of them), ``many``: a list of it, ``paged``: a list with ``nextCursor`` beside it."""
+    properties: dict[str, Any] = {"data": _shape_schema(shape, many or paged)}
+    if paged:
+        properties["nextCursor"] = {
+            "type": ["string", "null"],
+            "description": "Pass as `cursor` for the next page; null on the last page.",
+        }
     envelope = {
         "type": "object",
-        "properties": {"data": _shape_schema(shape, many)},
-        "required": ["data"],
+        "properties": properties,
+        "required": list(properties),
         "additionalProperties": False,
     }
     return {"description": description, "content": {JSON: {"schema": envelope}}}
@@ -45,6 +53,7 @@ def responses(
     description: str,
     *,
     many: bool = False,
+    paged: bool = False,
     errors: Mapping[int, str] | None = None,
     more: Mapping[int, dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -52,7 +61,7 @@ def responses(
     """``responses=`` of a management route: its success (with ``headers``: name -> what it says) and its
     own errors (status -> the codes and when, in Markdown). The errors every route shares are added when
     the document is built."""
-    documented: dict[int, dict[str, Any]] = {status: success(description, shape, many=many)}
+    documented: dict[int, dict[str, Any]] = {status: success(description, shape, many=many, paged=paged)}
     if headers:
         documented[status]["headers"] = {
             name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_platform.domain.money import usd_to_micros
 from llm_platform.domain.plans import catalog
 
 Name = Annotated[
@@ -54,14 +56,19 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class CreateCreditKeyRequest(RequestBody):
-    name: Name
+BudgetResetField = Literal["daily", "weekly", "monthly"]
+ExpiresAt = Annotated[AwareDatetime, Field(description="ISO 8601 time with a zone (e.g. Z), in the future.")]
+
+
+class _CreditLimits(RequestBody):
     max_budget: Usd | None = Field(default=None, alias="maxBudget")
     rpm: StrictInt | None = Field(default=None, ge=1)
     tpm: StrictInt | None = Field(default=None, ge=1)
+    budget_reset: BudgetResetField | None = Field(default=None, alias="budgetReset")
+    expires_at: ExpiresAt | None = Field(default=None, alias="expiresAt")
 
     @model_validator(mode="after")
-    def _within_policy(self) -> CreateCreditKeyRequest:
+    def _within_policy(self) -> _CreditLimits:
         policy = catalog().credit_keys
         if self.rpm is not None and self.rpm > policy.max_rpm:
             raise ValueError(f"rpm must be at most {policy.max_rpm}")
@@ -72,20 +79,48 @@ class CreateCreditKeyRequest(RequestBody):
         return self
 
 
+class CreateCreditKeyRequest(_CreditLimits):
+    name: Name
+
+
 class CreateSubscriptionKeyRequest(RequestBody):
     name: Name
     subscription_id: ResourceId = Field(alias="subscriptionId")
+    expires_at: ExpiresAt | None = Field(default=None, alias="expiresAt")
 
 
-class UpdateKeyRequest(RequestBody):
+class UpdateKeyRequest(_CreditLimits):
+    """Only the fields sent change; ``null`` removes ``maxBudget``, ``budgetReset`` or ``expiresAt`` (and
+    puts a subscription key's ``rpm``/``tpm`` back to its plan's)."""
+
     name: Name | None = None
     disabled: StrictBool | None = None
 
     @model_validator(mode="after")
     def _something_to_change(self) -> UpdateKeyRequest:
-        if self.name is None and self.disabled is None:
-            raise ValueError("send at least one of 'name' or 'disabled'")
+        if not self.model_fields_set:
+            raise ValueError(
+                "send at least one of 'name', 'disabled', 'rpm', 'tpm', 'maxBudget', 'budgetReset', 'expiresAt'"
+            )
+        for field in ("name", "disabled"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"'{field}' cannot be null")
         return self
+
+    def limit_changes(self) -> dict[str, Any]:
+        """The limits sent, by the key's field names (None: remove)."""
+        fields = {"rpm": "rpm", "tpm": "tpm", "max_budget": "max_budget_micros", "budget_reset": "budget_reset",
+                  "expires_at": "key_expires_at"}  # fmt: skip
+        changes = {
+            target: getattr(self, source) for source, target in fields.items() if source in self.model_fields_set
+        }
+        if changes.get("max_budget_micros") is not None:
+            changes["max_budget_micros"] = usd_to_micros(changes["max_budget_micros"])
+        return changes
+
+
+class RotateKeyRequest(RequestBody):
+    grace_period_seconds: StrictInt = Field(default=0, ge=0, le=86_400, alias="gracePeriodSeconds")
 
 
 class CreateManagementKeyRequest(RequestBody):

@@ -13,7 +13,7 @@ from typing import Any, Literal, NotRequired
 from typing_extensions import TypedDict  # pydantic reads only this one on Python < 3.12
 
 from llm_platform.domain.billing import BillingStatus
-from llm_platform.domain.clock import to_iso
+from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.entities import ApiKey, KeyStatus, ManagementKey, Subscription
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import Plan
@@ -45,15 +45,56 @@ class ApiKeyView(TypedDict):
     id: str
     name: str
     type: Literal["subscription", "credit"]
-    prefix: str
-    status: Literal["active", "disabled", "revoked"]
+    prefix: str  # of the current secret
+    status: Literal["active", "disabled", "revoked", "expired"]  # expired: past expiresAt
     disabled: bool
     subscriptionId: str | None
     rpm: int
     tpm: int
     maxBudget: Usd | None
-    spend: Usd
+    budgetReset: Literal["daily", "weekly", "monthly"] | None
+    expiresAt: Timestamp | None
+    spend: Usd  # lifetime
     createdAt: Timestamp
+
+
+class RotatedApiKey(TypedDict):
+    id: str
+    name: str
+    apiKey: str  # the new secret, shown only here
+    previousKeyExpiresAt: Timestamp  # the old secret works until then
+
+
+class RequestRecord(TypedDict):
+    id: str  # the x-request-id of the response
+    keyId: str
+    model: str
+    provider: str | None  # None when no provider answered
+    status: int  # the HTTP status the client got
+    stream: bool
+    promptTokens: int
+    completionTokens: int
+    cost: Usd
+    createdAt: Timestamp
+    durationMs: int
+
+
+class DailyUsageRow(TypedDict):
+    date: str  # YYYY-MM-DD, UTC
+    keyId: str
+    model: str
+    requests: int
+    promptTokens: int
+    completionTokens: int
+    spend: Usd
+
+
+class LedgerEntry(TypedDict):
+    id: str
+    createdAt: Timestamp
+    kind: str  # grant, topup, usage, subscription, …
+    amount: Usd  # signed
+    reference: str
 
 
 class RevokedApiKey(TypedDict):
@@ -247,19 +288,64 @@ def created_api_key(key: ApiKey, plaintext: str) -> CreatedApiKey:
 
 
 def api_key(key: ApiKey) -> ApiKeyView:
+    expired = key.status == KeyStatus.ACTIVE and key.is_expired(utc_now())
     return {
         "id": key.key_id,
         "name": key.name,
         "type": key.kind,
         "prefix": key.display_prefix,
-        "status": key.status,
+        "status": "expired" if expired else key.status,
         "disabled": key.status == KeyStatus.DISABLED,
         "subscriptionId": key.subscription_id,
         "rpm": key.rpm,
         "tpm": key.tpm,
         "maxBudget": _usd(key.max_budget_micros),
+        "budgetReset": key.budget_reset,
+        "expiresAt": key.key_expires_at,
         "spend": format_usd(key.spend_micros),
         "createdAt": key.created_at,
+    }
+
+
+def rotated_api_key(key: ApiKey, plaintext: str, previous_expires_at: str) -> RotatedApiKey:
+    return {"id": key.key_id, "name": key.name, "apiKey": plaintext, "previousKeyExpiresAt": previous_expires_at}
+
+
+def request_record(record: dict[str, Any]) -> RequestRecord:
+    return {
+        "id": record["requestId"],
+        "keyId": record["keyId"],
+        "model": record["model"],
+        "provider": record.get("provider"),
+        "status": record["status"],
+        "stream": record["stream"],
+        "promptTokens": record["promptTokens"],
+        "completionTokens": record["completionTokens"],
+        "cost": format_usd(record["costMicros"]),
+        "createdAt": record["createdAt"],
+        "durationMs": record["durationMs"],
+    }
+
+
+def daily_usage_row(row: dict[str, Any]) -> DailyUsageRow:
+    return {
+        "date": row["date"],
+        "keyId": row["keyId"],
+        "model": row["model"],
+        "requests": row.get("requests", 0),
+        "promptTokens": row.get("promptTokens", 0),
+        "completionTokens": row.get("completionTokens", 0),
+        "spend": format_usd(row.get("spendMicros", 0)),
+    }
+
+
+def ledger_entry(entry: dict[str, Any]) -> LedgerEntry:
+    return {
+        "id": entry["entryId"],
+        "createdAt": entry["createdAt"],
+        "kind": entry["kind"],
+        "amount": format_usd(entry["amountMicros"]),
+        "reference": entry.get("reference", ""),
     }
 
 

@@ -1,23 +1,29 @@
 """ApiKeys table (pk ``keyHash``; GSI ``byAccount``: accountId + keyId, all attributes;
 sparse GSI ``bySubscription``: subscriptionId + keyId, keys only, for revoking a subscription's keys).
 
-The proxy authenticates by hash with a strongly consistent read of the base table, so a revoke or
-disable is seen by the very next request."""
+A key's item is stored under its first secret's hash. Rotation adds an alias item per later secret
+(``keyHash`` = the new secret's hash, ``aliasOf`` = the key item's hash, no accountId, so it stays out
+of both indexes); each secret that was rotated away carries ``secretExpiresAt``. The proxy authenticates
+by hash with strongly consistent reads of the base table, so a revoke or disable is seen by the very
+next request."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
+    from_item,
     query_index,
     to_values,
     transact,
     update_if,
 )
-from llm_platform.data.records import from_record, from_record_item, to_record_item
+from llm_platform.data.records import from_record, to_record_item
 from llm_platform.domain.entities import ApiKey, KeyStatus
 
 
@@ -25,9 +31,35 @@ def _table() -> str:
     return get_settings().api_keys_table
 
 
-def get_by_hash(key_hash: str) -> ApiKey | None:
+def _get(key_hash: str) -> dict[str, Any] | None:
     response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
-    return from_record_item(ApiKey, response.get("Item"))
+    return from_item(response.get("Item"))
+
+
+def get_by_hash(key_hash: str) -> ApiKey | None:
+    """The key stored under ``key_hash`` (its first secret's hash)."""
+    item = _get(key_hash)
+    return None if item is None or "aliasOf" in item else from_record(ApiKey, item)
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedSecret:
+    key: ApiKey
+    secret_expires_at: str | None  # set once the presented secret was rotated away
+
+
+def resolve_secret(secret_hash: str) -> PresentedSecret | None:
+    """The key a presented secret belongs to, following a rotation alias (two reads then)."""
+    item = _get(secret_hash)
+    if item is None:
+        return None
+    if "aliasOf" in item:
+        record = _get(item["aliasOf"])
+        if record is None:
+            return None
+        return PresentedSecret(from_record(ApiKey, record), item.get("secretExpiresAt"))
+    key = from_record(ApiKey, item)
+    return PresentedSecret(key, key.secret_expires_at)
 
 
 def list_for_account(account_id: str) -> list[ApiKey]:
@@ -72,27 +104,117 @@ def add(key: ApiKey, *guards: dict[str, Any]) -> None:
     transact([*guards, put_item(key)])
 
 
-def update(key: ApiKey, *, now: str, name: str | None = None, status: KeyStatus | None = None) -> ApiKey:
-    """Rename and/or change status of a key of ``key.account_id`` that is not revoked."""
-    assignments = ["updatedAt = :now"]
+_LIMIT_ATTRIBUTES = {"rpm": "rpm", "tpm": "tpm", "max_budget_micros": "maxBudgetMicros",
+                     "budget_reset": "budgetReset", "key_expires_at": "keyExpiresAt"}  # fmt: skip
+
+
+def update(
+    key: ApiKey,
+    *,
+    now: str,
+    name: str | None = None,
+    status: KeyStatus | None = None,
+    limits: dict[str, Any] | None = None,
+) -> ApiKey:
+    """Rename, change the status and/or set limits (None removes one) of a key of ``key.account_id``
+    that is not revoked. A limit change bumps the key's ``version``, so every warm proxy instance reads
+    the key again on its next admission."""
+    names: dict[str, str] = {"#status": "status"}
     values: dict[str, Any] = {":now": now, ":account": key.account_id, ":revoked": KeyStatus.REVOKED.value}
+    assignments, removals = ["updatedAt = :now"], []
     if name is not None:
         assignments.append("#name = :name")
-        values[":name"] = name
+        names["#name"], values[":name"] = "name", name
     if status is not None:
         assignments.append("#status = :status")
         values[":status"] = status.value
         if status == KeyStatus.REVOKED:
             assignments.append("revokedAt = :now")
+    for field, value in (limits or {}).items():
+        attribute = _LIMIT_ATTRIBUTES[field]
+        names[f"#{attribute}"] = attribute
+        if value is None:
+            removals.append(f"#{attribute}")
+        else:
+            assignments.append(f"#{attribute} = :{attribute}")
+            values[f":{attribute}"] = value.value if isinstance(value, Enum) else value
+    expression = "SET " + ", ".join(assignments)
+    if limits:
+        expression += " ADD version :one"
+        values[":one"] = 1
+    if removals:
+        expression += " REMOVE " + ", ".join(removals)
     updated = update_if(
         TableName=_table(),
         Key={"keyHash": {"S": key.key_hash}},
-        UpdateExpression="SET " + ", ".join(assignments),
+        UpdateExpression=expression,
         ConditionExpression="accountId = :account AND #status <> :revoked",
-        ExpressionAttributeNames={"#status": "status", **({"#name": "name"} if name is not None else {})},
+        ExpressionAttributeNames=names,
         ExpressionAttributeValues=to_values(values),
         ReturnValues="ALL_NEW",
     )
     if updated is None:
         raise WriteRefused(["ConditionalCheckFailed"])
     return from_record(ApiKey, updated)
+
+
+def rotate(key: ApiKey, *, new_hash: str, new_prefix: str, old_secret_expires_at: str, now: str) -> ApiKey:
+    """Make ``new_hash`` the key's secret: an alias item for it, the current secret set to expire at
+    ``old_secret_expires_at``, and the key's version bumped, in one transaction. Guarded by the current
+    secret, so two concurrent rotations cannot both succeed."""
+    current = key.current_secret_hash or key.key_hash
+    values: dict[str, Any] = {
+        ":account": key.account_id,
+        ":revoked": KeyStatus.REVOKED.value,
+        ":new": new_hash,
+        ":prefix": new_prefix,
+        ":now": now,
+        ":one": 1,
+    }
+    assignments = "SET currentSecretHash = :new, displayPrefix = :prefix, updatedAt = :now"
+    if current == key.key_hash:  # the key's first secret is rotated away: its expiry lives on the key item
+        assignments += ", secretExpiresAt = :old_expiry"
+        values[":old_expiry"] = old_secret_expires_at
+    if key.current_secret_hash is None:
+        guard = "attribute_not_exists(currentSecretHash)"
+    else:
+        guard = "currentSecretHash = :current"
+        values[":current"] = current
+    items: list[dict[str, Any]] = [
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_values({"keyHash": new_hash, "aliasOf": key.key_hash, "createdAt": now}),
+                "ConditionExpression": "attribute_not_exists(keyHash)",
+            }
+        },
+        {
+            "Update": {
+                "TableName": _table(),
+                "Key": {"keyHash": {"S": key.key_hash}},
+                "UpdateExpression": assignments + " ADD version :one",
+                "ConditionExpression": f"accountId = :account AND #status <> :revoked AND {guard}",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": to_values(values),
+            }
+        },
+    ]
+    if current != key.key_hash:
+        items.append(
+            {
+                "Update": {
+                    "TableName": _table(),
+                    "Key": {"keyHash": {"S": current}},
+                    "UpdateExpression": "SET secretExpiresAt = :old_expiry",
+                    "ConditionExpression": "aliasOf = :record",
+                    "ExpressionAttributeValues": to_values(
+                        {":old_expiry": old_secret_expires_at, ":record": key.key_hash}
+                    ),
+                }
+            }
+        )
+    transact(items)
+    rotated = get_by_hash(key.key_hash)
+    if rotated is None:  # cannot happen: keys are never deleted, only revoked
+        raise WriteRefused(["ConditionalCheckFailed"])
+    return rotated

@@ -6,7 +6,10 @@ Admission (all or nothing):
   - subscription key: the subscription is active and the 5-hour window's committed spend (settled +
     reserved) is below the budget; credit key: the balance covers the whole reservation (deducted here),
     so money can never go negative while a quota may be overshot by at most one request.
-Settle replaces the reservation with the real cost and records usage (and, for credit, a ledger entry)."""
+Every admission also proves the key's cached ``version`` is current (limits, expiry, rotation), so a
+change made through the management API applies to the next request even on a warm instance.
+Settle replaces the reservation with the real cost and records usage (and, for credit, a ledger entry),
+the request's log record and its day's counters, in the same transaction."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data import ledger
+from llm_platform.data import ledger, request_log
 from llm_platform.data.dynamo import WriteRefused, to_values, transact
 from llm_platform.data.usage_counters import CounterId, as_key
 
@@ -31,6 +34,7 @@ class AdmitPlan:
     reserve_micros: int
     reserve_tokens: int  # counted against TPM at admission, corrected to the real count at settle
     now_iso: str
+    version: int  # the key's version the caller's snapshot was read at
     # Subscription keys
     subscription_id: str | None = None
     window: CounterId | None = None
@@ -38,13 +42,15 @@ class AdmitPlan:
     budget_micros: int | None = None
     # Credit keys
     max_budget_micros: int | None = None
+    budget_period: CounterId | None = None  # with budgetReset: maxBudget is checked on this period's counter
+    budget_period_expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Which admission check failed, with the item as it was (for exact 429 details)."""
 
-    check: str  # "key" | "rate" | "subscription" | "budget" | "balance"
+    check: str  # "key" | "rate" | "subscription" | "budget" | "key_budget" | "balance"
     item: dict[str, Any] | None
 
 
@@ -56,21 +62,26 @@ class AdmissionRefused(Exception):
 
 def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     settings = get_settings()
+    # Active, and at the version the caller's snapshot of its limits was read at.
+    # (Keys created before versions existed have none: version 0.)
+    version = "(attribute_not_exists(version) OR version = :v)" if plan.version == 0 else "version = :v"
+    condition = f"#status = :active AND {version}"
+    values: dict[str, Any] = {":active": "active", ":v": plan.version}
     if plan.subscription_id is not None:
         return "key", {
             "ConditionCheck": {
                 "TableName": settings.api_keys_table,
                 "Key": {"keyHash": {"S": plan.key_hash}},
-                "ConditionExpression": "#status = :active",
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": to_values({":active": "active"}),
+                "ExpressionAttributeValues": to_values(values),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
-    # Credit key: reserve against its own lifetime cap in the same write that proves it is active.
-    condition = "#status = :active"
-    values: dict[str, Any] = {":active": "active", ":reserve": plan.reserve_micros}
-    if plan.max_budget_micros is not None:
+    # Credit key: reserve against its own lifetime cap in the same write that proves it is active
+    # (with budgetReset the cap is checked on the period's counter instead, see _key_budget_update).
+    values[":reserve"] = plan.reserve_micros
+    if plan.max_budget_micros is not None and plan.budget_period is None:
         condition += " AND (attribute_not_exists(spendMicros) OR spendMicros <= :room)"
         values[":room"] = plan.max_budget_micros - plan.reserve_micros
     return "key", {
@@ -81,6 +92,27 @@ def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": to_values(values),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _key_budget_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+    """A credit key with ``budgetReset``: its spend in the current calendar period stays within maxBudget
+    (the item of a new period starts at zero: that is the reset)."""
+    return "key_budget", {
+        "Update": {
+            "TableName": get_settings().usage_counters_table,
+            "Key": as_key(plan.budget_period),
+            "UpdateExpression": "ADD spendMicros :reserve SET expiresAt = :expires",
+            "ConditionExpression": "attribute_not_exists(spendMicros) OR spendMicros <= :room",
+            "ExpressionAttributeValues": to_values(
+                {
+                    ":reserve": plan.reserve_micros,
+                    ":room": plan.max_budget_micros - plan.reserve_micros,
+                    ":expires": plan.budget_period_expires_at,
+                }
+            ),
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
     }
@@ -166,6 +198,8 @@ def _balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
 def admit(plan: AdmitPlan) -> None:
     checks = [_key_check(plan), _rate_update(plan)]
     checks += _subscription_items(plan) if plan.subscription_id is not None else [_balance_update(plan)]
+    if plan.budget_period is not None:
+        checks.append(_key_budget_update(plan))
     try:
         transact([item for _, item in checks])
     except WriteRefused as refused:
@@ -186,8 +220,13 @@ class SettlePlan:
     output_tokens: int
     counted: bool  # False when no provider answered: only the reservation is released
     now_iso: str
+    # The request's log record (the API's field names) and the day × key × model counter it adds to.
+    log_record: dict[str, Any]
+    log_expires_at: int
+    daily: CounterId
     window: CounterId | None = None  # subscription keys
     credit: bool = False
+    budget_period: CounterId | None = None  # credit keys with budgetReset: the period reserved in
 
 
 def settle(plan: SettlePlan) -> None:
@@ -237,6 +276,42 @@ def settle(plan: SettlePlan) -> None:
                 }
             }
         )
+    if plan.budget_period is not None:
+        items.append(
+            {
+                "Update": {
+                    "TableName": settings.usage_counters_table,
+                    "Key": as_key(plan.budget_period),
+                    "UpdateExpression": "ADD spendMicros :delta",
+                    "ExpressionAttributeValues": to_values({":delta": delta}),
+                }
+            }
+        )
+    log = plan.log_record
+    items.append(request_log.record_put(log, plan.log_expires_at))
+    items.append(
+        {
+            "Update": {
+                "TableName": settings.usage_counters_table,
+                "Key": as_key(plan.daily),
+                # Every logged request counts, so the day's sums equal the log's exactly.
+                "UpdateExpression": "ADD requests :one, promptTokens :prompt, completionTokens :completion, "
+                "spendMicros :cost SET #date = :date, keyId = :key, #model = :model",
+                "ExpressionAttributeNames": {"#date": "date", "#model": "model"},
+                "ExpressionAttributeValues": to_values(
+                    {
+                        ":one": 1,
+                        ":prompt": log["promptTokens"],
+                        ":completion": log["completionTokens"],
+                        ":cost": log["costMicros"],
+                        ":date": log["createdAt"][:10],
+                        ":key": log["keyId"],
+                        ":model": log["model"],
+                    }
+                ),
+            }
+        }
+    )
     if plan.credit:
         items.append(
             {

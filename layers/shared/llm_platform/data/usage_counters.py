@@ -3,6 +3,10 @@
 - ``key#<keyId>`` / ``minute#<epochMinute>``: requests and tokens of one key in one minute (RPM/TPM).
 - ``sub#<subscriptionId>`` / ``window#<n>``: spend, requests and tokens of a subscription's n-th
   5-hour budget window, anchored at the subscription's start.
+- ``key#<keyId>`` / ``budget#<reset>#<YYYYMMDD>``: a credit key's spend in one calendar period of its
+  ``budgetReset`` (the period's first day), checked against ``maxBudget`` at admission.
+- ``daily#<accountId>`` / ``<YYYY-MM-DD>#<keyId>#<model>``: requests, tokens and spend of one key and
+  model on one UTC day, added in the settle transaction with the request's log record (never expire).
 Admission increments these with conditional updates inside one transaction; items expire by TTL."""
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, from_item
+from llm_platform.data.dynamo import client, from_item, query_all, to_values
 
 CounterId = tuple[str, str]  # (pk, sk)
 
@@ -21,6 +25,14 @@ def minute_counter(key_id: str, epoch_minute: int) -> CounterId:
 
 def window_counter(subscription_id: str, window_index: int) -> CounterId:
     return f"sub#{subscription_id}", f"window#{window_index}"
+
+
+def budget_period_counter(key_id: str, reset: str, period_index: int) -> CounterId:
+    return f"key#{key_id}", f"budget#{reset}#{period_index}"
+
+
+def daily_counter(account_id: str, day: str, key_id: str, model: str) -> CounterId:
+    return f"daily#{account_id}", f"{day}#{key_id}#{model}"
 
 
 def as_key(counter: CounterId) -> dict[str, Any]:
@@ -43,3 +55,15 @@ def get_many(counters: list[CounterId]) -> dict[CounterId, dict[str, Any]]:
                 found[(record["pk"], record["sk"])] = record
             request = response.get("UnprocessedKeys") or {}
     return found
+
+
+def daily_between(account_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+    """The account's daily counters from ``first_day`` to ``last_day`` (YYYY-MM-DD, both included)."""
+    return query_all(
+        TableName=get_settings().usage_counters_table,
+        KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
+        ExpressionAttributeValues=to_values(
+            {":pk": f"daily#{account_id}", ":first": first_day, ":last": last_day + "#\uffff"}
+        ),
+        ConsistentRead=True,
+    )

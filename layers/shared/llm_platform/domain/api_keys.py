@@ -3,15 +3,20 @@ spend the account's prepaid balance (optionally capped by ``maxBudget``). RPM/TP
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any
+
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
-from llm_platform.domain.entities import ApiKey, KeyKind, KeyStatus, Subscription
-from llm_platform.domain.errors import Conflict, NotFound
+from llm_platform.domain.entities import ApiKey, BudgetReset, KeyKind, KeyStatus, Subscription
+from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
 from llm_platform.domain.plans import catalog
+
+MAX_ROTATION_GRACE_SECONDS = 86_400
 
 
 def _new_key(account_id: str, name: str, kind: KeyKind, rpm: int, tpm: int, **extra) -> tuple[ApiKey, str]:
@@ -32,8 +37,22 @@ def _new_key(account_id: str, name: str, kind: KeyKind, rpm: int, tpm: int, **ex
     return key, secret.plaintext
 
 
+def _future(expires_at: datetime | None, now: datetime) -> str | None:
+    if expires_at is None:
+        return None
+    if expires_at <= now:
+        raise Unprocessable("expiresAt must be in the future.")
+    return to_iso(expires_at)
+
+
 def create_credit_key(
-    caller: Caller, name: str, max_budget_micros: int | None, rpm: int | None, tpm: int | None
+    caller: Caller,
+    name: str,
+    max_budget_micros: int | None,
+    rpm: int | None,
+    tpm: int | None,
+    budget_reset: BudgetReset | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     policy = catalog().credit_keys
     key, plaintext = _new_key(
@@ -43,6 +62,8 @@ def create_credit_key(
         rpm=rpm or policy.default_rpm,
         tpm=tpm or policy.default_tpm,
         max_budget_micros=max_budget_micros,
+        budget_reset=budget_reset,
+        key_expires_at=_future(expires_at, utc_now()),
     )
     api_keys_table.add(key)
     return key, plaintext
@@ -55,7 +76,9 @@ def owned_subscription(account_id: str, subscription_id: str) -> Subscription:
     return subscription
 
 
-def new_subscription_key(account_id: str, subscription: Subscription, name: str) -> tuple[ApiKey, str]:
+def new_subscription_key(
+    account_id: str, subscription: Subscription, name: str, expires_at: str | None = None
+) -> tuple[ApiKey, str]:
     """A key on ``subscription`` with its plan's limits, not yet stored."""
     return _new_key(
         account_id,
@@ -64,16 +87,20 @@ def new_subscription_key(account_id: str, subscription: Subscription, name: str)
         rpm=subscription.rpm,
         tpm=subscription.tpm,
         subscription_id=subscription.subscription_id,
+        key_expires_at=expires_at,
     )
 
 
-def issue_subscription_key(account_id: str, subscription: Subscription, name: str) -> tuple[ApiKey, str]:
+def issue_subscription_key(
+    account_id: str, subscription: Subscription, name: str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     """Mint a key on an active subscription; the insert is conditional on the subscription still being
     active, so a key can never be created on a subscription that lapses concurrently."""
     now = utc_now()
+    expiry = _future(expires_at, now)
     if not subscription.is_active(now):
         raise Conflict(f"Subscription {subscription.subscription_id} is not active.", code="subscription_not_active")
-    key, plaintext = new_subscription_key(account_id, subscription, name)
+    key, plaintext = new_subscription_key(account_id, subscription, name, expiry)
     try:
         api_keys_table.add(key, subscriptions_table.active_check(subscription.subscription_id, account_id, to_iso(now)))
     except WriteRefused as refused:
@@ -83,9 +110,11 @@ def issue_subscription_key(account_id: str, subscription: Subscription, name: st
     return key, plaintext
 
 
-def create_subscription_key(caller: Caller, name: str, subscription_id: str) -> tuple[ApiKey, str]:
+def create_subscription_key(
+    caller: Caller, name: str, subscription_id: str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     subscription = owned_subscription(caller.account_id, subscription_id)
-    return issue_subscription_key(caller.account_id, subscription, name)
+    return issue_subscription_key(caller.account_id, subscription, name, expires_at)
 
 
 def list_keys(caller: Caller) -> list[ApiKey]:
@@ -101,13 +130,64 @@ def _owned_live_key(caller: Caller, key_id: str) -> ApiKey:
     return key
 
 
-def update_key(caller: Caller, key_id: str, *, name: str | None, disabled: bool | None) -> ApiKey:
+# What PATCH may change besides name and status; a value of None removes the limit.
+LIMIT_FIELDS = ("rpm", "tpm", "max_budget_micros", "budget_reset", "key_expires_at")
+
+
+def update_key(
+    caller: Caller, key_id: str, *, name: str | None, disabled: bool | None, limits: dict[str, Any] | None = None
+) -> ApiKey:
+    """Rename, disable/enable and change limits of a key. A subscription key's RPM/TPM may be lowered,
+    never raised above its plan's, and it has no maxBudget or budgetReset (it spends its subscription's
+    5-hour budget). Every change applies to the key's next request."""
     key = _owned_live_key(caller, key_id)
+    limits = dict(limits or {})
+    if "key_expires_at" in limits:
+        limits["key_expires_at"] = _future(limits["key_expires_at"], utc_now())
+    if key.kind == KeyKind.SUBSCRIPTION and limits:
+        _check_subscription_limits(key, limits)
     status = None if disabled is None else (KeyStatus.DISABLED if disabled else KeyStatus.ACTIVE)
     try:
-        return api_keys_table.update(key, now=to_iso(utc_now()), name=name, status=status)
+        return api_keys_table.update(key, now=to_iso(utc_now()), name=name, status=status, limits=limits)
     except WriteRefused as refused:  # revoked between the read and the write
         raise NotFound(f"Key {key_id} not found.") from refused
+
+
+def _check_subscription_limits(key: ApiKey, limits: dict[str, Any]) -> None:
+    for field, label in (("max_budget_micros", "maxBudget"), ("budget_reset", "budgetReset")):
+        if limits.get(field) is not None:
+            raise Unprocessable(f"{label} applies to credit keys; a subscription key spends its subscription's budget.")
+    subscription = subscriptions_table.get(key.subscription_id)
+    plan_rpm = subscription.rpm if subscription else key.rpm
+    plan_tpm = subscription.tpm if subscription else key.tpm
+    for field, ceiling in (("rpm", plan_rpm), ("tpm", plan_tpm)):
+        if field in limits:
+            if limits[field] is None:  # back to the plan's
+                limits[field] = ceiling
+            elif limits[field] > ceiling:
+                raise Unprocessable(f"{field} can be at most {ceiling}, the plan's limit, for a subscription key.")
+
+
+def rotate_key(caller: Caller, key_id: str, grace_period_seconds: int) -> tuple[ApiKey, str, str]:
+    """A new secret for the same key (id, limits, history); the current secret keeps working for
+    ``grace_period_seconds``. Returns the key, the new secret and when the old one stops working."""
+    if not 0 <= grace_period_seconds <= MAX_ROTATION_GRACE_SECONDS:
+        raise Unprocessable(f"gracePeriodSeconds must be from 0 to {MAX_ROTATION_GRACE_SECONDS}.")
+    key = _owned_live_key(caller, key_id)
+    now = utc_now()
+    old_expires_at = to_iso(now + timedelta(seconds=grace_period_seconds))
+    secret = issue_secret(API_KEY_PREFIX)
+    try:
+        rotated = api_keys_table.rotate(
+            key,
+            new_hash=secret.key_hash,
+            new_prefix=secret.display_prefix,
+            old_secret_expires_at=old_expires_at,
+            now=to_iso(now),
+        )
+    except WriteRefused as refused:  # revoked, or rotated by someone else, since it was read
+        raise Conflict(f"Key {key_id} changed while rotating it; try again.", code="key_changed") from refused
+    return rotated, secret.plaintext, old_expires_at
 
 
 def revoke_key(caller: Caller, key_id: str) -> ApiKey:

@@ -26,6 +26,14 @@ class SubscriptionStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class BudgetReset(StrEnum):
+    """When a credit key's ``maxBudget`` spend restarts: calendar-aligned UTC periods."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"  # ISO weeks, from Monday 00:00 UTC
+    MONTHLY = "monthly"
+
+
 class PaymentMethod(StrEnum):
     STRIPE = "stripe"
     CREDIT = "credit"
@@ -72,6 +80,20 @@ class ApiKey:
     spend_micros: int = 0
     updated_at: str | None = None
     revoked_at: str | None = None
+    # Credit keys: the maxBudget spend restarts at each calendar boundary (None: a lifetime budget).
+    budget_reset: BudgetReset | None = None
+    # After this time the key is refused (401 key_expired); None: never.
+    key_expires_at: str | None = None
+    # Bumped by every change the proxy caches (limits, expiry, rotation): admission proves the cached
+    # version is current, so a change applies to the very next request even on a warm instance.
+    version: int = 0
+    # Rotation: the item stays keyed by the key's first secret; later secrets are alias items. The
+    # current secret's hash, and when this item's own secret stops working (set once rotated away).
+    current_secret_hash: str | None = None
+    secret_expires_at: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.key_expires_at is not None and from_iso(self.key_expires_at) <= now
 
 
 @dataclass(frozen=True, slots=True)

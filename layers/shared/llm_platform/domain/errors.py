@@ -34,6 +34,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Unprocessable(DomainError):
+    """A well-formed request whose values break a rule that needs stored state (422, like schema errors)."""
+
+    code = "validation_error"
+
+
 class InsufficientCredit(DomainError):
     code = "insufficient_credit"
 

@@ -19,13 +19,11 @@ from functools import partial
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data import api_keys as api_keys_table
-from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.money import format_usd
-from llm_platform.proxy import catalog
+from llm_platform.proxy import catalog, key_info
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
-from llm_platform.proxy.keys import KeyCache
-from llm_platform.proxy.metering import Admission, Meter
+from llm_platform.proxy.keys import KeyCache, KeySnapshot
+from llm_platform.proxy.metering import Admission, Meter, Outcome, check_usable
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
 
@@ -105,6 +103,8 @@ class ProxyApp:
                 await self._chat(scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/models"):
                 await self._models(scope, response, request_id)
+            elif (method, path) == ("GET", "/v1/key"):
+                await self._key_info(scope, response, request_id)
             elif (method, path) == ("GET", "/healthz"):
                 # The Lambda Web Adapter's readiness check: a catalog that does not load fails it, so a
                 # broken deployment shows at once instead of on every request.
@@ -135,25 +135,45 @@ class ProxyApp:
 
     # ------------------------------------------------------------------ GET /v1/models
 
-    async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
+    async def _authenticate(self, scope: Scope, now: datetime) -> KeySnapshot:
+        """The presented key's snapshot, refused when it is not live, expired or rotated away."""
         token = _bearer(scope)
-        key = await self._blocking(api_keys_table.get_by_hash, hash_secret(token))
-        if key is None or key.status != "active":
+        # A warm key needs no thread hop; only a first sight of it reads DynamoDB (in the pool).
+        key = self.keys.cached(token) or await self._blocking(self.keys.lookup, token)
+        if key is not None and (key.expired(now) or key.secret_retired(now)):
+            # Expired as cached: read it again before refusing, its expiry may have been moved since.
+            key = await self._blocking(self.keys.reload, key.secret_hash)
+        if key is None:
             raise unauthorized()
+        check_usable(key, now)
+        return key
+
+    async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
+        await self._authenticate(scope, _now())
         data = [
             {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in catalog.models().values()
         ]
         await _send_json(send, 200, {"object": "list", "data": data}, {"x-request-id": request_id})
 
+    # ------------------------------------------------------------------ GET /v1/key
+
+    async def _key_info(self, scope: Scope, send: Send, request_id: str) -> None:
+        """The key's own limits, spend and what it may spend now, read fresh (not from the cache)."""
+        now = _now()
+        key = await self._authenticate(scope, now)
+        info = await self._blocking(key_info.read, key, now)
+        if info is None:  # revoked or disabled since it was cached
+            self.keys.forget(key.secret_hash)
+            raise unauthorized("This API key is revoked or disabled.")
+        if info.pop("_version") != key.version:  # changed since cached: later requests read it again
+            self.keys.forget(key.secret_hash)
+        await _send_json(send, 200, {"data": info}, {"x-request-id": request_id})
+
     # ------------------------------------------------------------------ POST /v1/chat/completions
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         raw = await _read_body(receive, get_settings().max_proxy_body_bytes)
-        token = _bearer(scope)
-        # A warm key needs no thread hop; only a first sight of it reads DynamoDB (in the pool).
-        key = self.keys.cached(token) or await self._blocking(self.keys.lookup, token)
-        if key is None:
-            raise unauthorized()
+        key = await self._authenticate(scope, _now())
         body = _parse_json(raw)
         model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
         request = _validate(body, model)
@@ -167,7 +187,7 @@ class ProxyApp:
         )
         tokens = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media) + outputs
         admission = await self._blocking(self.meter.admit, key, reserve, tokens, request_id, _now())
-        bill = _Bill(self, admission, model)
+        bill = _Bill(self, admission, model, request.stream)
         payload = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
         try:
             if request.stream:
@@ -176,8 +196,15 @@ class ProxyApp:
             else:
                 await self._relay_once(send, bill, payload, body, request.max_output)
         except BaseException as error:
-            # Whatever went wrong before the bill was settled: give the reservation back.
-            await asyncio.shield(bill.release())
+            # Whatever went wrong before the bill was settled: give the reservation back, and log the
+            # status the client ends up with (499: it left before any answer).
+            if isinstance(error, ProxyError):
+                status = error.status
+            elif isinstance(send, _Response) and send.started:
+                status = 200
+            else:
+                status = 499 if isinstance(error, asyncio.CancelledError | _ClientGone) else 502
+            await asyncio.shield(bill.release(status))
             if isinstance(error, ProxyError | asyncio.CancelledError | _ClientGone):
                 raise
             _log.exception("request failed after admission", extra={"requestId": request_id})
@@ -194,7 +221,7 @@ class ProxyApp:
         response = opened.response
         try:
             if response.status_code >= 400:  # the client's own mistake, as judged by the provider
-                await bill.release()
+                await bill.release(response.status_code)
                 await _send_raw(send, response.status_code, response.content, _headers(bill.admission))
                 return
             data = response.json()
@@ -222,7 +249,7 @@ class ProxyApp:
                 content = await response.aread()
             finally:
                 await response.aclose()
-            await bill.release()
+            await bill.release(response.status_code)
             await _send_raw(send, response.status_code, content, _headers(bill.admission))
             return
 
@@ -288,10 +315,10 @@ class ProxyApp:
 
     async def _open(self, bill: _Bill, payload: dict, max_output: int, *, read_body: bool):
         try:
-            return await self.upstreams.open(bill.model, payload, max_output, read_body=read_body)
+            opened = await self.upstreams.open(bill.model, payload, max_output, read_body=read_body)
         except NoProviderAvailable as failed:
             _log.warning("no provider available", extra={"model": bill.model.id, "failures": failed.failures})
-            await bill.release()
+            await bill.release(502)
             raise ProxyError(
                 502,
                 "upstream_unavailable",
@@ -299,14 +326,20 @@ class ProxyApp:
                 type_="api_error",
                 headers=_headers(bill.admission),
             ) from failed
+        bill.provider = opened.provider.name
+        return opened
 
 
 class _Bill:
     """One admitted request's bill: settled with the real cost, or released, exactly once."""
 
-    def __init__(self, app: ProxyApp, admission: Admission, model: catalog.Model) -> None:
-        self.app, self.admission, self.model = app, admission, model
+    def __init__(self, app: ProxyApp, admission: Admission, model: catalog.Model, stream: bool) -> None:
+        self.app, self.admission, self.model, self.stream = app, admission, model, stream
+        self.provider: str | None = None  # the provider that answered, once one did
         self.closed = False
+
+    def _outcome(self, status: int) -> Outcome:
+        return Outcome(model=self.model.id, provider=self.provider, status=status, stream=self.stream)
 
     async def settle(self, input_tokens: int, output_tokens: int) -> int:
         cost = cost_micros(input_tokens, output_tokens, self.model.input_price, self.model.output_price)
@@ -322,6 +355,7 @@ class _Bill:
                 cost_micros=cost,
                 counted=True,
                 now=_now(),
+                outcome=self._outcome(200),
             )
         except Exception:
             # Retries are spent (conflicts and throttling are retried inside). The reservation stays
@@ -344,8 +378,9 @@ class _Bill:
             raise
         return cost
 
-    async def release(self) -> None:
-        """Nothing was served: the reservation goes back, nothing is charged."""
+    async def release(self, status: int) -> None:
+        """Nothing was served: the reservation goes back, nothing is charged (``status``: what the
+        client was told, for the request log)."""
         if self.closed:
             return
         self.closed = True
@@ -357,6 +392,7 @@ class _Bill:
             cost_micros=0,
             counted=False,
             now=_now(),
+            outcome=self._outcome(status),
         )
 
 

@@ -7,16 +7,26 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
+from llm_platform.config import get_settings
 from llm_platform.data import metering as store
-from llm_platform.data.usage_counters import minute_counter, window_counter
+from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
 from llm_platform.domain.clock import to_iso
 from llm_platform.domain.money import format_usd
-from llm_platform.domain.windows import Window, budget_window, budget_window_hours, minute_window
+from llm_platform.domain.windows import Window, budget_period, budget_window, budget_window_hours, minute_window
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 
 _MINUTE_TTL = 3 * 3600
 _WINDOW_TTL = 40 * 24 * 3600
+_PERIOD_TTL = 40 * 24 * 3600
+
+
+def check_usable(key: KeySnapshot, now: datetime) -> None:
+    """Refuse an expired key, or a secret whose rotation grace period is over."""
+    if key.expired(now):
+        raise ProxyError(401, "key_expired", "This API key has expired.", type_="authentication_error")
+    if key.secret_retired(now):
+        raise unauthorized("This API key was rotated: use its new secret.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,22 @@ class Admission:
     reserve_micros: int
     reserve_tokens: int
     rate_headers: dict[str, str]
+    admitted_at: datetime
+    budget_period: Window | None = None  # credit keys with budgetReset
+
+
+class _Outdated(Exception):
+    """Admission found the key at another version than the cached snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the request log records of how a request ended."""
+
+    model: str
+    provider: str | None  # None when no provider answered
+    status: int  # the HTTP status the client got
+    stream: bool
 
 
 class RateView:
@@ -87,8 +113,27 @@ class Meter:
     def admit(
         self, key: KeySnapshot, reserve_micros: int, reserve_tokens: int, request_id: str, now: datetime
     ) -> Admission:
+        """Admit with the key's current limits: when admission finds the cached snapshot outdated (a
+        change bumped the key's version), the key is read again and admission retried once with it."""
+        for attempt in range(2):
+            check_usable(key, now)
+            try:
+                return self._admit(key, reserve_micros, reserve_tokens, request_id, now)
+            except _Outdated:
+                fresh = self.keys.reload(key.secret_hash)
+                if fresh is None:
+                    raise unauthorized("This API key is revoked or disabled.") from None
+                if attempt == 1:  # changed twice within one request: it still has to be served right
+                    raise ProxyError(409, "key_changed", "The key changed during the request; retry.") from None
+                key = fresh
+        raise AssertionError("unreachable")
+
+    def _admit(
+        self, key: KeySnapshot, reserve_micros: int, reserve_tokens: int, request_id: str, now: datetime
+    ) -> Admission:
         minute = minute_window(now)
         window = None
+        period = None
         plan_fields: dict = {}
         if key.subscription_id is not None:
             window = budget_window(key.window_anchor, now, budget_window_hours())
@@ -114,6 +159,10 @@ class Meter:
                     param="max_tokens",
                 )
             plan_fields = {"max_budget_micros": key.max_budget_micros}
+            if key.budget_reset is not None and key.max_budget_micros is not None:
+                period = budget_period(key.budget_reset, now)
+                plan_fields["budget_period"] = budget_period_counter(key.key_id, key.budget_reset, period.index)
+                plan_fields["budget_period_expires_at"] = int(period.end.timestamp()) + _PERIOD_TTL
         plan = store.AdmitPlan(
             key_hash=key.key_hash,
             key_id=key.key_id,
@@ -125,17 +174,31 @@ class Meter:
             reserve_micros=reserve_micros,
             reserve_tokens=reserve_tokens,
             now_iso=to_iso(now),
+            version=key.version,
             **plan_fields,
         )
         try:
             store.admit(plan)
         except store.AdmissionRefused as refused:
-            raise self._refusal_error(key, refused.refusal, minute, window, now) from refused
+            item = refused.refusal.item or {}
+            if (
+                refused.refusal.check == "key"
+                and item.get("status") == "active"
+                and item.get("version", 0) != key.version
+            ):
+                raise _Outdated from refused
+            raise self._refusal_error(key, refused.refusal, minute, window, period, now) from refused
         rate_headers = self.rates.admitted(key, minute, now, reserve_tokens)
-        return Admission(request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers)
+        return Admission(request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period)
 
     def _refusal_error(
-        self, key: KeySnapshot, refusal: store.Refusal, minute: Window, window: Window | None, now: datetime
+        self,
+        key: KeySnapshot,
+        refusal: store.Refusal,
+        minute: Window,
+        window: Window | None,
+        period: Window | None,
+        now: datetime,
     ) -> ProxyError:
         item = refusal.item or {}
         if refusal.check == "key":
@@ -143,10 +206,17 @@ class Meter:
                 return ProxyError(
                     402, "insufficient_quota", "This key's maxBudget is spent.", type_="insufficient_quota"
                 )
-            self.keys.forget(key.key_hash)
+            self.keys.forget(key.secret_hash)
             return unauthorized("This API key is revoked or disabled.")
+        if refusal.check == "key_budget":
+            return ProxyError(
+                402,
+                "insufficient_quota",
+                f"This key's maxBudget for the {key.budget_reset} period is spent; it resets at {to_iso(period.end)}.",
+                type_="insufficient_quota",
+            )
         if refusal.check == "subscription":
-            self.keys.forget(key.key_hash)
+            self.keys.forget(key.secret_hash)
             return unauthorized("This API key's subscription is not active.")
         if refusal.check == "rate":
             rate_headers = self.rates.refused(key, minute, now, item)
@@ -192,8 +262,25 @@ class Meter:
         cost_micros: int,
         counted: bool,
         now: datetime,
+        outcome: Outcome,
     ) -> None:
         key = admission.key
+        created_at = to_iso(admission.admitted_at)
+        log_record = {
+            "id": admission.request_id,
+            "accountId": key.account_id,
+            "keyId": key.key_id,
+            "model": outcome.model,
+            "provider": outcome.provider,
+            "status": outcome.status,
+            "stream": outcome.stream,
+            "promptTokens": input_tokens,
+            "completionTokens": output_tokens,
+            "costMicros": cost_micros,
+            "createdAt": created_at,
+            "durationMs": max(0, int((now - admission.admitted_at).total_seconds() * 1000)),
+        }
+        retention = get_settings().request_log_retention_days * 86400
         store.settle(
             store.SettlePlan(
                 request_id=admission.request_id,
@@ -209,6 +296,12 @@ class Meter:
                 now_iso=to_iso(now),
                 window=window_counter(key.subscription_id, admission.window.index) if admission.window else None,
                 credit=key.credit,
+                budget_period=budget_period_counter(key.key_id, key.budget_reset, admission.budget_period.index)
+                if admission.budget_period
+                else None,
+                log_record=log_record,
+                log_expires_at=int(admission.admitted_at.timestamp()) + retention,
+                daily=daily_counter(key.account_id, created_at[:10], key.key_id, outcome.model),
             )
         )
         self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens - admission.reserve_tokens)

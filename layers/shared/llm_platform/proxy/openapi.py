@@ -28,7 +28,8 @@ RATE_LIMIT_HEADERS: dict[str, Any] = {
 RETRY_AFTER = {"retry-after": {**_HEADER, "description": "Seconds to wait."}}
 
 UNAUTHORIZED = _error(
-    "`invalid_api_key`: missing, unknown, revoked or disabled key, or its subscription is not active."
+    "`invalid_api_key`: missing, unknown, revoked or disabled key, a secret rotated away past its grace "
+    "period, or a subscription that is not active; `key_expired`: past the key's `expiresAt`."
 )
 # API Gateway's own answers (throttling, a body over its 10 MiB) use the platform's error envelope, as the
 # template's GatewayResponses write it, not OpenAI's shape.
@@ -160,6 +161,63 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["id", "object", "created", "owned_by"],
     },
+    "KeyInfo": {
+        "type": "object",
+        "properties": {
+            "data": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "type": {"enum": ["subscription", "credit"]},
+                    "rpm": {"type": "integer"},
+                    "tpm": {"type": "integer"},
+                    "maxBudget": {"type": ["string", "null"], "description": "USD"},
+                    "budgetReset": {"enum": ["daily", "weekly", "monthly", None]},
+                    "expiresAt": {"type": ["string", "null"]},
+                    "spend": {"type": "string", "description": "Lifetime spend, USD."},
+                    "remaining": {
+                        "type": "string",
+                        "description": "What the key may still spend now, USD: credit keys the smaller of the "
+                        "balance and what is left of `maxBudget` (in this period with `budgetReset`); subscription "
+                        "keys what is left of the 5-hour budget.",
+                    },
+                    "window": {
+                        "anyOf": [
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "budget": {"type": "string"},
+                                    "spent": {"type": "string"},
+                                    "resetsAt": {"type": "string"},
+                                },
+                                "required": ["budget", "spent", "resetsAt"],
+                                "additionalProperties": False,
+                            },
+                            {"type": "null"},
+                        ],
+                        "description": "The subscription's current 5-hour window; null for credit keys.",
+                    },
+                },
+                "required": [
+                    "id",
+                    "name",
+                    "type",
+                    "rpm",
+                    "tpm",
+                    "maxBudget",
+                    "budgetReset",
+                    "expiresAt",
+                    "spend",
+                    "remaining",
+                    "window",
+                ],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["data"],
+        "additionalProperties": False,
+    },
     "ModelList": {
         "type": "object",
         "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": REF + "Model"}}},
@@ -240,6 +298,27 @@ PATHS: dict[str, Any] = {
                     "description": "The models.",
                     "headers": {"x-request-id": RATE_LIMIT_HEADERS["x-request-id"]},
                     "content": {JSON: {"schema": {"$ref": REF + "ModelList"}}},
+                },
+                "401": UNAUTHORIZED,
+                "429": GATEWAY_THROTTLED,
+            },
+        }
+    },
+    "/v1/key": {
+        "get": {
+            "operationId": "getKeyInfo",
+            "tags": ["Inference"],
+            "summary": "The calling key's own limits and spend",
+            "description": (
+                "Read with the API key itself (`Bearer sk_live_…`), like OpenRouter's `GET /api/v1/key`: its "
+                "limits, lifetime spend, and what it may still spend now. Not metered."
+            ),
+            "security": [{"apiKey": []}],
+            "responses": {
+                "200": {
+                    "description": "The key.",
+                    "headers": {"x-request-id": RATE_LIMIT_HEADERS["x-request-id"]},
+                    "content": {JSON: {"schema": {"$ref": REF + "KeyInfo"}}},
                 },
                 "401": UNAUTHORIZED,
                 "429": GATEWAY_THROTTLED,

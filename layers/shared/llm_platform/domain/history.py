@@ -1,0 +1,121 @@
+"""What happened, for customers who bill from it: the request log (one record per admitted ``/v1``
+request), daily usage per UTC day × key × model (counters kept in the proxy's settle transaction, so
+their sums equal the log's), and the ledger of every credit-balance change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from llm_platform.data import api_keys as api_keys_table
+from llm_platform.data import ledger as ledger_table
+from llm_platform.data import request_log, usage_counters
+from llm_platform.data.pages import InvalidCursor, Page, decode_cursor
+from llm_platform.domain.accounts import Caller
+from llm_platform.domain.clock import to_iso, utc_now
+from llm_platform.domain.credentials import is_id
+from llm_platform.domain.errors import BadRequest, NotFound
+
+MAX_DAILY_RANGE_DAYS = 366
+DEFAULT_DAILY_RANGE_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    since: datetime | None  # included
+    until: datetime | None  # excluded
+
+
+def moment(value: str, *, end_of_day: bool) -> datetime:
+    """An ISO 8601 time (with an offset, or ``Z``) or a date; a date as the end of a range means the
+    whole day (its next midnight, excluded)."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime.combine(day, time(), tzinfo=UTC)
+            return start + timedelta(days=1) if end_of_day else start
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise BadRequest(f"'{value}' is not an ISO 8601 date or time.", code="invalid_time") from error
+    if parsed.tzinfo is None:
+        raise BadRequest(f"'{value}' has no time zone: end it with Z.", code="invalid_time")
+    return parsed
+
+
+def _cursor(cursor: str | None, partition: dict[str, str]) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor, partition)
+    except InvalidCursor as error:
+        raise BadRequest("The cursor is not one this list returned.", code="invalid_cursor") from error
+
+
+def list_requests(
+    caller: Caller,
+    *,
+    key_id: str | None,
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page:
+    start = moment(since, end_of_day=False) if since else None
+    end = moment(until, end_of_day=True) if until else None
+    if start and end and start >= end:
+        raise BadRequest("'from' must be before 'to'.", code="invalid_time_range")
+    if key_id is not None:
+        if not is_id(key_id, "key") or api_keys_table.find_for_account(caller.account_id, key_id) is None:
+            raise NotFound(f"Key {key_id} not found.")
+        index, partition = "byKey", {"keyId": key_id}
+    else:
+        index, partition = "byAccount", {"accountId": caller.account_id}
+    return request_log.query_newest_first(
+        index=index,
+        partition=next(iter(partition.values())),
+        since=to_iso(start) if start else None,
+        until=to_iso(end) if end else None,
+        account_id=caller.account_id,
+        model=model,
+        limit=limit,
+        start=_cursor(cursor, partition),
+    )
+
+
+def get_request(caller: Caller, request_id: str) -> dict[str, Any]:
+    record = request_log.get(request_id) if _is_request_id(request_id) else None
+    if record is None or record.get("accountId") != caller.account_id:
+        raise NotFound(f"Request {request_id} not found.")
+    return record
+
+
+def _is_request_id(value: str) -> bool:
+    return len(value) == 36 and all(c in "0123456789abcdef-" for c in value)
+
+
+def daily_usage(
+    caller: Caller, *, first_day: str | None, last_day: str | None, key_id: str | None, model: str | None
+) -> list[dict[str, Any]]:
+    today = utc_now().date()
+    try:
+        last = date.fromisoformat(last_day) if last_day else today
+        first = date.fromisoformat(first_day) if first_day else last - timedelta(days=DEFAULT_DAILY_RANGE_DAYS - 1)
+    except ValueError as error:
+        raise BadRequest("'from' and 'to' are dates: YYYY-MM-DD.", code="invalid_date") from error
+    if first > last:
+        raise BadRequest("'from' must not be after 'to'.", code="invalid_date_range")
+    if (last - first).days + 1 > MAX_DAILY_RANGE_DAYS:
+        raise BadRequest(f"Ask for at most {MAX_DAILY_RANGE_DAYS} days at a time.", code="date_range_too_long")
+    rows = usage_counters.daily_between(caller.account_id, first.isoformat(), last.isoformat())
+    return [
+        row
+        for row in rows
+        if (key_id is None or row.get("keyId") == key_id) and (model is None or row.get("model") == model)
+    ]
+
+
+def ledger(caller: Caller, *, limit: int, cursor: str | None) -> Page:
+    partition = {"accountId": caller.account_id}
+    return ledger_table.newest_first(caller.account_id, limit, _cursor(cursor, partition))
