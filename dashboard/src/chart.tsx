@@ -13,9 +13,9 @@ function niceMax(value: number): number {
   return step * power;
 }
 
-const WIDTH = 640;
+const WIDTH = 520;
 const HEIGHT = 220;
-const PAD = { top: 12, right: 8, bottom: 28, left: 56 };
+const PAD = { top: 12, right: 8, bottom: 30, left: 74 };
 
 /** A bar chart in SVG: labelled for assistive technology, each bar with its value, and the data as a table. */
 export function BarChart({ title, points, formatTick, tone = "indigo" }: { title: string; points: Point[]; formatTick: (value: number) => string; tone?: "indigo" | "teal" }) {

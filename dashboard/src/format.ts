@@ -32,6 +32,16 @@ export function day(iso: string | null | undefined): string {
   return Number.isNaN(date.getTime()) ? iso : dateOnly.format(date);
 }
 
+const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+const monthDayTime = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
+/** "13:13:05" today, else "Nov 29, 13:13": for dense tables. */
+export function shortTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return date.toDateString() === new Date().toDateString() ? timeOnly.format(date) : monthDayTime.format(date);
+}
+
 /** "3 h 12 min" until the given time (or "now"). */
 export function until(iso: string, now = Date.now()): string {
   const minutes = Math.max(0, Math.round((new Date(iso).getTime() - now) / 60000));

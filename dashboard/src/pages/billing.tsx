@@ -445,7 +445,14 @@ function Ledger() {
   useEffect(() => {
     void load(null);
   }, []);
-  const kinds: Record<string, string> = { grant: "Grant", usage: "Usage", topup: "Top-up", subscription: "Subscription" };
+  const kinds: Record<string, string> = {
+    grant: "Credit grant",
+    usage: "API usage",
+    topup_stripe: "Card top-up",
+    topup_usdc: "USDC top-up",
+    subscription: "Subscription",
+    subscription_renewal: "Subscription renewal",
+  };
   return (
     <Card title="Ledger">
       <p class="muted">Every change to your balance, newest first. The entries add up to the balance.</p>

@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ManagementKey } from "../api";
-import { Badge, Button, Card, ConfirmDialog, Dialog, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
+import { Badge, Button, Card, ConfirmDialog, Dialog, EmptyState, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
 import { when } from "../format";
 
 export function ManagementKeysPage() {
@@ -23,7 +23,15 @@ export function ManagementKeysPage() {
       {message ? <Notice kind="success">{message}</Notice> : null}
       <Card>
         <Loaded resource={keys} label="your management keys">
-          {(list) => (
+          {(list) =>
+            list.length === 0 ? (
+              <EmptyState title="No management keys">
+                <p>You are signed in with your email. Create a management key for scripts and CI that call /api.</p>
+                <Button variant="primary" small onClick={() => setCreating(true)}>
+                  Create management key
+                </Button>
+              </EmptyState>
+            ) : (
             <div class="table-wrap">
               <table class="table">
                 <caption class="sr-only">Your management keys</caption>
@@ -68,7 +76,8 @@ export function ManagementKeysPage() {
               </table>
               {list.length <= 1 ? <p class="hint table-note">The last management key cannot be deleted: create another one first.</p> : null}
             </div>
-          )}
+            )
+          }
         </Loaded>
       </Card>
       <CreateManagementKeyDialog open={creating} onClose={() => setCreating(false)} onCreated={() => void keys.reload()} />

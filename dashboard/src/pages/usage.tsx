@@ -3,10 +3,17 @@ import { useId, useMemo, useState } from "preact/hooks";
 import { api, query, type ApiKey, type DailyUsage, type KeyUsage, type RequestRecord } from "../api";
 import { BarChart, type Point } from "../chart";
 import { Button, Card, EmptyState, Loaded, PageHeader, useResource } from "../components";
-import { micros, microsToUsd, number, usd, when } from "../format";
+import { micros, microsToUsd, number, shortTime, usd } from "../format";
 
 function isoDay(date: Date): string {
   return date.toISOString().slice(0, 10);
+}
+
+/** Axis labels in dollars with as many decimals as the scale needs ($0.00002 for tiny test traffic). */
+function dollarTick(value: number): string {
+  if (value === 0) return "$0";
+  const decimals = Math.min(6, Math.max(2, Math.ceil(-Math.log10(value)) + 1));
+  return `$${value.toFixed(decimals)}`;
 }
 
 const dayLabel = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
@@ -115,7 +122,7 @@ export function UsagePage() {
                 </div>
               </dl>
               <div class="grid grid-2">
-                <BarChart title="Spend per day" points={series.spend} formatTick={(value) => `$${value < 0.1 && value > 0 ? value.toFixed(3) : value.toFixed(2)}`} />
+                <BarChart title="Spend per day" points={series.spend} formatTick={dollarTick} />
                 <BarChart title="Requests per day" points={series.count} tone="teal" formatTick={(value) => number(Math.round(value))} />
               </div>
             </>
@@ -131,7 +138,7 @@ export function UsagePage() {
               </EmptyState>
             ) : (
               <div class="table-wrap">
-                <table class="table">
+                <table class="table table-nowrap">
                   <caption class="sr-only">The latest requests</caption>
                   <thead>
                     <tr>
@@ -153,7 +160,7 @@ export function UsagePage() {
                   <tbody>
                     {page.data.map((record) => (
                       <tr key={record.id}>
-                        <td>{when(record.createdAt)}</td>
+                        <td>{shortTime(record.createdAt)}</td>
                         <td>{keyNames.get(record.keyId) ?? record.keyId}</td>
                         <td>
                           <code>{record.model}</code>
