@@ -3,7 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_platform.api.app import build_app, ok
+from llm_platform.api.app import build_app, dashboard_url, ok
 from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CheckoutRequest
 from llm_platform.domain import stripe_payments
@@ -32,7 +32,13 @@ app = build_app()
     ),
 )
 def checkout(body: CheckoutRequest):
-    return ok({"sessionUrl": stripe_payments.start_checkout(app.caller, body.plan_slug)})
+    return ok(
+        {
+            "sessionUrl": stripe_payments.start_checkout(
+                app.caller, body.plan_slug, dashboard_url(app.current_event.raw_event)
+            )
+        }
+    )
 
 
 # log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.

@@ -3,7 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_platform.api.app import build_app, ok
+from llm_platform.api.app import build_app, dashboard_url, ok
 from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import TopupRequest
 from llm_platform.domain import stripe_payments, usdc
@@ -33,7 +33,13 @@ app = build_app()
 )
 def topup(body: TopupRequest):
     if body.method == "stripe":
-        return ok({"sessionUrl": stripe_payments.start_topup(app.caller, body.amount)})
+        return ok(
+            {
+                "sessionUrl": stripe_payments.start_topup(
+                    app.caller, body.amount, dashboard_url(app.current_event.raw_event)
+                )
+            }
+        )
     return ok(usdc.topup_instructions(body.amount))
 
 

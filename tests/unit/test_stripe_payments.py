@@ -228,3 +228,46 @@ def test_a_cancel_overtaken_by_stripes_own_webhook_still_succeeds(
     # When the customer's cancel finishes, then it reports success, not a conflict
     status, body = cancel(invoke, account, subscription_id)
     assert status == 200 and body["data"]["cancelAtPeriodEnd"] is True
+
+
+def test_without_configured_return_urls_checkout_returns_to_the_dashboard_of_this_api(
+    invoke, account, stripe_calls, monkeypatch
+) -> None:
+    # Given an operator who left CheckoutSuccessUrl/CheckoutCancelUrl empty (the template's default)
+    from llm_platform.config import get_settings
+
+    monkeypatch.delenv("CHECKOUT_SUCCESS_URL")
+    monkeypatch.delenv("CHECKOUT_CANCEL_URL")
+    get_settings.cache_clear()
+    headers = {
+        "Content-Type": "application/json",
+        "Host": "abc123.execute-api.eu-west-1.amazonaws.com",
+        "X-Forwarded-Proto": "https",
+    }
+    # When a plan and a top-up are bought on the prod stage
+    for function, path, body in (
+        ("checkout", "/api/billing/checkout", {"planSlug": "pro"}),
+        ("topup", "/api/billing/topup", {"amount": 20, "method": "stripe"}),
+    ):
+        status, _ = invoke(function, "POST", path, key=account.management_key, body=body, headers=headers)
+        assert status == 200, function
+    # Then Checkout sends the customer back to the dashboard served by this API, under its stage
+    dashboard = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/"
+    for _, params in stripe_calls:
+        assert params["success_url"] == dashboard + "?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing"
+        assert params["cancel_url"] == dashboard + "?checkout=cancelled#/billing"
+
+
+def test_with_a_dashboard_on_its_own_domain_checkout_returns_there(invoke, account, stripe_calls, monkeypatch) -> None:
+    from llm_platform.config import get_settings
+
+    monkeypatch.delenv("CHECKOUT_SUCCESS_URL")
+    monkeypatch.delenv("CHECKOUT_CANCEL_URL")
+    monkeypatch.setenv("DASHBOARD_ORIGIN", "https://console.example.com")
+    get_settings.cache_clear()
+    status, _ = invoke(
+        "checkout", "POST", "/api/billing/checkout", key=account.management_key, body={"planSlug": "pro"}
+    )
+    assert status == 200
+    [(_, params)] = stripe_calls
+    assert params["success_url"].startswith("https://console.example.com/?checkout=success&session_id=")

@@ -148,6 +148,21 @@ def _dashboard_origins(event: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"{proto}://{host}",)
 
 
+def dashboard_url(event: Mapping[str, Any]) -> str | None:
+    """The dashboard this API serves at ``/`` (DashboardFunction), as the customer reaches it: the first
+    DASHBOARD_ORIGIN when set, else this request's origin and stage (requestContext.path carries the stage,
+    ``/prod/api/…``, the event's path does not). Where Stripe Checkout returns when no URL is configured."""
+    origins = _dashboard_origins(event)
+    if not origins:
+        return None
+    if get_settings().dashboard_origin:
+        return origins[0] + "/"
+    route = str(event.get("path") or "")
+    called = str((event.get("requestContext") or {}).get("path") or route)
+    prefix = called[: -len(route)] if route and called.endswith(route) else ""
+    return f"{origins[0]}{prefix.rstrip('/')}/"
+
+
 def browser_request(event: Mapping[str, Any]) -> sessions.BrowserRequest:
     """Where the request comes from, and its session cookie (see ``domain/sessions.py`` for the rule)."""
     return sessions.BrowserRequest(

@@ -34,9 +34,9 @@ def stripe_subscription_local_id(stripe_subscription_id: str) -> str:
     return "sub_" + hashlib.sha256(f"stripe:{stripe_subscription_id}".encode()).hexdigest()[:32]
 
 
-def start_checkout(caller: Caller, plan_slug: str) -> str:
+def start_checkout(caller: Caller, plan_slug: str, dashboard_url: str | None = None) -> str:
     """A Checkout Session in subscription mode for ``plan_slug``; its URL. The subscription starts when
-    Stripe's webhook says it is paid."""
+    Stripe's webhook says it is paid. Checkout returns to the configured URLs, else to ``dashboard_url``."""
     plan = catalog().plan(plan_slug)
     metadata = {"accountId": caller.account_id, "planSlug": plan.slug}
     params = {
@@ -46,13 +46,13 @@ def start_checkout(caller: Caller, plan_slug: str) -> str:
         "metadata": {**metadata, "purpose": PURPOSE_SUBSCRIPTION},
         # Copied onto the subscription and each of its invoices, so renewals find the account too.
         "subscription_data": {"metadata": metadata},
-        **_return_urls(),
+        **_return_urls(dashboard_url),
     }
     return _create_session(params)["url"]
 
 
-def start_topup(caller: Caller, amount: Decimal) -> str:
-    """A Checkout Session in payment mode for ``amount`` USD of credit; its URL."""
+def start_topup(caller: Caller, amount: Decimal, dashboard_url: str | None = None) -> str:
+    """A Checkout Session in payment mode for ``amount`` USD of credit; its URL (returns as start_checkout)."""
     micros = usd_to_micros(amount)
     if micros < MIN_TOPUP_MICROS:
         raise BadRequest(f"The minimum card top-up is ${format_usd(MIN_TOPUP_MICROS)}.", code="amount_below_minimum")
@@ -76,7 +76,7 @@ def start_topup(caller: Caller, amount: Decimal) -> str:
         "client_reference_id": caller.account_id,
         "metadata": metadata,
         "payment_intent_data": {"metadata": metadata},
-        **_return_urls(),
+        **_return_urls(dashboard_url),
     }
     return _create_session(params)["url"]
 
@@ -113,14 +113,18 @@ def _plan_line_item(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _return_urls() -> dict[str, str]:
+def _return_urls(dashboard_url: str | None) -> dict[str, str]:
+    """The operator's CheckoutSuccessUrl/CheckoutCancelUrl, else the dashboard's billing page, which reads
+    ``?checkout=`` (Stripe fills in ``{CHECKOUT_SESSION_ID}``)."""
     settings = get_settings()
-    if not settings.checkout_success_url:
+    success = settings.checkout_success_url
+    cancel = settings.checkout_cancel_url
+    if dashboard_url:
+        success = success or dashboard_url + "?checkout=success&session_id={CHECKOUT_SESSION_ID}#/billing"
+        cancel = cancel or dashboard_url + "?checkout=cancelled#/billing"
+    if not success:
         raise ServiceUnavailable("Card payments are not configured on this platform.", code="stripe_not_configured")
-    return {
-        "success_url": settings.checkout_success_url,
-        "cancel_url": settings.checkout_cancel_url or settings.checkout_success_url,
-    }
+    return {"success_url": success, "cancel_url": cancel or success}
 
 
 def _create_session(params: dict[str, Any]) -> dict[str, Any]:
