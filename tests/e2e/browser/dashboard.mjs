@@ -258,6 +258,7 @@ try {
   await page.getByLabel("Model").selectOption({ label: "deepseek/deepseek-chat-v3-0324" });
   await page.getByTestId("total-requests").filter({ hasText: String(findings.requests) }).waitFor();
   await shot("06-usage");
+  await page.screenshot({ path: join(shots, "dashboard.png") }); // the viewport: the README's picture (docs/)
 
   // 7. Rotate: a new secret, the old one refused.
   await go("API keys", "API keys");
