@@ -6,11 +6,15 @@ export interface Point {
   display: string; // the value in words ("$0.42", "12 requests")
 }
 
-function niceMax(value: number): number {
-  if (value <= 0) return 1;
-  const power = 10 ** Math.floor(Math.log10(value));
-  const step = [1, 2, 2.5, 5, 10].find((candidate) => candidate * power >= value) ?? 10;
-  return step * power;
+/** The axis top: four equal steps of a round size (1, 2, 2.5 or 5 times a power of ten; whole steps for counts). */
+function axisMax(value: number, whole: boolean): number {
+  if (value <= 0) return whole ? 4 : 1;
+  const rough = value / 4;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const steps = whole ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10];
+  let step = (steps.find((candidate) => candidate * power >= rough) ?? 10) * power;
+  if (whole) step = Math.max(1, Math.round(step));
+  return step * 4;
 }
 
 const WIDTH = 520;
@@ -18,9 +22,21 @@ const HEIGHT = 220;
 const PAD = { top: 12, right: 8, bottom: 30, left: 74 };
 
 /** A bar chart in SVG: labelled for assistive technology, each bar with its value, and the data as a table. */
-export function BarChart({ title, points, formatTick, tone = "indigo" }: { title: string; points: Point[]; formatTick: (value: number) => string; tone?: "indigo" | "teal" }) {
+export function BarChart({
+  title,
+  points,
+  formatTick,
+  tone = "indigo",
+  whole = false,
+}: {
+  title: string;
+  points: Point[];
+  formatTick: (value: number) => string;
+  tone?: "indigo" | "teal";
+  whole?: boolean;
+}) {
   const id = useId();
-  const max = niceMax(Math.max(0, ...points.map((point) => point.value)));
+  const max = axisMax(Math.max(0, ...points.map((point) => point.value)), whole);
   const plotWidth = WIDTH - PAD.left - PAD.right;
   const plotHeight = HEIGHT - PAD.top - PAD.bottom;
   const slot = plotWidth / Math.max(1, points.length);

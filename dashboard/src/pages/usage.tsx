@@ -13,7 +13,7 @@ function isoDay(date: Date): string {
 function dollarTick(value: number): string {
   if (value === 0) return "$0";
   const decimals = Math.min(6, Math.max(2, Math.ceil(-Math.log10(value)) + 1));
-  return `$${value.toFixed(decimals)}`;
+  return `$${value.toFixed(decimals).replace(/(\.\d\d\d*?)0+$/, "$1")}`;
 }
 
 const dayLabel = new Intl.DateTimeFormat("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
@@ -123,7 +123,7 @@ export function UsagePage() {
               </dl>
               <div class="grid grid-2">
                 <BarChart title="Spend per day" points={series.spend} formatTick={dollarTick} />
-                <BarChart title="Requests per day" points={series.count} tone="teal" formatTick={(value) => number(Math.round(value))} />
+                <BarChart title="Requests per day" points={series.count} tone="teal" whole formatTick={(value) => number(Math.round(value))} />
               </div>
             </>
           )}
