@@ -591,7 +591,7 @@ class MoneyMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ key lifecycle
     @rule(
         key_id=credit_keys,
-        reset=st.sampled_from(["daily", "weekly", "monthly", None]),
+        reset=st.sampled_from(["daily", "weekly", "monthly", "daily", None]),
         max_budget=st.one_of(st.none(), st.integers(1, 10_000), st.integers(1, 20).map(lambda usd: usd * 1_000_000)),
     )
     def change_budget(self, key_id: str, reset: str | None, max_budget: int | None) -> None:
@@ -605,6 +605,13 @@ class MoneyMachine(RuleBasedStateMachine):
         assert (updated.budget_reset, updated.max_budget_micros) == (reset, max_budget)
         key.budget_reset, key.max_budget = reset, max_budget
         note(f"budget changed: reset={reset} capped={max_budget is not None}")
+
+    @rule(hours=st.sampled_from([1, 20, 24 * 8, 24 * 32]))
+    def time_passes(self, hours: int) -> None:
+        """When time passes (in-process admissions use the machine's clock), then budget periods roll over:
+        a key with a reset may spend its whole maxBudget again, reservations in flight stay in theirs."""
+        self.clock = max(self.clock, utc_now()) + timedelta(hours=hours)
+        note(f"time passes: {hours} h")
 
     @rule(key_id=credit_keys, grace=st.sampled_from([0, 3600]))
     def rotate(self, key_id: str, grace: int) -> None:

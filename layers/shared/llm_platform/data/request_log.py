@@ -72,7 +72,7 @@ def query_newest_first(
         values[":until"] = until
     # byKey: the key was checked to be the caller's, and the filter proves it again per record.
     filters = ["accountId = :account"] if index == "byKey" else []
-    if model is not None:
+    if model:
         filters.append("#model = :model")
         values[":model"] = model
     request: dict[str, Any] = {

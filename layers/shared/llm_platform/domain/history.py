@@ -62,11 +62,12 @@ def list_requests(
     limit: int,
     cursor: str | None,
 ) -> Page:
+    model = model or None  # an empty filter is no filter
     start = moment(since, end_of_day=False) if since else None
     end = moment(until, end_of_day=True) if until else None
     if start and end and start >= end:
         raise BadRequest("'from' must be before 'to'.", code="invalid_time_range")
-    if key_id is not None:
+    if key_id:
         if not is_id(key_id, "key") or api_keys_table.find_for_account(caller.account_id, key_id) is None:
             raise NotFound(f"Key {key_id} not found.")
         index, partition = "byKey", {"keyId": key_id}
@@ -110,9 +111,7 @@ def daily_usage(
         raise BadRequest(f"Ask for at most {MAX_DAILY_RANGE_DAYS} days at a time.", code="date_range_too_long")
     rows = usage_counters.daily_between(caller.account_id, first.isoformat(), last.isoformat())
     return [
-        row
-        for row in rows
-        if (key_id is None or row.get("keyId") == key_id) and (model is None or row.get("model") == model)
+        row for row in rows if (not key_id or row.get("keyId") == key_id) and (not model or row.get("model") == model)
     ]
 
 
