@@ -74,6 +74,7 @@ def test_stack_json_describes_the_running_stack(stack) -> None:
     assert stack["dynamodbUrl"].startswith("http://")
     assert _port_open(stack["apiUrl"]) and _port_open(stack["dynamodbUrl"]) and _port_open(stack["rpcUrl"])
     assert stack["chainId"] == 31337
+    assert stack["demoEmail"] == "demo@example.com" and _port_open(stack["mailUrl"])
     assert stack["usdcAddress"].startswith("0x") and stack["depositAddress"].startswith("0x")
     assert len(stack["testWallets"]) >= 2
     assert all(w["address"].startswith("0x") and w["privateKey"].startswith("0x") for w in stack["testWallets"])
@@ -264,6 +265,38 @@ def test_admin_refuses_bad_input_clearly(stack) -> None:
         )
         assert result.returncode == 2 and result.stderr.startswith("bin/admin: "), result.stderr
         assert result.stdout == ""
+
+
+def test_sign_in_as_the_demo_email_with_the_code_from_the_outbox(stack) -> None:
+    import re
+
+    api, mail = stack["apiUrl"], stack["mailUrl"]
+    assert stack["demoEmail"] and mail.startswith("http://127.0.0.1:")
+    browser = ["-H", f"Origin: {api}", "-H", "Content-Type: application/json"]
+    # Given the sign-in page's first step: the demo email
+    started = curl(
+        "-X", "POST", f"{api}/api/auth/email/start", *browser, "-d", json.dumps({"email": stack["demoEmail"]})
+    )
+    assert started == {"data": {"sent": True}}
+    # When the code is read from the outbox, over HTTP, newest message first
+    messages = curl(f"{mail}/messages")
+    assert set(messages[0]) == {"to", "subject", "text", "sentAt"} and messages[0]["to"] == stack["demoEmail"]
+    code = re.search(r"\b(\d{6})\b", messages[0]["text"]).group(1)
+    # And sent back: the session cookie is set (a curl cookie jar, as a browser keeps it)
+    jar = stack["stateDir"] / "cookies.txt"
+    verified = curl(
+        "-X", "POST", f"{api}/api/auth/email/verify", *browser, "-c", str(jar),
+        "-d", json.dumps({"email": stack["demoEmail"], "code": code}),
+    )  # fmt: skip
+    # Then it is the demo account, with its $25 demo credit, through the cookie alone
+    assert verified["data"] == {"accountId": stack["demoAccountId"], "created": False}
+    assert "llm_session" in jar.read_text()
+    status = curl(f"{api}/api/billing/status", "-b", str(jar), "-H", f"Origin: {api}")
+    assert status["data"]["creditBalance"] == "25.00"
+    # And signing out ends it
+    assert curl("-X", "POST", f"{api}/api/auth/logout", "-b", str(jar), "-H", f"Origin: {api}")["data"]["signedOut"]
+    ended = curl(f"{api}/api/billing/status", "-b", str(jar), "-H", f"Origin: {api}")
+    assert ended["error"]["code"] == "invalid_session"
 
 
 def test_ctrl_c_stops_everything(stack) -> None:
