@@ -244,6 +244,30 @@ def test_admin_creates_an_account_whose_key_works(stack) -> None:
     assert status["data"]["creditBalance"] == "25.00"
 
 
+def test_admin_creates_an_account_that_signs_in_by_email(stack) -> None:
+    created = admin(stack, "create-account", "--name", "email customer", "--email", " Owner@Customer.example ")
+    assert created["email"] == "owner@customer.example"
+    api = stack["apiUrl"]
+    browser = ["-H", f"Origin: {api}", "-H", "Content-Type: application/json"]
+    curl("-X", "POST", f"{api}/api/auth/email/start", *browser, "-d", '{"email": "owner@customer.example"}')
+    from tests.support.sign_in import latest_code
+
+    code = latest_code(stack["mailUrl"], "owner@customer.example")
+    body = json.dumps({"email": "owner@customer.example", "code": code})
+    verified = curl("-X", "POST", f"{api}/api/auth/email/verify", *browser, "-d", body)
+    assert verified["data"] == {"accountId": created["accountId"], "created": False}
+    # The same address cannot be given to a second account
+    env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
+    again = subprocess.run(
+        [str(REPO / "bin" / "admin"), "create-account", "--name", "x", "--email", "owner@customer.example"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "already signs in" in again.stderr
+
+
 def test_admin_runs_the_expiry_on_demand(stack) -> None:
     created = admin(stack, "create-account", "--name", "expiry check")
     admin(stack, "grant-subscription", "--account", created["accountId"], "--plan", "standard")

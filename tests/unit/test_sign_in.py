@@ -407,3 +407,20 @@ def sign_in_with_origin(invoke, email: str, origin: str) -> str:
     response = verify_raw(email, code_for(email), origin)
     assert response["statusCode"] == 200, response["body"]
     return session_from(response)
+
+
+def test_an_account_created_with_an_address_signs_in_and_a_taken_address_creates_nothing(invoke, tables) -> None:
+    from llm_platform.domain.accounts import create_account
+    from llm_platform.domain.errors import BadRequest, Conflict
+
+    created = create_account("operator-made", email=" Boss@Example.com ")
+    start(invoke, "boss@example.com")
+    status, body = verify(invoke, "boss@example.com", code_for("boss@example.com"))
+    assert (status, body["data"]) == (200, {"accountId": created.account_id, "created": False})
+    # Given the address is taken, when another account is created with it: refused, and nothing is created
+    accounts_before = scan(tables["AccountsTable"])
+    with pytest.raises(Conflict):
+        create_account("second", email="boss@example.com")
+    with pytest.raises(BadRequest):
+        create_account("third", email="not an address")
+    assert scan(tables["AccountsTable"]) == accounts_before
