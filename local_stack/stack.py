@@ -207,14 +207,12 @@ class LocalStack:
         if self.create_demo_account:
             # Imported only now: the shared code reads its configuration from the environment set above.
             from llm_platform.domain.accounts import create_account, grant_credit
-            from llm_platform.domain.sign_in import link_email
 
-            account = create_account(name="demo")
-            account_id, management_key = account.account_id, account.management_key
+            # DEMO_EMAIL signs in to it, so the dashboard can be tried at once (the code is in the outbox).
+            account = create_account(name="demo", email=DEMO_EMAIL)
+            account_id, management_key, demo_email = account.account_id, account.management_key, DEMO_EMAIL
             # Enough to try credit keys and /v1 at once; an operator grant, so it is in the ledger too.
             grant_credit(account_id, DEMO_CREDIT_MICROS, "local demo credit")
-            # The dashboard's sign-in works at once: this address signs in to the demo account.
-            demo_email = link_email(DEMO_EMAIL, account_id)
 
         self._server = ServerThread(app, host=self.host, log_level=self.log_level, listener=listener)
         self._listener = None  # the server owns it now

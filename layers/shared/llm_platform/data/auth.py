@@ -102,14 +102,16 @@ def account_of(email: str) -> str | None:
     return item["accountId"] if item else None
 
 
+def email_mapping_put(email: str, account_id: str, created_at: str) -> dict[str, Any]:
+    """A transaction item mapping an address to an account, only if the address has none yet."""
+    item = to_item({"pk": f"email#{email}", "accountId": account_id, "createdAt": created_at})
+    return {"Put": {"TableName": _table(), "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+
+
 def map_email(email: str, account_id: str, created_at: str) -> bool:
-    """Map an address to an existing account (operator, demo); False when the address is taken."""
+    """Map an address to an existing account (the local demo); False when the address is taken."""
     try:
-        client().put_item(
-            TableName=_table(),
-            Item=to_item({"pk": f"email#{email}", "accountId": account_id, "createdAt": created_at}),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+        client().put_item(**email_mapping_put(email, account_id, created_at)["Put"])
     except ClientError as error:
         if is_condition_failure(error):
             return False
@@ -165,13 +167,7 @@ def sign_up(
     transact(
         [
             _consume_code(email, code_hash, now),
-            {
-                "Put": {
-                    "TableName": _table(),
-                    "Item": to_item({"pk": f"email#{email}", "accountId": account_id, "createdAt": created_at}),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
+            email_mapping_put(email, account_id, created_at),
             {
                 "Put": {
                     "TableName": get_settings().accounts_table,

@@ -47,8 +47,11 @@ def send(to: str, subject: str, text: str) -> None:
                 }
             },
         )
-    except (BotoCoreError, ClientError) as error:
-        raise MailNotSent(str(error)) from error
+    except ClientError as error:
+        # The code only (MessageRejected, AccessDenied…): SES's message may name the recipient.
+        raise MailNotSent(error.response.get("Error", {}).get("Code", "ClientError")) from error
+    except BotoCoreError as error:
+        raise MailNotSent(type(error).__name__) from error
 
 
 def _to_outbox(url: str, message: dict[str, str]) -> None:
@@ -62,4 +65,4 @@ def _to_outbox(url: str, message: dict[str, str]) -> None:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             response.read()
     except OSError as error:
-        raise MailNotSent(str(error)) from error
+        raise MailNotSent(type(error).__name__) from error

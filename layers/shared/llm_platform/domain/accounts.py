@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm_platform.data import accounts as accounts_table
+from llm_platform.data import auth as auth_table
 from llm_platform.data import ledger
 from llm_platform.data import management_keys as management_keys_table
-from llm_platform.data.dynamo import transact
+from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import sessions
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
 from llm_platform.domain.entities import Account, ManagementKey
-from llm_platform.domain.errors import NotFound, Unauthenticated
+from llm_platform.domain.errors import Conflict, NotFound, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,23 @@ def new_management_key(account_id: str, name: str) -> tuple[ManagementKey, str]:
     return key, secret.plaintext
 
 
-def create_account(name: str) -> CreatedAccount:
+def create_account(name: str, email: str | None = None) -> CreatedAccount:
+    """An account and its first management key; with ``email``, an address that signs in to it, all in one
+    transaction (409 ``email_taken`` when the address signs in to another account: nothing is created)."""
     now = to_iso(utc_now())
     account = Account(account_id=new_id("acct"), name=name, created_at=now)
     key, plaintext = new_management_key(account.account_id, "default")
-    accounts_table.create_with_management_key(account, key)
+    also = []
+    if email is not None:
+        from llm_platform.domain.sign_in import normalize_email
+
+        also.append(auth_table.email_mapping_put(normalize_email(email), account.account_id, now))
+    try:
+        accounts_table.create_with_management_key(account, key, *also)
+    except WriteRefused as refused:
+        if email is not None and refused.reasons[2:3] == ["ConditionalCheckFailed"]:
+            raise Conflict("This email address already signs in to an account.", code="email_taken") from refused
+        raise
     return CreatedAccount(account.account_id, key.key_id, plaintext)
 
 

@@ -28,6 +28,7 @@ from llm_platform.domain import clock, sessions
 from llm_platform.domain.credentials import new_id
 from llm_platform.domain.entities import Account
 from llm_platform.domain.errors import BadRequest, Conflict, ServiceUnavailable, TooManyRequests
+from llm_platform.observability import logger
 
 CODE_DIGITS = 6
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+")
@@ -51,8 +52,8 @@ def normalize_email(raw: str) -> str:
 
 
 def link_email(raw_email: str, account_id: str) -> str:
-    """Let an address sign in to an existing account (``bin/admin create-account --email``, the local demo);
-    409 ``email_taken`` when it already signs in to an account."""
+    """Let an address sign in to an existing account; 409 ``email_taken`` when it already signs in to one.
+    (A new account gets its address with ``accounts.create_account(name, email=…)``, in one transaction.)"""
     email = normalize_email(raw_email)
     if not auth_table.map_email(email, account_id, clock.to_iso(clock.utc_now())):
         raise Conflict("This email address already signs in to an account.", code="email_taken")
@@ -99,6 +100,7 @@ def start(raw_email: str) -> None:
             "Sign-in by email is not configured (no sender address).", code="mail_not_configured"
         ) from error
     except mail.MailNotSent as error:
+        logger.warning("sign-in code not sent", extra={"reason": str(error)})  # not the address: no PII in logs
         raise ServiceUnavailable("The code could not be sent; try again.", code="mail_unavailable") from error
 
 
