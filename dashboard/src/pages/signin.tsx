@@ -68,7 +68,7 @@ export function SignInPage({ reason, onSignedIn }: { reason?: string; onSignedIn
         ) : (
           <form onSubmit={verify}>
             <p class="muted">
-              We sent a code to <strong>{email.trim()}</strong>. It works once and expires in 15 minutes.
+              We sent a code to <strong>{email.trim()}</strong>. It works once and expires after a few minutes.
             </p>
             <Field label="Code" id="signin-code" hint="6 digits">
               <input
