@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             "dynamodbUrl": info.dynamodb_url,
             "upstreamUrl": info.upstream_url,
             "stripeUrl": info.stripe_url,
+            "mailUrl": info.mail_url,
+            "demoEmail": info.demo_email,
             **(info.chain.to_json() if info.chain else {}),
         }
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  DynamoDB Local:       {info.dynamodb_url} (log: {state_dir / 'dynamodb-local.log'})",
             f"  demo account:         {info.demo_account_id}",
             f"  demo management key:  {info.demo_management_key} ($25.00 demo credit)",
+            f"  demo sign-in email:   {info.demo_email} (the code arrives in the outbox)",
+            f"  mail outbox:          {info.mail_url}/messages (every message sent, newest first)",
             f"  models:               {models}",
             *(
                 [f"  Stripe simulator:     {info.stripe_url} (dashboard: {info.stripe_url}/sim)"]

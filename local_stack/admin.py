@@ -24,6 +24,7 @@ TABLE_OUTPUTS = {
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
     "WALLETS_TABLE": "WalletsTableName",
     "REQUEST_LOG_TABLE": "RequestLogTableName",
+    "AUTH_TABLE": "AuthTableName",
 }
 
 
@@ -67,8 +68,11 @@ def run(args: argparse.Namespace) -> dict:
 
     try:
         if args.command == "create-account":
-            created = accounts.create_account(args.name)
-            return {"accountId": created.account_id, "managementKey": created.management_key}
+            created = accounts.create_account(args.name, email=args.email)
+            result = {"accountId": created.account_id, "managementKey": created.management_key}
+            if args.email:
+                result["email"] = args.email.strip().lower()
+            return result
         if args.command == "grant-subscription":
             subscription = billing.grant_subscription(args.account, args.plan)
             return {
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-account", help="create an account and its first management key")
     create.add_argument("--name", required=True)
+    create.add_argument("--email", help="an address that signs in to the account (the dashboard's email code)")
     grant = commands.add_parser("grant-subscription", help="give an account a plan for one period, free")
     grant.add_argument("--account", required=True)
     grant.add_argument("--plan", required=True)

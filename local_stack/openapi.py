@@ -38,7 +38,9 @@ VERSION = "1.0.0"
 DESCRIPTION = """\
 Sell LLM inference from your own AWS account.
 
-- **Management API** under `/api`: `Authorization: Bearer mk_…` (a management key). Success bodies are
+- **Management API** under `/api`: `Authorization: Bearer mk_…` (a management key), or the dashboard's
+  session cookie (sign in with `POST /api/auth/email/start` and `/verify`; a request authenticated by the
+  cookie must come from the dashboard's own `Origin`). Success bodies are
   `{"data": …}`; errors are `{"error": {"code": "snake_case", "message": "…"}}`. Request bodies are
   JSON (`Content-Type: application/json`), at most 16 KiB, and unknown fields are refused (422).
   A refused request changes nothing. Money is a decimal string of US dollars.
@@ -70,6 +72,18 @@ SECURITY_SCHEMES = {
         "bearerFormat": "mk_…",
         "description": "A management key of the account (`bin/admin create-account`, `POST /api/management-keys`).",
     },
+    "sessionCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "__Host-llm_session",
+        "description": (
+            "The dashboard's session, set by `POST /api/auth/email/verify` (`llm_session` on the local stack's "
+            "plain http). HttpOnly, SameSite=Strict; ends at `POST /api/auth/logout` or 12 hours after sign-in. "
+            "Accepted in place of the management key when no `Authorization` header is sent, only from the "
+            "dashboard's own origin: a foreign `Origin` is 403 `origin_not_allowed`, a state-changing request "
+            "without `Origin` 403 `origin_required`."
+        ),
+    },
     "apiKey": {
         "type": "http",
         "scheme": "bearer",
@@ -79,6 +93,7 @@ SECURITY_SCHEMES = {
 }
 
 TAGS = [
+    {"name": "Sign-in", "description": "Sign-up and sign-in by emailed code; the dashboard's session cookie"},
     {"name": "Billing", "description": "Subscriptions, credit balance, card (Stripe) and USDC top-ups"},
     {"name": "Wallets", "description": "Wallets bound to the account, for USDC top-ups"},
     {"name": "Keys", "description": "API keys (`sk_live_…`) for `/v1`"},
@@ -90,9 +105,11 @@ TAGS = [
 
 # --------------------------------------------------------------------------- errors every route shares
 
-AUTH_ERRORS = "`missing_management_key`: no `Authorization: Bearer …` header; `invalid_management_key`: unknown or deleted key. Checked before the body."  # noqa: E501
+AUTH_ERRORS = "`missing_management_key`: neither `Authorization: Bearer …` nor a session cookie; `invalid_management_key`: unknown or deleted key; `invalid_session`: the session cookie's session ended or expired. Checked before the body."  # noqa: E501
+ORIGIN_ERRORS = "`origin_not_allowed`: signed in by cookie, from another website's `Origin`; `origin_required`: signed in by cookie, a state-changing request without `Origin`."  # noqa: E501
 COMMON_ERRORS: dict[int, str] = {
     401: AUTH_ERRORS,
+    403: ORIGIN_ERRORS,
     413: "`payload_too_large`: the body is over the cap (`MAX_BODY_BYTES`, 16 KiB by default).",
     429: "`throttled`: over the API's request rate (API Gateway throttling); retry later.",
 }
@@ -210,11 +227,11 @@ def _is_powertools_validation_error(response: Mapping[str, Any]) -> bool:
     return schema.get("$ref") in (SCHEMA_REF + "HTTPValidationError", SCHEMA_REF + "ResponseValidationError")
 
 
-def _add_shared_errors(operation: dict[str, Any]) -> None:
+def _add_shared_errors(operation: dict[str, Any], *, public: bool) -> None:
     responses_ = operation["responses"]
     for status in [s for s, r in responses_.items() if _is_powertools_validation_error(r)]:
         del responses_[status]
-    shared = dict(COMMON_ERRORS)
+    shared = {s: t for s, t in COMMON_ERRORS.items() if not (public and s in (401, 403))}
     if "requestBody" in operation:
         shared.update(BODY_ERRORS)
     elif any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
@@ -242,8 +259,11 @@ def _management_operations(root: Path, template_paths: list[str]) -> tuple[dict[
                 if method in paths.get(path_, {}):
                     raise ValueError(f"{method.upper()} {path_} is described by two functions")
                 _rename_path_parameters(operation, path, path_)
-                _add_shared_errors(operation)
-                operation["security"] = [{"managementKey": []}]
+                # The sign-in routes authenticate nobody (their resolver is public); every other one takes
+                # a management key or the session cookie.
+                public = getattr(app, "public", False)
+                _add_shared_errors(operation, public=public)
+                operation["security"] = [] if public else [{"managementKey": []}, {"sessionCookie": []}]
                 paths.setdefault(path_, {})[method] = operation
         for name, schema in document.get("components", {}).get("schemas", {}).items():
             if name in schemas and schemas[name] != schema:

@@ -43,6 +43,7 @@ def stack_environment(template: dict[str, Any], table_names: dict[str, str], dyn
 
 
 DEMO_CREDIT_MICROS = 25_000_000  # $25
+DEMO_EMAIL = "demo@example.com"  # signs in to the demo account (the code arrives in the outbox)
 
 
 class ServerThread:
@@ -98,6 +99,9 @@ class StackInfo:
     chain: Any = None  # local_stack.chain.ChainInfo: the local EVM with test USDC, when started
     stripe_url: str | None = None  # the Stripe simulator's API base (its dashboard at /sim), when started
     stripe: Any = None  # local_stack.stripe_simulator.StripeSimulator: its state and test controls
+    mail_url: str | None = None  # the outbox: GET {mail_url}/messages lists the mail sent, newest first
+    demo_email: str | None = None  # signs in to the demo account
+    outbox: Any = None  # local_stack.mail_outbox.Outbox: the messages, for tests in the same process
 
 
 class LocalStack:
@@ -138,6 +142,7 @@ class LocalStack:
         self._upstream: Any = None
         self.stripe_simulator = stripe_simulator
         self._stripe: Any = None
+        self._outbox_server: ServerThread | None = None
         self._server: ServerThread | None = None
         self._saved_env: dict[str, str | None] = {}
         self.info: StackInfo | None = None
@@ -176,16 +181,23 @@ class LocalStack:
             )
         if self.stripe_simulator:
             env.update(self._start_stripe_simulator())
+        outbox = self._start_outbox()
+        env.update(
+            # Mail goes to the outbox instead of SES; the session cookie cannot be Secure over plain http.
+            MAIL_OUTBOX_URL=self._outbox_server.url,
+            SESSION_COOKIE_SECURE="false",
+        )
         self._saved_env = {name: os.environ.get(name) for name in env}
         app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
 
-        account_id = management_key = None
+        account_id = management_key = demo_email = None
         if self.create_demo_account:
             # Imported only now: the shared code reads its configuration from the environment set above.
             from llm_platform.domain.accounts import create_account, grant_credit
 
-            account = create_account(name="demo")
-            account_id, management_key = account.account_id, account.management_key
+            # DEMO_EMAIL signs in to it, so the dashboard can be tried at once (the code is in the outbox).
+            account = create_account(name="demo", email=DEMO_EMAIL)
+            account_id, management_key, demo_email = account.account_id, account.management_key, DEMO_EMAIL
             # Enough to try credit keys and /v1 at once; an operator grant, so it is in the ledger too.
             grant_credit(account_id, DEMO_CREDIT_MICROS, "local demo credit")
 
@@ -211,8 +223,20 @@ class LocalStack:
             chain=chain_info,
             stripe_url=self._stripe.url if self._stripe else None,
             stripe=self._stripe.simulator if self._stripe else None,
+            mail_url=self._outbox_server.url,
+            demo_email=demo_email,
+            outbox=outbox,
         )
         return self.info
+
+    def _start_outbox(self) -> Any:
+        """The outbox that keeps every message the functions send (instead of Amazon SES)."""
+        from local_stack.mail_outbox import Outbox, outbox_app
+
+        outbox = Outbox()
+        self._outbox_server = ServerThread(outbox_app(outbox), host=self.host, log_level=self.log_level)
+        self._outbox_server.start()
+        return outbox
 
     def _start_stripe_simulator(self) -> dict[str, str]:
         """The Stripe simulator, and the functions' Stripe settings pointing at it. As on AWS the keys are
@@ -265,6 +289,9 @@ class LocalStack:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._outbox_server is not None:
+            self._outbox_server.stop()
+            self._outbox_server = None
         if self._upstream is not None:
             self._upstream.stop()
             self._upstream = None

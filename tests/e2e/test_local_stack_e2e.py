@@ -74,6 +74,7 @@ def test_stack_json_describes_the_running_stack(stack) -> None:
     assert stack["dynamodbUrl"].startswith("http://")
     assert _port_open(stack["apiUrl"]) and _port_open(stack["dynamodbUrl"]) and _port_open(stack["rpcUrl"])
     assert stack["chainId"] == 31337
+    assert stack["demoEmail"] == "demo@example.com" and _port_open(stack["mailUrl"])
     assert stack["usdcAddress"].startswith("0x") and stack["depositAddress"].startswith("0x")
     assert len(stack["testWallets"]) >= 2
     assert all(w["address"].startswith("0x") and w["privateKey"].startswith("0x") for w in stack["testWallets"])
@@ -89,8 +90,13 @@ def test_the_documented_usdc_top_up_with_curl(stack) -> None:
     auth = ["-H", f"Authorization: Bearer {mk}", "-H", "Content-Type: application/json"]
     # 1. Get payment address
     topup = curl("-X", "POST", f"{api}/api/billing/topup", *auth, "-d", '{"amount": 50, "method": "usdc"}')["data"]
-    assert topup == {"address": stack["depositAddress"], "chain": "base", "amount": "50"}
-    # (bind the paying wallet: challenge, personal_sign, bind)
+    assert {k: topup[k] for k in ("address", "chain", "amount")} == {
+        "address": stack["depositAddress"],
+        "chain": "base",
+        "amount": "50",
+    }
+    # (bind the paying wallet: challenge, personal_sign, bind: the answer says so)
+    assert topup["walletBinding"]["bind"] == "POST /api/billing/wallets"
     payer = stack["testWallets"][0]
     challenge = curl(
         "-X", "POST", f"{api}/api/billing/wallets/challenge", *auth, "-d", json.dumps({"address": payer["address"]})
@@ -238,6 +244,30 @@ def test_admin_creates_an_account_whose_key_works(stack) -> None:
     assert status["data"]["creditBalance"] == "25.00"
 
 
+def test_admin_creates_an_account_that_signs_in_by_email(stack) -> None:
+    created = admin(stack, "create-account", "--name", "email customer", "--email", " Owner@Customer.example ")
+    assert created["email"] == "owner@customer.example"
+    api = stack["apiUrl"]
+    browser = ["-H", f"Origin: {api}", "-H", "Content-Type: application/json"]
+    curl("-X", "POST", f"{api}/api/auth/email/start", *browser, "-d", '{"email": "owner@customer.example"}')
+    from tests.support.sign_in import latest_code
+
+    code = latest_code(stack["mailUrl"], "owner@customer.example")
+    body = json.dumps({"email": "owner@customer.example", "code": code})
+    verified = curl("-X", "POST", f"{api}/api/auth/email/verify", *browser, "-d", body)
+    assert verified["data"] == {"accountId": created["accountId"], "created": False}
+    # The same address cannot be given to a second account
+    env = {**os.environ, "LOCAL_STACK_STATE_DIR": str(stack["stateDir"])}
+    again = subprocess.run(
+        [str(REPO / "bin" / "admin"), "create-account", "--name", "x", "--email", "owner@customer.example"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "already signs in" in again.stderr
+
+
 def test_admin_runs_the_expiry_on_demand(stack) -> None:
     created = admin(stack, "create-account", "--name", "expiry check")
     admin(stack, "grant-subscription", "--account", created["accountId"], "--plan", "standard")
@@ -298,6 +328,38 @@ def test_admin_refuses_bad_input_clearly(stack) -> None:
         )
         assert result.returncode == 2 and result.stderr.startswith("bin/admin: "), result.stderr
         assert result.stdout == ""
+
+
+def test_sign_in_as_the_demo_email_with_the_code_from_the_outbox(stack) -> None:
+    import re
+
+    api, mail = stack["apiUrl"], stack["mailUrl"]
+    assert stack["demoEmail"] and mail.startswith("http://127.0.0.1:")
+    browser = ["-H", f"Origin: {api}", "-H", "Content-Type: application/json"]
+    # Given the sign-in page's first step: the demo email
+    started = curl(
+        "-X", "POST", f"{api}/api/auth/email/start", *browser, "-d", json.dumps({"email": stack["demoEmail"]})
+    )
+    assert started == {"data": {"sent": True}}
+    # When the code is read from the outbox, over HTTP, newest message first
+    messages = curl(f"{mail}/messages")
+    assert set(messages[0]) == {"to", "subject", "text", "sentAt"} and messages[0]["to"] == stack["demoEmail"]
+    code = re.search(r"\b(\d{6})\b", messages[0]["text"]).group(1)
+    # And sent back: the session cookie is set (a curl cookie jar, as a browser keeps it)
+    jar = stack["stateDir"] / "cookies.txt"
+    verified = curl(
+        "-X", "POST", f"{api}/api/auth/email/verify", *browser, "-c", str(jar),
+        "-d", json.dumps({"email": stack["demoEmail"], "code": code}),
+    )  # fmt: skip
+    # Then it is the demo account, with its $25 demo credit, through the cookie alone
+    assert verified["data"] == {"accountId": stack["demoAccountId"], "created": False}
+    assert "llm_session" in jar.read_text()
+    status = curl(f"{api}/api/billing/status", "-b", str(jar), "-H", f"Origin: {api}")
+    assert status["data"]["creditBalance"] == "25.00"
+    # And signing out ends it
+    assert curl("-X", "POST", f"{api}/api/auth/logout", "-b", str(jar), "-H", f"Origin: {api}")["data"]["signedOut"]
+    ended = curl(f"{api}/api/billing/status", "-b", str(jar), "-H", f"Origin: {api}")
+    assert ended["error"]["code"] == "invalid_session"
 
 
 def test_ctrl_c_stops_everything(stack) -> None:

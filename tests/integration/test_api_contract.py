@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from llm_platform.domain.accounts import create_account, grant_credit
+from tests.support.sign_in import latest_code
 
 REPO = Path(__file__).resolve().parents[2]
 # Per operation and phase: the whole contract run stays well under a minute. Raise it to hunt
@@ -131,7 +133,7 @@ def _conforming(contract: Contract, method: str, path: str, *, body: Any = None,
     return response
 
 
-def test_documented_flows_conform(flows: Contract) -> None:
+def test_documented_flows_conform(flows: Contract, local_stack) -> None:
     contract = flows
     # Keys: create, list, rename, disable, usage, revoke.
     created = _conforming(contract, "POST", "/api/keys/credit", body={"name": "flow", "maxBudget": "1.5", "rpm": 10})
@@ -193,6 +195,17 @@ def test_documented_flows_conform(flows: Contract) -> None:
     assert streamed.text.rstrip().endswith("data: [DONE]")
     assert _conforming(contract, "POST", "/v1/chat/completions", body={**chat, "model": "nope"}).status_code == 404
     assert _conforming(contract, "POST", "/v1/chat/completions", body={**chat, "base_url": "x"}).status_code == 400
+    # Sign-in: a code mailed to a new address (read from the outbox), verified: a new account; then sign-out.
+    email = f"contract-{secrets.token_hex(4)}@example.com"
+    assert _conforming(contract, "POST", "/api/auth/email/start", body={"email": email}).status_code == 202
+    wrong = {"email": email, "code": "abcdef"}
+    assert _conforming(contract, "POST", "/api/auth/email/verify", body=wrong).status_code == 400
+    code = {"email": email, "code": latest_code(local_stack.mail_url, email)}
+    verified = _conforming(contract, "POST", "/api/auth/email/verify", body=code)
+    assert verified.status_code == 200 and verified.json()["data"]["created"] is True
+    # (the session's cookie jar keeps the cookie; sent without the dashboard's Origin it would be refused 403)
+    contract.session.cookies.clear()
+    assert _conforming(contract, "POST", "/api/auth/logout").status_code == 200
 
 
 def test_webhook_refuses_unsigned_events(contract: Contract) -> None:

@@ -1,15 +1,18 @@
 """Tenant isolation over real HTTP on the local stack (SPEC §2: "a key of one account is never visible or
 changeable through another account (404)").
 
-Two accounts, A (the victim) and B (the attacker), each hold every kind of object: credit keys (active,
-disabled, revoked), subscription keys on a credit-paid, an operator-granted and a Stripe-paid subscription,
-a second management key, a bound wallet with a claimed and an unclaimed USDC transfer, a wallet with an open
-challenge, a card top-up and usage on /v1. Then B acts on A's ids on every route of template.yaml that takes
+Two accounts, A (the victim) and B (the attacker), each hold every kind of object: a sign-in address and a
+dashboard session, credit keys (active, disabled, revoked), subscription keys on a credit-paid, an
+operator-granted and a Stripe-paid subscription, a second management key, a bound wallet with a claimed and
+an unclaimed USDC transfer, a wallet with an open challenge, a card top-up and usage on /v1. Then B acts on
+A's ids on every route of template.yaml that takes
 an id (a path parameter or a body field naming another object), with every method, and:
 - every attempt is refused without revealing A's object (404, or the route's documented refusal);
 - A's items in every table are unchanged, and nothing outside B's own items changed either;
 - B's list/read routes never show any of A's ids, names, prefixes, secrets or addresses;
-- B's API keys on /v1 only ever spend B's money.
+- B's API keys on /v1 only ever spend B's money;
+- all of this again with B signed in by the session cookie instead of a management key, and no session or
+  sign-in address of B's ever reaches A's account.
 
 The route list comes from the template, so a new route with an id fails `test_every_template_route_is_in_the_matrix`
 until it is given an attack here.
@@ -24,7 +27,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,10 @@ from eth_account.signers.local import LocalAccount
 
 from llm_platform.domain import billing
 from llm_platform.domain.accounts import CreatedAccount, create_account, grant_credit
+from llm_platform.domain.sign_in import link_email
 from local_stack import chain as localchain
 from local_stack.template import ApiRoute, api_routes, load_template
+from tests.support.sign_in import latest_code, session_headers, sign_in
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USDC = 10**6
@@ -68,6 +73,12 @@ NO_ID_ROUTES = {
     ("POST", "/api/billing/checkout"): "body {planSlug}: a Checkout Session for B's own account",
     ("POST", "/api/billing/topup"): "body {amount, method}: B's own top-up instructions",
     ("POST", "/v1/chat/completions"): "OpenAI body, no object ids: covered by test_b_api_keys_never_spend_a_money",
+    ("POST", "/api/auth/email/start"): "body {email}: mails a code to that address, whoever asks; covered by "
+    "test_b_cannot_sign_in_to_a_or_use_a_session",
+    ("POST", "/api/auth/email/verify"): "body {email, code}: signs in to that address's account only with the "
+    "code mailed to it; covered by test_b_cannot_sign_in_to_a_or_use_a_session",
+    ("POST", "/api/auth/logout"): "ends the session of the cookie sent (the caller's own); covered by "
+    "test_b_cannot_sign_in_to_a_or_use_a_session",
 }
 # Routes that take an id although their request schema does not say so (no pydantic schema in the handler).
 IDS_OUTSIDE_A_SCHEMA = {
@@ -129,9 +140,15 @@ class Tenant:
     rotated_key: dict[str, Any] = field(default_factory=dict)  # rotated with a grace period: two live secrets
     rotated_old_secret: str = ""
     request_ids: list[str] = field(default_factory=list)  # x-request-id of the tenant's /v1 calls
+    email: str = ""  # signs in to this account
+    session_token: str = ""  # a dashboard session (the cookie's value)
+    api_url: str = ""
+    by_session: bool = False  # authenticate by the session cookie instead of the management key
 
     @property
     def headers(self) -> dict[str, str]:
+        if self.by_session:
+            return session_headers(self.api_url, self.session_token)
         return {"Authorization": f"Bearer {self.account.management_key}"}
 
     @property
@@ -176,6 +193,8 @@ class Tenant:
             *self.checkout_sessions,
             self.claimed_tx,
             *self.request_ids,
+            self.email,
+            hashlib.sha256(self.session_token.encode()).hexdigest(),
         ]
 
     def identifiers(self, api: httpx.Client) -> set[str]:
@@ -191,6 +210,7 @@ class Tenant:
             self.rotated_old_secret,
             *(k["name"] for k in self.api_keys),
             *self.addresses,
+            self.session_token,
         }
         for key in ok(api.get("/api/keys", headers=self.headers)):
             found |= {key["id"], key["name"], key["prefix"]}
@@ -244,8 +264,12 @@ def pay_checkout(api: httpx.Client, local_stack: Any, tenant: Tenant, path: str,
 def build_tenant(api: httpx.Client, local_stack: Any, label: str) -> Tenant:
     tag = f"{label}-{secrets.token_hex(4)}"
     account_name = f"tenant-{tag}"
-    tenant = Tenant(label, create_account(account_name), account_name)
+    tenant = Tenant(label, create_account(account_name), account_name, api_url=str(api.base_url).rstrip("/"))
     grant_credit(tenant.account.account_id, 200 * USDC, f"isolation matrix {tag}")
+    # A sign-in address and a dashboard session, signed in as a person does (code from the outbox)
+    tenant.email = link_email(f"{tag}@isolation.example", tenant.account.account_id)
+    tenant.session_token, signed_in = sign_in(api, local_stack.mail_url, tenant.email)
+    assert signed_in == {"accountId": tenant.account.account_id, "created": False}
     headers = tenant.headers
     # A second management key
     tenant.mk = ok(api.post("/api/management-keys", headers=headers, json={"name": f"mk-{tag}"}), 201)
@@ -779,7 +803,9 @@ def test_every_template_route_is_in_the_matrix() -> None:
     assert {("POST", "/api/keys/subscription"), ("POST", "/api/billing/verify-topup")} <= with_ids
 
 
-def test_b_acting_on_a_ids_is_refused_and_changes_nothing(api, local_stack, ddb, world) -> None:
+def attack_everything(api: httpx.Client, local_stack: Any, ddb: Any, world: World) -> None:
+    """B acts on A's ids on every id route (and every other method on their paths): every attempt is refused
+    as documented, reveals nothing of A's, and changes nothing but B's own items."""
     a, b = world.a, world.b
     identifiers = a.identifiers(api) - b.identifiers(api)  # minus names both share ("default")
     # Given a snapshot of A's items in every table (and of everything that is not B's)
@@ -806,6 +832,23 @@ def test_b_acting_on_a_ids_is_refused_and_changes_nothing(api, local_stack, ddb,
     # And A's items, and everything else that is not B's, are unchanged; Stripe was not told anything
     snapshot.assert_a_unchanged()
     assert local_stack.stripe.get(a.stripe_subscription) == stripe_before
+
+
+def test_b_signed_in_by_session_acting_on_a_ids_is_refused_and_changes_nothing(api, local_stack, ddb, world) -> None:
+    # Given B signed in to the dashboard (the session cookie, from the dashboard's origin), no management key
+    by_session = World(a=world.a, b=replace(world.b, by_session=True))
+    assert "Authorization" not in by_session.b.headers and "Cookie" in by_session.b.headers
+    # Then every attack is refused and changes nothing, exactly as with B's management key (below)
+    attack_everything(api, local_stack, ddb, by_session)
+    # (the bind attack opened a challenge of B's own for A's pending wallet; the run below starts without it)
+    assert world.a.pending_wallet is not None
+    pending = f"challenge#{world.b.account.account_id}#{world.a.pending_wallet.address.lower()}"
+    ddb.delete_item(TableName=local_stack.table_names["WalletsTable"], Key={"pk": {"S": pending}})
+
+
+def test_b_acting_on_a_ids_is_refused_and_changes_nothing(api, local_stack, ddb, world) -> None:
+    a, b = world.a, world.b
+    attack_everything(api, local_stack, ddb, world)
 
     # And A can still use what B tried to take: claim its unclaimed transfer, bind its pending wallet
     assert a.pending_wallet is not None
@@ -839,20 +882,70 @@ LIST_PATHS = [
 ]
 
 
+def test_b_cannot_sign_in_to_a_or_use_a_session(api, local_stack, ddb, world) -> None:
+    a, b = world.a, world.b
+    snapshot_tables = ("AccountsTable", "ManagementKeysTable", "ApiKeysTable", "SubscriptionsTable", "LedgerTable")
+    before = {t: items for t, items in scan_all(ddb, local_stack.table_names).items() if t in snapshot_tables}
+    a_session = session_headers(a.api_url, a.session_token)
+    assert ok(api.get("/api/billing/status", headers=a_session))  # A's session works
+
+    # When B asks for a code for A's address and guesses it, with B's own cookie and with none
+    started = api.post("/api/auth/email/start", json={"email": a.email.upper()}, headers=b.headers)
+    assert started.status_code == 202  # the same answer as for any address; the code goes to A's mailbox
+    real = latest_code(local_stack.mail_url, a.email)  # (A's mail: the test's oracle, not B's)
+    guesses = [code for code in (f"{n:06d}" for n in range(7)) if code != real][:5]
+    answers = [
+        api.post("/api/auth/email/verify", json={"email": a.email, "code": guess}, headers=headers)
+        for guess, headers in zip(guesses, [session_headers(b.api_url, b.session_token), {}] * 3, strict=False)
+    ]
+    # Then no guess signs B in, and none sets a cookie
+    assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [(400, "invalid_code")] * 5
+    assert not any("set-cookie" in r.headers for r in answers)
+    # And after 5 wrong tries even A's real code is refused: A asks for a new one
+    refused = api.post("/api/auth/email/verify", json={"email": a.email, "code": real})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "too_many_attempts")
+
+    # When B sends A's session id as seen in the table (its hash), A's account id, or its own token mangled
+    for bogus in (hashlib.sha256(a.session_token.encode()).hexdigest(), a.account.account_id, b.session_token[:-1]):
+        response = api.get("/api/billing/status", headers=session_headers(b.api_url, bogus))
+        # Then it is no session
+        assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_session")
+    # And B's own session, sent by a page of another website, is refused before anything happens
+    foreign = {**session_headers(b.api_url, b.session_token), "Origin": "https://evil.example"}
+    for method, path, body in (("POST", "/api/keys/credit", {"name": "csrf"}), ("GET", "/api/keys", None)):
+        response = api.request(method, path, headers=foreign, json=body)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "origin_not_allowed")
+    # And B signing out ends B's session only: A's still works, B's is gone
+    assert ok(api.post("/api/auth/logout", headers=session_headers(b.api_url, b.session_token)))["signedOut"]
+    assert ok(api.get("/api/billing/status", headers=a_session))["creditBalance"] == balance(api, a)
+    gone = api.get("/api/billing/status", headers=session_headers(b.api_url, b.session_token))
+    assert gone.status_code == 401
+    # And no account, key, subscription or ledger entry changed
+    after = {t: items for t, items in scan_all(ddb, local_stack.table_names).items() if t in snapshot_tables}
+    assert_unchanged(before, after, "accounts, keys, subscriptions and ledger")
+    # (B signs in again, for the tests after this one)
+    b.session_token, _ = sign_in(api, local_stack.mail_url, b.email)
+
+
 def test_b_lists_never_contain_a_identifiers(api, world) -> None:
     a, b = world.a, world.b
     # Given every identifier of A (ids, names, prefixes, secrets, hashes, addresses, transactions)
     identifiers = a.identifiers(api)
     assert len(identifiers) > 30
-    # When B reads every list route of the management API (both of B's management keys), and /v1/models
+    # When B reads every list route of the management API (both of B's management keys, B's session), and /v1/models
     management_lists = [route for route in LIST_ROUTES if route[1].startswith("/api/")]
     assert sorted(p for _, p in management_lists) == sorted(LIST_PATHS)
     reads: dict[str, str] = {}
-    for key in (b.account.management_key, b.mk["managementKey"]):
+    b_credentials = {
+        "mk 1": {"Authorization": f"Bearer {b.account.management_key}"},
+        "mk 2": {"Authorization": f"Bearer {b.mk['managementKey']}"},
+        "session": session_headers(b.api_url, b.session_token),
+    }
+    for credential, headers in b_credentials.items():
         for path in LIST_PATHS:
-            response = api.get(path, headers={"Authorization": f"Bearer {key}"})
+            response = api.get(path, headers=headers)
             assert response.status_code == 200, response.text
-            reads[f"{key[:8]} {path}"] = response.text
+            reads[f"{credential} {path}"] = response.text
     for path in ("/v1/models", "/v1/key"):
         read = api.get(path, headers={"Authorization": f"Bearer {b.credit_key['apiKey']}"})
         assert read.status_code == 200

@@ -51,7 +51,13 @@ def test_the_documented_usdc_top_up(api, local_stack) -> None:
     # 1. Get the payment address
     topup = api.post("/api/billing/topup", headers=headers(account), json={"amount": 50, "method": "usdc"})
     assert topup.status_code == 200
-    assert topup.json()["data"] == {"address": chain.deposit_address, "chain": "base", "amount": "50"}
+    instructions = topup.json()["data"]
+    assert {k: instructions[k] for k in ("address", "chain", "amount")} == {
+        "address": chain.deposit_address,
+        "chain": "base",
+        "amount": "50",
+    }
+    assert instructions["walletBinding"]["challenge"] == "POST /api/billing/wallets/challenge"
     # The wallet is bound once, with a signature
     assert bind(api, account, payer["privateKey"]) == payer["address"]
     listed = api.get("/api/billing/wallets", headers=headers(account)).json()["data"]

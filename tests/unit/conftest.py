@@ -17,6 +17,7 @@ from tests.support.lambda_events import FakeContext, api_event  # noqa: F401 - r
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(REPO / "template.yaml")
+SIGN_IN_SENDER = "no-reply@platform.example"
 
 
 def _reset_caches() -> None:
@@ -39,7 +40,17 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     monkeypatch.delenv("DYNAMODB_ENDPOINT_URL", raising=False)
     # A local stack started earlier in the session exports its chain and Stripe; units start from the defaults.
-    for name in [n for n in os.environ if n.startswith(("USDC_", "WALLET_CHALLENGE_", "STRIPE_", "CHECKOUT_"))]:
+    local_settings = (
+        "USDC_",
+        "WALLET_CHALLENGE_",
+        "STRIPE_",
+        "CHECKOUT_",
+        "MAIL_",
+        "SESSION_",
+        "SIGN_IN_",
+        "DASHBOARD_",
+    )
+    for name in [n for n in os.environ if n.startswith(local_settings)]:
         monkeypatch.delenv(name)
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
@@ -52,6 +63,9 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         )
         for name, value in function_environment(TEMPLATE, any_function, names).items():
             monkeypatch.setenv(name, value)
+        # Sign-in codes go out through (moto's) SES from a verified sender, as on AWS.
+        boto3.client("ses").verify_email_identity(EmailAddress=SIGN_IN_SENDER)
+        monkeypatch.setenv("SIGN_IN_EMAIL_SENDER", SIGN_IN_SENDER)
         _reset_caches()
         yield names
     _reset_caches()

@@ -65,12 +65,15 @@ def test_every_reference_resolves(document: dict[str, Any]) -> None:
 def test_auth_per_base_path(document: dict[str, Any]) -> None:
     schemes = document["components"]["securitySchemes"]
     assert schemes["managementKey"]["scheme"] == schemes["apiKey"]["scheme"] == "bearer"
+    assert schemes["sessionCookie"] == schemes["sessionCookie"] | {"type": "apiKey", "in": "cookie"}
     for (method, path), operation in _operations(document).items():
         if (method, path) == ("POST", "/api/billing/webhook"):
             assert operation["security"] == [], "Stripe's signature is the webhook's authentication"
             assert any(p["name"] == "Stripe-Signature" for p in operation["parameters"])
+        elif path.startswith("/api/auth/"):
+            assert operation["security"] == [], "the sign-in routes authenticate nobody"
         elif path.startswith("/api/"):
-            assert operation["security"] == [{"managementKey": []}], path
+            assert operation["security"] == [{"managementKey": []}, {"sessionCookie": []}], path
         else:
             assert path.startswith("/v1/") and operation["security"] == [{"apiKey": []}], path
 
@@ -92,8 +95,10 @@ def test_management_errors_use_the_envelope(document: dict[str, Any]) -> None:
                 # Lists that page carry their cursor beside the data (SPEC 9).
                 properties = set(_schema_of(response)["properties"])
                 assert properties in ({"data"}, {"data", "nextCursor"}), f"{method} {path} {status}"
-        if path != "/api/billing/webhook":
-            assert {"401", "413", "429"} <= set(responses), f"{method} {path}"
+        if path.startswith("/api/auth/"):  # nobody is signed in yet: no 401, but foreign origins are 403
+            assert {"403", "413", "429"} <= set(responses) and "401" not in responses, f"{method} {path}"
+        elif path != "/api/billing/webhook":
+            assert {"401", "403", "413", "429"} <= set(responses), f"{method} {path}"
         if "requestBody" in operation and path != "/api/billing/webhook":
             assert {"400", "415", "422"} <= set(responses), f"{method} {path}"
     assert "402" in document["paths"]["/api/billing/subscribe"]["post"]["responses"]

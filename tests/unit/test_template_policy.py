@@ -425,3 +425,116 @@ def test_given_a_function_then_it_keeps_the_global_tracing_architecture_and_runt
 def test_given_a_function_then_it_logs_to_a_log_group_with_retention(function: str) -> None:
     log_group = (props(function).get("LoggingConfig") or {}).get("LogGroup")
     assert retained_log_group(log_group), f"{function}: LoggingConfig.LogGroup is not a log group with retention"
+
+
+# ---------------------------------------------------------------- sign-in: sessions, codes and mail
+
+AUTH_TABLE = "AuthTable"
+SESSION_ITEMS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["session#*"]}}
+
+
+def api_paths(function: str) -> list[str]:
+    events = (props(function).get("Events") or {}).values()
+    return [e["Properties"]["Path"] for e in events if e.get("Type") == "Api"]
+
+
+# Every function behind a route that authenticates a management key, and so the session cookie too
+COOKIE_FUNCTIONS = [
+    name
+    for name in FUNCTIONS
+    if (paths := api_paths(name))
+    and all(p.startswith("/api/") and not p.startswith("/api/auth/") and p != "/api/billing/webhook" for p in paths)
+]
+
+
+def auth_table_statements(function: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for statement in statements(function)
+        if any(getatt(r, "Arn") == AUTH_TABLE for r in as_list(statement.get("Resource")))
+    ]
+
+
+def test_given_the_auth_table_then_its_codes_counters_and_sessions_expire_by_ttl() -> None:
+    ttl = props(AUTH_TABLE).get("TimeToLiveSpecification") or {}
+    assert ttl == {"AttributeName": "expiresAt", "Enabled": True}
+
+
+def test_given_the_management_routes_then_each_function_is_found() -> None:
+    assert len(COOKIE_FUNCTIONS) == 23, COOKIE_FUNCTIONS
+    assert "StripeWebhookFunction" not in COOKIE_FUNCTIONS and "ProxyFunction" not in COOKIE_FUNCTIONS
+
+
+@pytest.mark.parametrize("function", COOKIE_FUNCTIONS)
+def test_given_a_management_function_then_it_may_read_session_items_and_nothing_else_of_the_auth_table(
+    function: str,
+) -> None:
+    # Given a function that accepts the session cookie in place of a management key
+    found = auth_table_statements(function)
+    # Then its only access to the auth table is GetItem, on session items only (not codes, not addresses)
+    assert len(found) == 1, f"{function}: {found}"
+    [statement] = found
+    assert as_list(statement["Action"]) == ["dynamodb:GetItem"], f"{function}: {statement['Action']}"
+    assert statement.get("Condition") == SESSION_ITEMS, f"{function}: {statement.get('Condition')}"
+
+
+def test_given_the_stripe_webhook_and_the_proxy_then_they_cannot_read_sessions() -> None:
+    for function in ("StripeWebhookFunction", "ProxyFunction"):
+        assert auth_table_statements(function) == [], function
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_given_a_function_reaching_the_auth_table_then_every_grant_names_the_items_it_may_touch(
+    function: str,
+) -> None:
+    for statement in auth_table_statements(function):
+        leading = ((statement.get("Condition") or {}).get("ForAllValues:StringLike") or {}).get("dynamodb:LeadingKeys")
+        assert leading and all(re.fullmatch(r"[a-z]+#\*", key) for key in leading), f"{function}: {statement}"
+
+
+def test_given_the_sign_in_functions_then_each_has_exactly_the_auth_access_it_uses() -> None:
+    def grants(function: str) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for statement in auth_table_statements(function):
+            for key in statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]:
+                found.setdefault(key, set()).update(as_list(statement["Action"]))
+        return found
+
+    # start: counts the codes sent and writes the code; verify: the code, the address's account, the session
+    assert grants("AuthEmailStartFunction") == {"sent#*": {"dynamodb:UpdateItem", "dynamodb:PutItem"}} | {
+        "code#*": {"dynamodb:UpdateItem", "dynamodb:PutItem"}
+    }
+    verify_actions = {"GetItem", "UpdateItem", "DeleteItem", "PutItem", "ConditionCheckItem"}
+    assert grants("AuthEmailVerifyFunction") == {
+        key: {f"dynamodb:{a}" for a in verify_actions} for key in ("code#*", "email#*", "session#*")
+    }
+    assert grants("AuthLogoutFunction") == {"session#*": {"dynamodb:DeleteItem"}}
+
+
+def ses_statements(function: str) -> list[dict[str, Any]]:
+    return [s for s in statements(function) if any(str(a).startswith("ses:") for a in as_list(s.get("Action")))]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_given_a_function_then_only_the_code_sender_may_send_mail_and_only_as_the_configured_sender(
+    function: str,
+) -> None:
+    found = ses_statements(function)
+    sends = "SIGN_IN_EMAIL_SENDER" in ((props(function).get("Environment") or {}).get("Variables") or {})
+    assert bool(found) == sends == (function == "AuthEmailStartFunction"), function
+    for statement in found:
+        # Then it may only SendEmail…
+        assert as_list(statement["Action"]) == ["ses:SendEmail"]
+        # …through the sender's identity (the address, or its domain), in this account and region…
+        prefix = ACCOUNT_ARN.replace("{service}", "ses") + "identity/"
+        texts = [sub_text(r) for r in as_list(statement["Resource"])]
+        assert texts == [prefix + "${SignInEmailSender}", prefix + "${SenderDomain}"], texts
+        # …and only From the configured address
+        assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "SignInEmailSender"}}}
+
+
+def test_given_the_sender_parameter_then_it_must_be_an_email_address() -> None:
+    pattern = PARAMETERS["SignInEmailSender"]["AllowedPattern"]
+    assert "Default" not in PARAMETERS["SignInEmailSender"]
+    assert re.fullmatch(pattern, "no-reply@example.com")
+    assert not any(re.fullmatch(pattern, bad) for bad in ("", "example.com", "a b@example.com", "a@b"))

@@ -113,6 +113,9 @@ def test_another_account_cannot_claim_and_the_owner_still_can(evm, invoke, accou
     bind_wallet(invoke, thief.management_key, evm.bob)  # the thief has a wallet, just not that one
     status, refused = verify(invoke, thief.management_key, tx, 20)
     assert (status, refused["error"]["code"]) == (403, "wallet_not_bound")
+    # The refusal says how to bind a wallet
+    assert "POST /api/billing/wallets/challenge" in refused["error"]["message"]
+    assert "POST /api/billing/wallets " in refused["error"]["message"]
     assert balance(invoke, thief.management_key) == "0.00"
     assert verify(invoke, account.management_key, tx, 20)[0] == 200
 
@@ -196,7 +199,20 @@ def test_topup_with_usdc_returns_the_deposit_address(evm, invoke, account) -> No
     status, body = invoke(
         "topup", "POST", "/api/billing/topup", key=account.management_key, body={"amount": 50, "method": "usdc"}
     )
-    assert status == 200 and body["data"] == {"address": evm.deposit, "chain": "base", "amount": "50"}
+    assert status == 200
+    instructions = body["data"]
+    assert {k: instructions[k] for k in ("address", "chain", "amount")} == {
+        "address": evm.deposit,
+        "chain": "base",
+        "amount": "50",
+    }
+    # And it says how to bind the paying wallet first (the public docs' flow skips it)
+    binding = instructions["walletBinding"]
+    assert (binding["challenge"], binding["bind"]) == (
+        "POST /api/billing/wallets/challenge",
+        "POST /api/billing/wallets",
+    )
+    assert "/api/billing/wallets/challenge" in binding["hint"] and "personal_sign" in binding["hint"]
     for bad in (
         {"amount": 0, "method": "usdc"},
         {"amount": 50, "method": "paypal"},

@@ -19,6 +19,8 @@ class Settings:
     payment_events_table: str
     wallets_table: str
     request_log_table: str
+    # Sign-in: one-time codes, sessions and the email -> account mapping (template: AuthTable).
+    auth_table: str
     # How long the proxy's request log keeps each record (DynamoDB TTL).
     request_log_retention_days: int = 30
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
@@ -50,10 +52,34 @@ class Settings:
     # How long after a Stripe-paid subscription's period end the expiry job waits for Stripe's webhook
     # (renewed, failed or ended: it comes within seconds) before it asks Stripe's API instead.
     stripe_renewal_grace_seconds: int = 3600
+    # Sign-in by emailed code. The sender (a verified SES identity on AWS); MAIL_OUTBOX_URL instead sends
+    # every message to the local stack's outbox (HTTP), so the same handler code runs in both places.
+    sign_in_email_sender: str | None = None
+    mail_outbox_url: str | None = None
+    sign_in_code_ttl_seconds: int = 600  # a code expires after 10 minutes
+    sign_in_code_max_tries: int = 5  # wrong tries per code; the next try is refused, even with the right code
+    sign_in_codes_per_window: int = 5  # codes sent to one address per window…
+    sign_in_code_window_seconds: int = 900  # …of 15 minutes
+    session_ttl_seconds: int = 12 * 3600  # a session ends 12 hours after sign-in (at most 24 h)
+    # The session cookie's Secure flag: on AWS (https) always; the local stack (plain http) turns it off.
+    session_cookie_secure: bool = True
+    # Where the dashboard is served, comma-separated (e.g. a custom domain). Empty: the request's own origin
+    # (X-Forwarded-Proto + Host), which is the dashboard's, as it is served by the same API.
+    dashboard_origin: str | None = None
 
 
 class ConfigError(RuntimeError):
     pass
+
+
+def _parse(kind: object, raw: str) -> object:
+    if kind == "int":
+        return int(raw)
+    if kind == "bool":
+        if raw.lower() not in {"true", "false", "1", "0"}:
+            raise ConfigError(f"not a boolean: {raw!r}")
+        return raw.lower() in {"true", "1"}
+    return raw
 
 
 @cache
@@ -64,7 +90,7 @@ def get_settings() -> Settings:
     for field in fields(Settings):
         raw = os.environ.get(field.name.upper())
         if raw:
-            values[field.name] = int(raw) if field.type == "int" else raw
+            values[field.name] = _parse(field.type, raw)
     try:
         return Settings(**values)
     except TypeError as error:

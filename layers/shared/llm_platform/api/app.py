@@ -1,5 +1,7 @@
-"""The management API's resolver: body-size cap and management-key auth ahead of validation
-(so a stranger gets 401, not a schema lesson), and every error mapped to HTTP in one place."""
+"""The management API's resolver: body-size cap and authentication (a management key, or the dashboard's
+session cookie under the origin rule of ``domain/sessions.py``) ahead of validation (so a stranger gets
+401, not a schema lesson), and every error mapped to HTTP in one place. The sign-in routes use it
+``public``: no caller, the same caps, checks and error mapping."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.config import get_settings
-from llm_platform.domain import accounts
+from llm_platform.domain import accounts, sessions
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.errors import (
     BadRequest,
@@ -30,6 +33,7 @@ from llm_platform.domain.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthenticated,
     Unprocessable,
     UnsupportedMediaType,
@@ -47,6 +51,7 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     Unprocessable: HTTPStatus.UNPROCESSABLE_ENTITY,
+    TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
@@ -62,8 +67,10 @@ def status_for(error: DomainError) -> HTTPStatus:
     return HTTPStatus.BAD_REQUEST
 
 
-def ok(data: Any, status: HTTPStatus = HTTPStatus.OK) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"data": data})
+def ok(data: Any, status: HTTPStatus = HTTPStatus.OK, cookies: list[Cookie] | None = None) -> Response:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body={"data": data}, cookies=cookies
+    )
 
 
 def page(items: list[Any], next_cursor: str | None) -> Response:
@@ -75,8 +82,36 @@ def page(items: list[Any], next_cursor: str | None) -> Response:
     )
 
 
-def _error(status: HTTPStatus, code: str, message: str) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=error_body(code, message))
+def session_cookie(token: str, max_age: int) -> Cookie:
+    """HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it), Path=/, and Secure
+    with the __Host- prefix on AWS (SESSION_COOKIE_SECURE; off only on the local stack's plain http)."""
+    return Cookie(
+        name=sessions.cookie_name(),
+        value=token,
+        path="/",
+        secure=get_settings().session_cookie_secure,
+        http_only=True,
+        max_age=max_age,
+        same_site=SameSite.STRICT_MODE,
+    )
+
+
+def cleared_session_cookie() -> Cookie:
+    return session_cookie("", 0)
+
+
+def error_headers(error: DomainError) -> dict[str, str]:
+    retry_after = getattr(error, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
+
+def _error(status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=error_body(code, message),
+        headers=headers or None,
+    )
 
 
 def header(event: Mapping[str, Any], name: str) -> str | None:
@@ -85,6 +120,43 @@ def header(event: Mapping[str, Any], name: str) -> str | None:
         if key.lower() == name:
             return value
     return None
+
+
+def cookie(event: Mapping[str, Any], name: str) -> str | None:
+    """A cookie of the request (every Cookie header; the first cookie of that name)."""
+    values = [v for k, vs in (event.get("multiValueHeaders") or {}).items() if k.lower() == "cookie" for v in vs]
+    if not values and (single := header(event, "cookie")):
+        values = [single]
+    for value in values:
+        for pair in value.split(";"):
+            key, sep, content = pair.strip().partition("=")
+            if sep and key == name:
+                return content.strip().strip('"')
+    return None
+
+
+def _dashboard_origins(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """Where the dashboard is served: DASHBOARD_ORIGIN (comma-separated) when set, else this request's own
+    origin, since the dashboard is served by this same API (API Gateway sets X-Forwarded-Proto: https)."""
+    configured = get_settings().dashboard_origin
+    if configured:
+        return tuple(o.strip().rstrip("/").lower() for o in configured.split(",") if o.strip())
+    host = (header(event, "host") or "").strip().lower()
+    if not host:
+        return ()
+    proto = (header(event, "x-forwarded-proto") or "http").split(",")[0].strip().lower()
+    return (f"{proto}://{host}",)
+
+
+def browser_request(event: Mapping[str, Any]) -> sessions.BrowserRequest:
+    """Where the request comes from, and its session cookie (see ``domain/sessions.py`` for the rule)."""
+    return sessions.BrowserRequest(
+        method=str(event.get("httpMethod", "")),
+        origin=header(event, "origin"),
+        fetch_site=header(event, "sec-fetch-site"),
+        dashboard_origins=_dashboard_origins(event),
+        session_token=cookie(event, sessions.cookie_name()),
+    )
 
 
 def raw_body(event: Mapping[str, Any]) -> bytes:
@@ -125,22 +197,28 @@ def _check_json(event: dict[str, Any], raw: bytes) -> None:
 
 
 class ManagementApi(APIGatewayRestResolver):
+    def __init__(self, *, public: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.public = public  # the sign-in routes: nobody is signed in yet
+
     def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
             raw = raw_body(event)
             _check_size(raw, get_settings().max_body_bytes)
-            caller = accounts.authenticate(header(event, "authorization"))
+            browser = browser_request(event)
+            caller = None if self.public else accounts.authenticate(header(event, "authorization"), browser)
             _check_json(event, raw)
         except DomainError as error:
             logger.info("request refused", extra={"status": status_for(error).value, "code": error.code})
             return {
                 "statusCode": status_for(error).value,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(error)},
                 "body": json.dumps(error_body(error.code, error.message)),
                 "isBase64Encoded": False,
             }
-        self.append_context(caller=caller)
-        logger.append_keys(account_id=caller.account_id)
+        self.append_context(caller=caller, browser=browser)
+        if caller is not None:
+            logger.append_keys(account_id=caller.account_id)
         response = super().resolve(event, context)
         logger.info("request handled", extra={"status": response["statusCode"], "route": event.get("resource")})
         return response
@@ -148,6 +226,10 @@ class ManagementApi(APIGatewayRestResolver):
     @property
     def caller(self) -> Caller:
         return self.context["caller"]
+
+    @property
+    def browser(self) -> sessions.BrowserRequest:
+        return self.context["browser"]
 
 
 def _describe(errors: list[dict[str, Any]]) -> str:
@@ -158,12 +240,12 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "Invalid request."
 
 
-def build_app() -> ManagementApi:
-    app = ManagementApi(enable_validation=True)
+def build_app(*, public: bool = False) -> ManagementApi:
+    app = ManagementApi(public=public, enable_validation=True)
 
     @app.exception_handler(DomainError)
     def _domain_error(error: DomainError) -> Response:
-        return _error(status_for(error), error.code, error.message)
+        return _error(status_for(error), error.code, error.message, error_headers(error))
 
     @app.exception_handler(RequestValidationError)
     def _invalid_request(error: RequestValidationError) -> Response:

@@ -56,10 +56,16 @@ def responses(
     paged: bool = False,
     errors: Mapping[int, str] | None = None,
     more: Mapping[int, dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """``responses=`` of a management route: its success and its own errors (status -> the codes and
-    when, in Markdown). The errors every route shares are added when the document is built."""
+    """``responses=`` of a management route: its success (with ``headers``: name -> what it says) and its
+    own errors (status -> the codes and when, in Markdown). The errors every route shares are added when
+    the document is built."""
     documented: dict[int, dict[str, Any]] = {status: success(description, shape, many=many, paged=paged)}
+    if headers:
+        documented[status]["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
     documented.update(more or {})
     for code, text in (errors or {}).items():
         documented[code] = {"description": text, "content": error_content()}

@@ -163,3 +163,13 @@ class CheckoutRequest(RequestBody):
 
 class CancelSubscriptionRequest(RequestBody):
     subscription_id: ResourceId = Field(alias="subscriptionId")
+
+
+# Any string up to a size cap: the domain checks the address's shape (400 invalid_email) and the code.
+class EmailSignInRequest(RequestBody):
+    email: str = Field(min_length=1, max_length=320, description="Your email address.")
+
+
+class EmailVerifyRequest(RequestBody):
+    email: str = Field(min_length=1, max_length=320, description="The address the code was sent to.")
+    code: str = Field(min_length=1, max_length=16, description="The 6-digit code from the message.")

@@ -158,10 +158,18 @@ class CheckoutSession(TypedDict):
     sessionUrl: str  # Stripe Checkout: send the customer there
 
 
+class UsdcWalletBinding(TypedDict):
+    challenge: str  # "POST /api/billing/wallets/challenge": a message for the wallet to sign
+    bind: str  # "POST /api/billing/wallets": the address and its signature bind the wallet
+    verify: str  # "POST /api/billing/verify-topup": claim the transfer
+    hint: str  # the steps in words
+
+
 class UsdcInstructions(TypedDict):
     address: str  # the deposit address
     chain: str  # "base"
     amount: str  # the amount to send, in USDC (= USD)
+    walletBinding: UsdcWalletBinding  # only USDC from a wallet bound to the account is credited
 
 
 class WalletChallenge(TypedDict):
@@ -237,6 +245,19 @@ class KeyUsageView(TypedDict):
 
 class UsageReport(TypedDict):
     keys: list[KeyUsageView]
+
+
+class SignInStarted(TypedDict):
+    sent: Literal[True]  # for every well-formed address, known or not
+
+
+class SignedIn(TypedDict):
+    accountId: str
+    created: bool  # true when this sign-in created the account
+
+
+class SignedOut(TypedDict):
+    signedOut: Literal[True]
 
 
 class WebhookReceipt(TypedDict):

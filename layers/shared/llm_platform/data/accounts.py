@@ -17,8 +17,9 @@ def get(account_id: str) -> Account | None:
     return from_record_item(Account, response.get("Item"))
 
 
-def create_with_management_key(account: Account, key: ManagementKey) -> None:
-    """The account and its first management key appear together or not at all."""
+def create_with_management_key(account: Account, key: ManagementKey, *also: dict) -> None:
+    """The account and its first management key (and ``also``: more transaction items, such as its sign-in
+    address) appear together or not at all."""
     transact(
         [
             {
@@ -35,6 +36,7 @@ def create_with_management_key(account: Account, key: ManagementKey) -> None:
                     "ConditionExpression": "attribute_not_exists(keyHash)",
                 }
             },
+            *also,
         ]
     )
 

@@ -1,25 +1,27 @@
-"""Accounts and who is calling: management-key authentication, account creation, operator grants."""
+"""Accounts and who is calling: management-key or session authentication, account creation, operator grants."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from llm_platform.data import accounts as accounts_table
+from llm_platform.data import auth as auth_table
 from llm_platform.data import ledger
 from llm_platform.data import management_keys as management_keys_table
-from llm_platform.data.dynamo import transact
+from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain import sessions
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
 from llm_platform.domain.entities import Account, ManagementKey
-from llm_platform.domain.errors import NotFound, Unauthenticated
+from llm_platform.domain.errors import Conflict, NotFound, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """An authenticated management-key holder."""
+    """An authenticated caller: a management-key holder, or a dashboard session (no management key)."""
 
     account_id: str
-    management_key_id: str
+    management_key_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,16 @@ def bearer_token(authorization: str | None, *, missing_code: str) -> str:
     return token.strip()
 
 
-def authenticate(authorization: str | None) -> Caller:
+def authenticate(authorization: str | None, browser: sessions.BrowserRequest | None = None) -> Caller:
+    """``Authorization: Bearer mk_…`` when sent (a wrong one is 401 whatever else comes with it); else the
+    session cookie, under the origin rule of ``sessions``; neither: 401 ``missing_management_key``."""
+    if not authorization and browser is not None and browser.session_token is not None:
+        return Caller(account_id=sessions.account_for(browser), management_key_id=None)
+    if not authorization:
+        raise Unauthenticated(
+            "Missing credentials: send 'Authorization: Bearer <management key>', or sign in (session cookie).",
+            code="missing_management_key",
+        )
     token = bearer_token(authorization, missing_code="missing_management_key")
     key = None
     if token.startswith(MANAGEMENT_KEY_PREFIX) and len(token) <= 128:
@@ -64,11 +75,23 @@ def new_management_key(account_id: str, name: str) -> tuple[ManagementKey, str]:
     return key, secret.plaintext
 
 
-def create_account(name: str) -> CreatedAccount:
+def create_account(name: str, email: str | None = None) -> CreatedAccount:
+    """An account and its first management key; with ``email``, an address that signs in to it, all in one
+    transaction (409 ``email_taken`` when the address signs in to another account: nothing is created)."""
     now = to_iso(utc_now())
     account = Account(account_id=new_id("acct"), name=name, created_at=now)
     key, plaintext = new_management_key(account.account_id, "default")
-    accounts_table.create_with_management_key(account, key)
+    also = []
+    if email is not None:
+        from llm_platform.domain.sign_in import normalize_email
+
+        also.append(auth_table.email_mapping_put(normalize_email(email), account.account_id, now))
+    try:
+        accounts_table.create_with_management_key(account, key, *also)
+    except WriteRefused as refused:
+        if email is not None and refused.reasons[2:3] == ["ConditionalCheckFailed"]:
+            raise Conflict("This email address already signs in to an account.", code="email_taken") from refused
+        raise
     return CreatedAccount(account.account_id, key.key_id, plaintext)
 
 

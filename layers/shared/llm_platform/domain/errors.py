@@ -44,6 +44,16 @@ class InsufficientCredit(DomainError):
     code = "insufficient_credit"
 
 
+class TooManyRequests(DomainError):
+    """Limited: try again after ``retry_after`` seconds (sent as the Retry-After header)."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
 class PayloadTooLarge(DomainError):
     code = "payload_too_large"
 

@@ -47,9 +47,29 @@ def deposit_address() -> str:
     return address
 
 
+CHALLENGE_ROUTE = "POST /api/billing/wallets/challenge"
+BIND_ROUTE = "POST /api/billing/wallets"
+VERIFY_ROUTE = "POST /api/billing/verify-topup"
+BINDING_HINT = (
+    "Only USDC sent from a wallet bound to your account is credited. Bind the wallet once before paying: "
+    f"{CHALLENGE_ROUTE} {{address}} returns a message; sign it with the wallet (personal_sign) and send "
+    f"{BIND_ROUTE} {{address, signature}}. Then send the USDC and claim it with {VERIFY_ROUTE} {{txHash, amount}}."
+)
+
+
 def topup_instructions(amount: Decimal) -> dict:
-    """Where to send ``amount`` USD of USDC to add it as credit."""
-    return {"address": deposit_address(), "chain": get_settings().usdc_chain_name, "amount": _plain(amount)}
+    """Where to send ``amount`` USD of USDC to add it as credit, and how to bind the paying wallet first."""
+    return {
+        "address": deposit_address(),
+        "chain": get_settings().usdc_chain_name,
+        "amount": _plain(amount),
+        "walletBinding": {
+            "challenge": CHALLENGE_ROUTE,
+            "bind": BIND_ROUTE,
+            "verify": VERIFY_ROUTE,
+            "hint": BINDING_HINT,
+        },
+    }
 
 
 def _plain(amount: Decimal) -> str:
@@ -86,7 +106,9 @@ def verify_topup(caller: Caller, raw_hash: str, amount_usd: Decimal) -> TopupRes
     if not claimed:
         # Nothing is recorded, so the owner of the sending wallet can still claim it.
         raise Forbidden(
-            "The USDC was sent from a wallet that is not bound to your account: bind it first.",
+            "The USDC was sent from a wallet that is not bound to your account. Bind it first: "
+            f"{CHALLENGE_ROUTE} {{address}} returns a message; sign it with that wallet (personal_sign) and send "
+            f"{BIND_ROUTE} {{address, signature}}; then verify this transaction again (nothing was recorded).",
             code="wallet_not_bound",
         )
     credited = sum(t.value for t in claimed)

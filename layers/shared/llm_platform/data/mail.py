@@ -1,0 +1,68 @@
+"""Outgoing mail: Amazon SES (API v2) on AWS, or the local stack's outbox when ``MAIL_OUTBOX_URL`` is set,
+so the same handler code runs in both places. The SES client is created on first use and cached."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from functools import cache
+from typing import Any
+
+from llm_platform.config import get_settings
+
+
+class MailNotSent(Exception):
+    """SES (or the outbox) did not take the message."""
+
+
+class MailNotConfigured(Exception):
+    """No sender address (template parameter SignInEmailSender) and no outbox."""
+
+
+@cache
+def _ses() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sesv2", config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2))
+
+
+def send(to: str, subject: str, text: str) -> None:
+    settings = get_settings()
+    if settings.mail_outbox_url:
+        _to_outbox(settings.mail_outbox_url, {"to": to, "subject": subject, "text": text})
+        return
+    if not settings.sign_in_email_sender:
+        raise MailNotConfigured("no sender address configured")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _ses().send_email(
+            FromEmailAddress=settings.sign_in_email_sender,
+            Destination={"ToAddresses": [to]},
+            Content={
+                "Simple": {
+                    "Subject": {"Data": subject, "Charset": "UTF-8"},
+                    "Body": {"Text": {"Data": text, "Charset": "UTF-8"}},
+                }
+            },
+        )
+    except ClientError as error:
+        # The code only (MessageRejected, AccessDenied…): SES's message may name the recipient.
+        raise MailNotSent(error.response.get("Error", {}).get("Code", "ClientError")) from error
+    except BotoCoreError as error:
+        raise MailNotSent(type(error).__name__) from error
+
+
+def _to_outbox(url: str, message: dict[str, str]) -> None:
+    request = urllib.request.Request(  # noqa: S310 - the local outbox's http URL, set by the local stack
+        url.rstrip("/") + "/messages",
+        data=json.dumps(message).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            response.read()
+    except OSError as error:
+        raise MailNotSent(type(error).__name__) from error
