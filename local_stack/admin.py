@@ -23,8 +23,8 @@ TABLE_OUTPUTS = {
     "USAGE_COUNTERS_TABLE": "UsageCountersTableName",
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
     "WALLETS_TABLE": "WalletsTableName",
-    "AUTH_TABLE": "AuthTableName",
     "REQUEST_LOG_TABLE": "RequestLogTableName",
+    "AUTH_TABLE": "AuthTableName",
 }
 
 

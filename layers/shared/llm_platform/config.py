@@ -18,9 +18,9 @@ class Settings:
     usage_counters_table: str
     payment_events_table: str
     wallets_table: str
+    request_log_table: str
     # Sign-in: one-time codes, sessions and the email -> account mapping (template: AuthTable).
     auth_table: str
-    request_log_table: str
     # How long the proxy's request log keeps each record (DynamoDB TTL).
     request_log_retention_days: int = 30
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.

@@ -50,8 +50,8 @@ STATUS_BY_ERROR: dict[type[DomainError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-    TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
     Unprocessable: HTTPStatus.UNPROCESSABLE_ENTITY,
+    TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
     ServiceUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
