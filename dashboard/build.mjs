@@ -1,6 +1,6 @@
 // Builds the customer dashboard into functions/dashboard/site/ (the DashboardFunction's CodeUri serves it):
 //   index.html             the one document (hash routes), naming each asset with ?v=<content hash>
-//   assets/app.js, .css    the bundle (Preact + the pages), minified; assets/icon.svg
+//   assets/app.js, .css    the bundle (Preact + the pages), minified; assets/icon.svg; assets/openapi.json
 // Run by `make dashboard` (after `tsc --noEmit`); the output is not committed. The asset names are fixed:
 // each is a route of template.yaml, and tests/e2e/test_dashboard_browser.py checks the two agree.
 import { createHash } from "node:crypto";
@@ -29,6 +29,8 @@ await build({
   logLevel: "warning",
 });
 await copyFile(join(here, "src", "icon.svg"), join(assets, "icon.svg"));
+// The API reference the navigation links to: the committed openapi.json (make openapi), so AWS serves it too.
+await copyFile(join(here, "..", "openapi.json"), join(assets, "openapi.json"));
 
 // The same version the serving function computes: the first 16 hex digits of the SHA-256 of the file.
 const version = async (name) => createHash("sha256").update(await readFile(join(assets, name))).digest("hex").slice(0, 16);

@@ -215,6 +215,9 @@ DASHBOARD: dict[str, Any] = {
     "/assets/app.js": _static_file("/assets/app.js", "text/javascript", "The dashboard's script", versioned=True),
     "/assets/app.css": _static_file("/assets/app.css", "text/css", "The dashboard's stylesheet", versioned=True),
     "/assets/icon.svg": _static_file("/assets/icon.svg", "image/svg+xml", "The dashboard's icon", versioned=True),
+    "/assets/openapi.json": _static_file(
+        "/assets/openapi.json", "application/json", "This API reference, as the dashboard links to it", versioned=True
+    ),
 }
 DASHBOARD["/"]["get"]["operationId"] = "dashboardPage"
 

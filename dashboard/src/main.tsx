@@ -130,7 +130,7 @@ function Sidebar({ path, onSignedOut: signedOut }: { path: string; onSignedOut: 
         </ul>
       </nav>
       <div class="sidebar-footer">
-        <a class="nav-link nav-secondary" href="api/openapi.json" target="_blank" rel="noopener">
+        <a class="nav-link nav-secondary" href="assets/openapi.json" target="_blank" rel="noopener">
           API reference
         </a>
         <ErrorNotice error={error} title="Could not sign out." />

@@ -78,6 +78,7 @@ NO_ID_ROUTES = {
     ("GET", "/assets/app.js"): "the dashboard's static script: the same bytes for everyone",
     ("GET", "/assets/app.css"): "the dashboard's static stylesheet: the same bytes for everyone",
     ("GET", "/assets/icon.svg"): "the dashboard's static icon: the same bytes for everyone",
+    ("GET", "/assets/openapi.json"): "the API reference the dashboard links to: the same bytes for everyone",
     ("POST", "/api/auth/email/start"): "body {email}: mails a code to that address, whoever asks; covered by "
     "test_b_cannot_sign_in_to_a_or_use_a_session",
     ("POST", "/api/auth/email/verify"): "body {email, code}: signs in to that address's account only with the "

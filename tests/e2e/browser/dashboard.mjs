@@ -315,6 +315,10 @@ try {
   await page.getByRole("tab", { name: "Python" }).click();
   await page.getByRole("tabpanel").getByText(`base_url="${base}/v1"`).waitFor();
   await shot("09-overview");
+  // The API reference in the navigation: the OpenAPI document, served with the dashboard
+  const reference = await page.getByRole("link", { name: "API reference" }).getAttribute("href");
+  const document = await page.request.get(new URL(reference, `${base}/`).href);
+  check(document.ok() && (await document.json()).openapi === "3.1.0", `the API reference at ${reference} answered ${document.status()}`);
 
   // 10. Cancel Pro: stays active to the period end.
   await go("Billing", "Billing");

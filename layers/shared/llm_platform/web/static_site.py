@@ -2,10 +2,10 @@
 a function on the API's own origin, so the dashboard's requests to ``/api`` are same-origin and its session
 cookie never leaves that origin.
 
-Every file is text (HTML, JS, CSS, SVG), so API Gateway needs no binary media types. Each file has a fixed
-template route (``/``, ``/assets/app.js``, …): no greedy path, and the local gateway serves exactly the
-same routes. ``index.html`` names its assets with ``?v=<content hash>``: a request carrying the current hash
-may be cached for a year, anything else must be revalidated.
+Every file is text (HTML, JS, CSS, SVG, the API's OpenAPI JSON), so API Gateway needs no binary media
+types. Each file has a fixed template route (``/``, ``/assets/app.js``, …): no greedy path, and the local
+gateway serves exactly the same routes. ``index.html`` names its assets with ``?v=<content hash>``: a
+request carrying the current hash may be cached for a year, anything else must be revalidated.
 
 The dashboard routes by the URL fragment (``#/keys``), so the one HTML document is always ``/``. The stage
 (``/prod``) or a custom domain's base path is in front of it on AWS: the document's ``<base href>`` is set
@@ -30,6 +30,7 @@ CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
+    ".json": "application/json",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
