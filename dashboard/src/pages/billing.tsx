@@ -19,6 +19,12 @@ export function BillingPage() {
   const plans = useResource(() => api.get<Plan[]>("api/plans"));
   const [checkout] = useState(takeCheckoutReturn);
   const [message, setMessage] = useState<string>();
+  useEffect(() => {
+    // Back from Checkout: Stripe's webhook may land a moment after the redirect, so look again shortly.
+    if (checkout !== "success") return;
+    const timers = [2000, 6000].map((delay) => window.setTimeout(() => void status.reload(), delay));
+    return () => timers.forEach((timer) => window.clearTimeout(timer));
+  }, []);
   const [usdc, setUsdc] = useState<UsdcInstructions>();
   const refresh = (text?: string) => {
     setMessage(text);

@@ -207,7 +207,7 @@ function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: bo
       ) : (
         <form onSubmit={submit}>
           <Field label="Name" id={`${base}-name`} hint="So you know which app uses it, e.g. prod-api.">
-            <input id={`${base}-name`} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${base}-name-hint`} />
+            <input autoFocus id={`${base}-name`} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${base}-name-hint`} />
           </Field>
           <fieldset class="choice">
             <legend>Pays with</legend>
@@ -318,7 +318,7 @@ function EditLimitsDialog({ apiKey, onClose, onSaved }: { apiKey: ApiKey; onClos
     <Dialog title={`Edit ${apiKey.name}`} open onClose={onClose}>
       <form onSubmit={submit}>
         <Field label="Name" id={`${base}-name`}>
-          <input id={`${base}-name`} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          <input autoFocus id={`${base}-name`} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
         </Field>
         <div class="field-row">
           <Field label="RPM" id={`${base}-rpm`} hint={credit ? "Requests per minute." : "At most the plan's RPM."}>

@@ -129,7 +129,7 @@ function CreateManagementKeyDialog({ open, onClose, onCreated }: { open: boolean
       ) : (
         <form onSubmit={submit}>
           <Field label="Name" id={id} hint="Where it is used, e.g. ci-deploy.">
-            <input id={id} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${id}-hint`} />
+            <input autoFocus id={id} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${id}-hint`} />
           </Field>
           <ErrorNotice error={error} title="Could not create the key." />
           <footer class="dialog-actions">

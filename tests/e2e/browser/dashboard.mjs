@@ -194,7 +194,16 @@ try {
 
   // 4. A credit key: its secret shown once, with Copy.
   await go("API keys", "API keys");
-  await page.getByRole("button", { name: "Create key" }).first().click();
+  // By keyboard: Enter opens the dialog with focus in its first field, Escape closes it, focus returns
+  const opener = page.getByRole("button", { name: "Create key" }).first();
+  await opener.focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("dialog", { name: "Create key" }).waitFor();
+  check(await page.getByRole("dialog").getByLabel("Name").evaluate((el) => el === document.activeElement), "the dialog focuses its first field");
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "hidden" });
+  check(await opener.evaluate((el) => el === document.activeElement), "focus returns to the Create key button");
+  await opener.click();
   let dialog = page.getByRole("dialog", { name: "Create key" });
   await dialog.getByLabel("Name").fill("ci-credit");
   await dialog.getByRole("radio", { name: /Credit/ }).check();
