@@ -189,7 +189,11 @@ def _static_file(path: str, media_type: str, summary: str, versioned: bool) -> d
         ),
         "security": [],
         "responses": {
-            "200": {"description": summary + ".", "content": {media_type: {"schema": {"type": "string"}}}},
+            "200": {
+                "description": summary + ".",
+                # A JSON file is parsed by clients (and schemathesis) as an object; the others are text.
+                "content": {media_type: {"schema": {"type": "object" if media_type == JSON else "string"}}},
+            },
             "429": {"description": COMMON_ERRORS[429], "content": error_content()},
             "503": {
                 "description": "`dashboard_not_built`: the function was deployed without the built site.",

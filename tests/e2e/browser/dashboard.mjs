@@ -261,8 +261,10 @@ try {
   await page.getByRole("img", { name: /Requests per day/ }).waitFor();
   const chartText = await page.getByRole("img", { name: /Requests per day/ }).getAttribute("aria-labelledby");
   check(Boolean(chartText), "the chart is labelled");
+  // The latest requests load on their own: wait for the row of the oldest of ours (header + requests)
   const requestRows = page.getByRole("table", { name: "The latest requests" }).getByRole("row");
-  check((await requestRows.count()) >= findings.requests + 1, `the latest requests list ${await requestRows.count()} rows`);
+  await requestRows.nth(findings.requests).waitFor();
+  check((await requestRows.count()) === findings.requests + 1, `the latest requests list ${await requestRows.count()} rows`);
   // Filtered by the model used: the same requests
   await page.getByLabel("Model").selectOption({ label: "deepseek/deepseek-chat-v3-0324" });
   await page.getByTestId("total-requests").filter({ hasText: String(findings.requests) }).waitFor();
@@ -314,6 +316,8 @@ try {
   await page.getByRole("button", { name: "Delete ci-deploy" }).click();
   await page.getByRole("dialog", { name: "Delete ci-deploy?" }).getByRole("button", { name: "Delete key" }).click();
   await page.getByText("ci-deploy is deleted").waitFor();
+  // The notice comes first, the reloaded list right after
+  await page.getByRole("row", { name: /ci-deploy/ }).waitFor({ state: "detached" });
   const rows = page.getByRole("table", { name: "Your management keys" }).getByRole("row");
   check((await rows.count()) === 2, "one management key is left (header + 1 row)");
   check(await page.getByRole("button", { name: /^Delete / }).isDisabled(), "the last management key cannot be deleted");
