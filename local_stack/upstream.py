@@ -11,12 +11,15 @@ answered; `UpstreamApp.received` holds the last completion request bodies.
 
 Broken upstreams, as a client of the HTTP server sees them (fail modes act on POST /v1/chat/completions
 only, after the api_key check; GET /v1/models stays healthy):
+- fail_mode "400": the provider judges every request malformed (an OpenAI-style 400 naming a param).
 - fail_mode "hang": no response ever; the handler waits until the client disconnects.
 - fail_mode "drop": the request body is read, then the TCP connection is closed with no response
   (httpx: `RemoteProtocolError("Server disconnected without sending a response.")`).
 - model "test/cutoff": stream: headers, the role chunk and CUTOFF_CHUNKS content chunks, then the
   connection closes without the last chunk or `[DONE]` (httpx: `RemoteProtocolError` "incomplete chunked
   read"); non-stream: headers and half of the `Content-Length` body, then close.
+- model "test/stall": accepts (headers, the role chunk and CUTOFF_CHUNKS content chunks), then sends
+  nothing more until the client gives up: a provider that generates, then times out.
 Closing the connection needs the transport, which ASGI does not expose: under uvicorn `send` is a bound
 method of its request cycle, which holds it. Elsewhere (httpx.ASGITransport) `ConnectionDropped` is
 raised instead, which the ASGI transport re-raises to the client.
@@ -45,10 +48,11 @@ UPSTREAM_MODELS: tuple[str, ...] = (
     "test/story",
     "test/no-usage",
     "test/cutoff",
+    "test/stall",
     "deepseek/deepseek-chat-v3-0324",
     "openai/gpt-4o-mini",
 )
-FAIL_MODES = (None, "500", "429", "hang", "drop")
+FAIL_MODES = (None, "400", "500", "429", "hang", "drop")
 PREFIXED_MODELS = {"deepseek/deepseek-chat-v3-0324", "openai/gpt-4o-mini"}  # echo with LOCAL_PREFIX
 LOCAL_PREFIX = "[local] "
 STORY_WORDS = 64  # test/story length without max_tokens
@@ -96,7 +100,7 @@ class UpstreamError(Exception):
 
 def _reply(model: str, messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[list[str], str]:
     """(content chunks, finish_reason): echo models repeat the last user message, the others tell a story."""
-    if model in ("test/story", "test/cutoff"):
+    if model in ("test/story", "test/cutoff", "test/stall"):
         # The story never ends by itself: with max_tokens it is cut there ("length").
         count = max_tokens + 1 if max_tokens else STORY_WORDS
         text = " ".join(f"word{i}" for i in range(1, count + 1))
@@ -184,6 +188,9 @@ class UpstreamApp:
 
     async def _completion(self, raw: bytes, receive: Receive, send: Send) -> None:
         # Fail modes act on every completion, before the body is looked at: a broken provider is broken.
+        if self.fail_mode == "400":
+            message = "Invalid 'messages[0].content': expected a string, got an object."
+            raise UpstreamError(400, message, "invalid_request_error", "invalid_value", param="messages")
         if self.fail_mode == "500":
             raise UpstreamError(500, "The server had an error while processing your request.", "server_error")
         if self.fail_mode == "429":
@@ -246,7 +253,7 @@ class UpstreamApp:
         finish_reason: str,
         usage: dict[str, int] | None,
     ) -> None:
-        cutoff = base["model"] == "test/cutoff"
+        cutoff = base["model"] in ("test/cutoff", "test/stall")
         # As OpenAI: with include_usage every chunk carries "usage": null, the extra last chunk the numbers.
         extra = {"usage": None} if usage is not None else {}
 
@@ -272,6 +279,9 @@ class UpstreamApp:
                     await asyncio.wait_for(gone.wait(), self.chunk_delay)
                     return  # the client left
                 await frame({"content": chunk})
+            if base["model"] == "test/stall":
+                await gone.wait()
+                return
             if cutoff:
                 await self._drop(send, receive)
                 return
@@ -393,7 +403,7 @@ def local_model_catalog(upstream_url: str) -> dict[str, Any]:
                         "model": model_id,
                         "inputCostPerMTokUsd": "0",
                         "outputCostPerMTokUsd": "0",
-                        "timeoutSeconds": 60,
+                        "timeoutSeconds": 2 if model_id == "test/stall" else 60,
                     }
                 ],
             }

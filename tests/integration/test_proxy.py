@@ -528,7 +528,7 @@ def test_tool_schemas_count_in_the_reservation(proxy) -> None:
 def test_a_stream_past_the_deadline_is_ended_and_billed(proxy, local_stack, monkeypatch) -> None:
     from llm_platform.proxy import asgi
 
-    monkeypatch.setattr(asgi, "STREAM_DEADLINE_SECONDS", 0.3)
+    monkeypatch.setattr(asgi, "REQUEST_DEADLINE_SECONDS", 0.3)
     key, _, account_id = credit_key(1)
     with httpx.stream(
         "POST",

@@ -126,6 +126,7 @@ EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
     (_table("UsageCountersTable"), {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"}),
     (_table("LedgerTable"), {"dynamodb:PutItem"}),
     (_table("RequestLogTable"), {"dynamodb:PutItem"}),
+    (_table("ReservationsTable"), {"dynamodb:PutItem", "dynamodb:DeleteItem"}),
     (
         {
             "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"

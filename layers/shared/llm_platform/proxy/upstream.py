@@ -56,10 +56,10 @@ class Upstreams:
     def _rest(self, provider: Provider) -> None:
         self._resting_until[_id(provider)] = time.monotonic() + _COOL_DOWN_SECONDS
 
-    async def open(self, model: Model, payload: dict, max_output: int, *, read_body: bool) -> Opened:
-        """The first provider that answers 2xx or a client error. The output cap goes in the field the
-        provider honours, so the reserved cost holds. With ``read_body`` the body is read here too, so a
-        provider that stalls or garbles mid-body is also failed over."""
+    async def open(self, model: Model, payload: dict, max_output: int) -> Opened:
+        """The first provider that answers 2xx or a client error (its headers: the body is the caller's
+        to read). The output cap goes in the field the provider honours, so the reserved cost holds.
+        Once a provider has accepted a request there is no failover: it may be generating already."""
         failures: list[str] = []
         for provider in self.order(model):
             headers = {"Content-Type": "application/json"}
@@ -93,14 +93,6 @@ class Upstreams:
                 await response.aclose()
                 self._rest(provider)
                 continue
-            if read_body:
-                try:
-                    await response.aread()
-                except httpx.RequestError as error:  # includes undecodable (e.g. corrupt gzip) bodies
-                    failures.append(f"{provider.name}: {type(error).__name__} reading body")
-                    await response.aclose()
-                    self._rest(provider)
-                    continue
             return Opened(provider, response)
         raise NoProviderAvailable(failures)
 
