@@ -21,42 +21,9 @@ from llm_platform.proxy.parameters import FORWARDABLE, UNPRICED
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
 from local_stack.stack import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, embedding_vector
+from tests.support.openai_reference import REFERENCE_VALUES
 
 MESSAGES = [{"role": "user", "content": "hello compat"}]
-# Every optional parameter of the reference with a value a provider would take.
-REFERENCE_VALUES: dict[str, object] = {
-    "audio": {"voice": "alloy", "format": "wav"},
-    "frequency_penalty": 0.5,
-    "function_call": "auto",
-    "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}],
-    "logit_bias": {"50256": -100},
-    "logprobs": True,
-    "metadata": {"team": "a"},
-    "modalities": ["text", "audio"],
-    "moderation": {"model": "omni-moderation-latest"},
-    "n": 1,
-    "parallel_tool_calls": True,
-    "prediction": {"type": "content", "content": "hello"},
-    "presence_penalty": 0.1,
-    "prompt_cache_key": "k-1",
-    "prompt_cache_options": {"mode": "implicit"},
-    "prompt_cache_retention": "24h",
-    "reasoning_effort": "low",
-    "response_format": {"type": "text"},
-    "safety_identifier": "user-hash",
-    "seed": 7,
-    "service_tier": "auto",
-    "stop": ["\n\n"],
-    "store": False,
-    "temperature": 0.2,
-    "tool_choice": "none",
-    "tools": [{"type": "function", "function": {"name": "t", "parameters": {"type": "object", "properties": {}}}}],
-    "top_logprobs": 2,
-    "top_p": 0.9,
-    "user": "end-user-1",
-    "verbosity": "low",
-    "web_search_options": {"search_context_size": "low"},
-}
 
 
 def _provider(name: str, url: str, cost: float, **extra) -> dict:
