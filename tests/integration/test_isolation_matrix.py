@@ -64,6 +64,7 @@ LIST_ROUTES = {
     ("GET", "/api/usage/daily"),
     ("GET", "/api/requests"),
     ("GET", "/v1/models"),  # the catalog, nothing per account
+    ("GET", "/v1/models/{model+}"),  # one catalog entry: its id is the public model id, nothing per account
     ("GET", "/v1/key"),  # the calling key's own limits and spend
 }
 NO_ID_ROUTES = {
@@ -73,6 +74,8 @@ NO_ID_ROUTES = {
     ("POST", "/api/billing/checkout"): "body {planSlug}: a Checkout Session for B's own account",
     ("POST", "/api/billing/topup"): "body {amount, method}: B's own top-up instructions",
     ("POST", "/v1/chat/completions"): "OpenAI body, no object ids: covered by test_b_api_keys_never_spend_a_money",
+    ("POST", "/v1/embeddings"): "OpenAI body {model, input, …}, no object ids: covered by "
+    "test_b_api_keys_never_spend_a_money",
     ("POST", "/api/auth/email/start"): "body {email}: mails a code to that address, whoever asks; covered by "
     "test_b_cannot_sign_in_to_a_or_use_a_session",
     ("POST", "/api/auth/email/verify"): "body {email, code}: signs in to that address's account only with the "
@@ -80,6 +83,8 @@ NO_ID_ROUTES = {
     ("POST", "/api/auth/logout"): "ends the session of the cookie sent (the caller's own); covered by "
     "test_b_cannot_sign_in_to_a_or_use_a_session",
 }
+# Path parameters that name public catalog entries (the same for every account), not objects of an account.
+CATALOG_PATH_PARAMETERS = {"{model+}"}
 # Routes that take an id although their request schema does not say so (no pydantic schema in the handler).
 IDS_OUTSIDE_A_SCHEMA = {
     ("POST", "/api/billing/webhook"): "a Stripe event naming accounts, subscriptions and sessions in its body",
@@ -106,7 +111,8 @@ def body_fields(route: ApiRoute) -> set[str]:
 
 
 def takes_an_id(route: ApiRoute) -> bool:
-    if "{" in route.path or (route.method, route.path) in IDS_OUTSIDE_A_SCHEMA:
+    path_ids = [s for s in route.path.split("/") if s.startswith("{") and s not in CATALOG_PATH_PARAMETERS]
+    if path_ids or (route.method, route.path) in IDS_OUTSIDE_A_SCHEMA:
         return True
     return any(ID_FIELD.search(name) for name in body_fields(route))
 
@@ -946,7 +952,7 @@ def test_b_lists_never_contain_a_identifiers(api, world) -> None:
             response = api.get(path, headers=headers)
             assert response.status_code == 200, response.text
             reads[f"{credential} {path}"] = response.text
-    for path in ("/v1/models", "/v1/key"):
+    for path in ("/v1/models", "/v1/models/test/echo", "/v1/key"):
         read = api.get(path, headers={"Authorization": f"Bearer {b.credit_key['apiKey']}"})
         assert read.status_code == 200
         reads[path] = read.text
@@ -986,6 +992,12 @@ def test_b_api_keys_never_spend_a_money(api, local_stack, ddb, world) -> None:
         assert named.status_code in (200, 400), named.text
         for extra in ({"subscriptionId": a.stripe_sub_id}, {"metadata": {"accountId": a.account.account_id}}):
             assert chat(api, key["apiKey"], **extra).status_code in (200, 400)
+        embedded = api.post(
+            "/v1/embeddings",
+            headers={"Authorization": f"Bearer {key['apiKey']}"},
+            json={"model": "test/embed", "input": ["b's text", a.account.account_id], "user": a.account.account_id},
+        )
+        assert embedded.status_code == 200, embedded.text
     # And A's key ids, hashes and prefixes are no bearer for anyone
     for bearer in (a.credit_key["id"], a.key_hashes[0], a.credit_key["apiKey"][:14], a.account.management_key):
         assert chat(api, bearer).status_code == 401

@@ -9,11 +9,12 @@ import pytest
 
 from llm_platform import secrets
 from llm_platform.domain.windows import minute_window
-from llm_platform.proxy.asgi import UPSTREAM_OVERRIDES, _token_counts, _validate
+from llm_platform.proxy.asgi import _token_counts, _validate
 from llm_platform.proxy.catalog import CatalogError, parse_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeySnapshot
 from llm_platform.proxy.metering import RateView
+from llm_platform.proxy.parameters import UPSTREAM_OVERRIDES
 from llm_platform.proxy.pricing import (
     cost_micros,
     estimate_tokens,
@@ -222,7 +223,8 @@ def test_the_proxy_imports_nothing_heavy() -> None:
 
 
 def test_provider_extensions_are_refused_by_the_allowlist() -> None:
-    for field in ("models", "provider", "plugins", "service_tier", "store", "transforms"):
+    # OpenRouter's routing and fallbacks, not in OpenAI's reference: they would change what the operator pays
+    for field in ("models", "provider", "plugins", "transforms", "route", "reasoning"):
         with pytest.raises(ProxyError) as refused:
             _validate({"model": "m/x", "messages": MESSAGES, field: "x"}, MODEL)
         assert (refused.value.code, refused.value.param) == ("unsupported_parameter", field)

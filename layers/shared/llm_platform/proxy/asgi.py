@@ -23,34 +23,24 @@ import httpx
 
 from llm_platform.config import get_settings
 from llm_platform.domain.money import format_usd
-from llm_platform.proxy import catalog, key_info
+from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.generation import Generation, sse_chunks
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
+from llm_platform.proxy.usage import StreamUsage, with_cost
 
 _log = logging.getLogger("llm_platform.proxy")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The body one provider gets, or None when it cannot serve this request (a service tier it does not offer).
+Payload = Callable[[catalog.Provider], dict | None]
 
-# Body fields that would let a client point the proxy at another server or credential.
-UPSTREAM_OVERRIDES = frozenset(
-    {"api_base", "base_url", "api_url", "api_key", "endpoint", "url", "upstream", "upstream_url", "provider_url"}
-)
-# The OpenAI chat parameters forwarded upstream. Anything else is refused: provider extensions (fallback
-# models, routing, plugins, service tiers) can change what the operator pays behind the catalog price.
-FORWARDED_PARAMETERS = frozenset(
-    {
-        "model", "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
-        "max_tokens", "max_completion_tokens", "n", "response_format", "seed", "stop", "stream",
-        "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
-        "functions", "function_call",
-    }
-)  # fmt: skip
+# What is accepted, forwarded, dropped, priced or refused: proxy/parameters.py.
 MEDIA_PART_TYPES = frozenset({"image_url", "input_audio", "file"})
 _MAX_N = 16
 # Lambda stops the proxy at 900 s: a request still running then is ended here first, so it is billed.
@@ -107,6 +97,12 @@ class ProxyApp:
                 await self._chat(scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/models"):
                 await self._models(scope, response, request_id)
+            elif method == "GET" and path.startswith("/v1/models/"):
+                await self._model(scope, response, request_id, path.removeprefix("/v1/models/"))
+            elif (method, path) == ("POST", "/v1/embeddings"):
+                from llm_platform.proxy.embeddings import create_embeddings  # only where it is used
+
+                await create_embeddings(self, scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/key"):
                 await self._key_info(scope, response, request_id)
             elif (method, path) == ("GET", "/healthz"):
@@ -154,10 +150,16 @@ class ProxyApp:
 
     async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
         await self._authenticate(scope, _now())
-        data = [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in catalog.models().values()
-        ]
+        data = [model.public() for model in catalog.models().values()]
         await _send_json(send, 200, {"object": "list", "data": data}, {"x-request-id": request_id})
+
+    async def _model(self, scope: Scope, send: Send, request_id: str, model_id: str) -> None:
+        """``GET /v1/models/{id}``; ids contain ``/`` (the openai SDK sends it as ``%2F``, decoded by then)."""
+        await self._authenticate(scope, _now())
+        model = catalog.models().get(model_id)
+        if model is None:
+            raise ProxyError(404, "model_not_found", f"The model '{model_id}' does not exist.", param="model")
+        await _send_json(send, 200, model.public(), {"x-request-id": request_id})
 
     # ------------------------------------------------------------------ GET /v1/key
 
@@ -181,13 +183,14 @@ class ProxyApp:
         body = _parse_json(raw)
         model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
         request = _validate(body, model)
-        outputs = request.max_output * request.n
+        options = parameters.chat_options(body, model)
+        outputs = (request.max_output + options.prediction_tokens) * request.n
         media = request.media_parts * (model.media_part_tokens or 0)
         reserve = cost_micros(
             input_token_bound(len(raw), len(body["messages"]), media) * request.n,
             outputs,
-            model.input_price,
-            model.output_price,
+            options.prices.input,
+            options.prices.output,
         )
         prompt = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media)
         tokens = prompt + outputs
@@ -202,17 +205,24 @@ class ProxyApp:
             model=model.id,
             stream=request.stream,
             prompt_tokens=prompt,
-            prompt_cost_micros=cost_micros(prompt, 0, model.input_price, model.output_price),
+            prompt_cost_micros=cost_micros(prompt, 0, options.prices.input, options.prices.output),
         )
         admission = await self._blocking(self.meter.admit, key, reserve, tokens, request_id, _now(), pending)
-        bill = _Bill(self, admission, model, request.stream)
-        payload = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+        bill = _Bill(self, admission, model, request.stream, options.prices)
+        # The provider is always asked for a stream with usage, also when the client is not: what it
+        # generated can then be counted and billed whatever happens to the answer (see _relay_once).
+        upstream_request = {**body, "stream": True}
+
+        def payload(provider: catalog.Provider) -> dict | None:
+            if not parameters.offers(provider, options):
+                return None
+            return parameters.upstream_chat_body(provider, upstream_request, options, request.max_output)
+
         try:
             if request.stream:
-                payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-                await self._relay_stream(receive, send, bill, payload, body, request.max_output)
+                await self._relay_stream(receive, send, bill, payload, body, StreamUsage(options.wants_usage))
             else:
-                await self._relay_once(send, bill, payload, body, request.max_output)
+                await self._relay_once(send, bill, payload, body)
         except BaseException as error:
             # Whatever went wrong before the bill was settled: give the reservation back, and log the
             # status the client ends up with (499: it left before any answer).
@@ -234,12 +244,11 @@ class ProxyApp:
                 headers=_headers(admission),
             ) from error
 
-    async def _relay_once(self, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int) -> None:
+    async def _relay_once(self, send: Send, bill: _Bill, payload: Payload, body: dict) -> None:
         """A non-streamed answer, read from the provider as a stream: once a provider has accepted the
         request (2xx), there is no failover, and whatever it generated is billed, also when it stalls
         past its timeout, drops the connection or runs into the request's deadline."""
-        payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
-        opened = await self._open(bill, payload, max_output)
+        opened = await self._open(bill, payload)
         response = opened.response
         generation = Generation()
         try:
@@ -273,17 +282,14 @@ class ProxyApp:
                 headers={**_headers(bill.admission), "x-request-cost": format_usd(cost)},
             )
         cost = await bill.settle(input_tokens, output_tokens)
-        await _send_json(
-            send,
-            200,
-            generation.completion(bill.model.id),
-            {**_headers(bill.admission), "x-request-cost": format_usd(cost)},
-        )
+        completion = generation.completion(bill.model.id)
+        completion["usage"] = with_cost(generation.usage, input_tokens, output_tokens, cost)
+        await _send_json(send, 200, completion, {**_headers(bill.admission), "x-request-cost": format_usd(cost)})
 
     async def _relay_stream(
-        self, receive: Receive, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int
+        self, receive: Receive, send: Send, bill: _Bill, payload: Payload, body: dict, shaping: StreamUsage
     ) -> None:
-        opened = await self._open(bill, payload, max_output)
+        opened = await self._open(bill, payload)
         response = opened.response
         if response.status_code >= 400:
             try:
@@ -307,10 +313,11 @@ class ProxyApp:
             )
             async for chunk in sse_chunks(response.aiter_lines(), generation):
                 chunk["model"] = bill.model.id
+                chunk = shaping.shape(chunk, bill.cost_of(chunk.get("usage"), body))
+                if chunk is None:
+                    continue
                 frame = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-            if generation.done:
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
 
         async def client_gone() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -330,15 +337,21 @@ class ProxyApp:
             # Always charged: upstream usage when it came, else a local count of everything generated (cut
             # off, timed out, or the client left), and before the stream ends for the client.
             input_tokens, output_tokens = _token_counts(generation.usage, body, generation.generated_text())
-            await asyncio.shield(bill.settle(input_tokens, output_tokens))
+            cost = await asyncio.shield(bill.settle(input_tokens, output_tokens))
         if not watching.done() or watching.cancelled():
-            await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            ending = b""
+            if generation.done:  # a complete stream: the usage chunk owed to the client, if any, then [DONE]
+                closing = shaping.closing_chunk(input_tokens, output_tokens, cost)
+                if closing is not None:
+                    ending += b"data: " + json.dumps(closing, separators=(",", ":")).encode() + b"\n\n"
+                ending += b"data: [DONE]\n\n"
+            await _safe_send(send, {"type": "http.response.body", "body": ending, "more_body": False})
 
     # ------------------------------------------------------------------ helpers
 
-    async def _open(self, bill: _Bill, payload: dict, max_output: int):
+    async def _open(self, bill: _Bill, payload: Payload, *, read_body: bool = False, path: str = "/chat/completions"):
         try:
-            opened = await self.upstreams.open(bill.model, payload, max_output)
+            opened = await self.upstreams.open(bill.model, payload, read_body=read_body, path=path)
         except NoProviderAvailable as failed:
             _log.warning("no provider available", extra={"model": bill.model.id, "failures": failed.failures})
             await bill.release(502)
@@ -356,10 +369,18 @@ class ProxyApp:
 class _Bill:
     """One admitted request's bill: settled with the real cost, or released, exactly once."""
 
-    def __init__(self, app: ProxyApp, admission: Admission, model: catalog.Model, stream: bool) -> None:
-        self.app, self.admission, self.model, self.stream = app, admission, model, stream
+    def __init__(
+        self, app: ProxyApp, admission: Admission, model: catalog.Model, stream: bool, prices: parameters.Prices
+    ) -> None:
+        self.app, self.admission, self.model, self.stream, self.prices = app, admission, model, stream, prices
         self.provider: str | None = None  # the provider that answered, once one did
         self.closed = False
+
+    def cost_of(self, usage: Any, body: dict) -> int | None:
+        """What the provider's usage costs at this request's prices (None: no usage in it)."""
+        if not isinstance(usage, dict):
+            return None
+        return cost_micros(*_token_counts(usage, body, ""), self.prices.input, self.prices.output)
 
     def _outcome(self, status: int) -> Outcome:
         return Outcome(model=self.model.id, provider=self.provider, status=status, stream=self.stream)
@@ -367,7 +388,7 @@ class _Bill:
     async def settle(self, input_tokens: int, output_tokens: int, status: int = 200) -> int:
         """Charge the real cost (at most the reservation). ``status``: what the client gets, for the log."""
         cost = min(
-            cost_micros(input_tokens, output_tokens, self.model.input_price, self.model.output_price),
+            cost_micros(input_tokens, output_tokens, self.prices.input, self.prices.output),
             self.admission.reserve_micros,
         )
         await self._close(input_tokens, output_tokens, cost, counted=True, status=status)
@@ -439,22 +460,13 @@ class _Request:
 
 
 def _validate(body: dict, model: catalog.Model | None) -> _Request:
-    overrides = sorted(UPSTREAM_OVERRIDES.intersection(body))
-    if overrides:
-        raise bad_request(
-            f"'{overrides[0]}' is not accepted: the platform chooses the upstream provider.",
-            code="upstream_override_not_allowed",
-            param=overrides[0],
-        )
-    unsupported = sorted(set(body) - FORWARDED_PARAMETERS)
-    if unsupported:
-        raise bad_request(
-            f"'{unsupported[0]}' is not a supported parameter.", code="unsupported_parameter", param=unsupported[0]
-        )
+    parameters.check_fields(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
     if model is None:
         raise ProxyError(404, "model_not_found", f"The model '{body['model']}' does not exist.", param="model")
+    if model.kind != "chat":
+        raise bad_request(f"{model.id} is an embedding model: use POST /v1/embeddings.", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise bad_request("'messages' must be a non-empty list of message objects.", param="messages")
