@@ -79,7 +79,7 @@ class DynamoDBUse:
     calls: float  # per request
     milliseconds: float  # per request, inside those calls
     items: float  # transaction items per request
-    write_units: float  # per request: 2 per transaction item per KB, plus the request log's 2 GSI copies
+    write_units: float  # per request: 2 per transaction item per KB, plus index copies (request log, reservations)
     calls_before_first_byte: float  # round trips the client waits for before its first byte
 
 
@@ -90,7 +90,7 @@ def count_dynamodb_calls(
     from llm_platform.config import get_settings
     from llm_platform.data.dynamo import client
 
-    log_table = get_settings().request_log_table
+    log_table, reservations_table = get_settings().request_log_table, get_settings().reservations_table
     calls, started, spent, items, units, before_first_byte = 0, {}, 0.0, 0, 0, 0
 
     def count_items(params: dict, **_: object) -> None:
@@ -102,6 +102,8 @@ def count_dynamodb_calls(
             put = item.get("Put", {})
             if put.get("TableName") == log_table:
                 units += 2 * kilobytes  # byAccount and byKey GSIs (all attributes), 1 unit per KB each
+            if (put or item.get("Delete", {})).get("TableName") == reservations_table:
+                units += kilobytes  # the reconciler's byDeadline GSI: the record enters it, then leaves
 
     def before(context: dict, **_: object) -> None:
         nonlocal calls

@@ -534,14 +534,14 @@ def test_a_garbled_provider_answer_is_502_and_releases_the_reservation(proxy, lo
 
 
 def test_tpm_holds_under_concurrency(proxy) -> None:
-    # Given a key with TPM 100 and requests that each reserve ~274 tokens (prompt estimate + 256 output)
+    # Given a key with TPM 600 and requests that each reserve ~274 tokens (prompt estimate + 256 output)
     # but use ~11 (settle gives the difference back, so a few more may fit once the first are done)
-    key, _, _ = credit_key(1, tpm=100)
+    key, _, _ = credit_key(1, tpm=600)
     responses = asyncio.run(_burst(proxy, key, 20, model="test/echo"))
     ok = [r for r in responses if r.status_code == 200]
     used = sum(r.json()["usage"]["total_tokens"] for r in ok)
     # Then the tokens used stay within TPM plus one request's reservation, and the rest are refused
-    assert ok and used <= 100 + 274
+    assert ok and used <= 600 + 274
     limited = [r for r in responses if r.status_code == 429]
     assert len(limited) >= 10 and {r.json()["error"]["type"] for r in limited} == {"tokens"}
 

@@ -149,10 +149,11 @@ def test_a_provider_never_receives_a_parameter_it_does_not_take(compat) -> None:
         "/v1/chat/completions", key, {"model": "picky/echo", "messages": MESSAGES, **REFERENCE_VALUES}
     )
     # Then it answers, and the provider got only what it takes: its model, the messages, the output cap and
-    # the temperature
+    # the temperature (and the stream the proxy always reads an answer as, with usage for the bill)
     assert response.status_code == 200, response.text
     received = compat.picky.app.received[-1]
-    assert set(received) == {"model", "messages", "max_tokens", "temperature"}
+    assert set(received) == {"model", "messages", "max_tokens", "temperature", "stream", "stream_options"}
+    assert received["stream_options"] == {"include_usage": True}
     assert received["temperature"] == 0.2 and received["max_tokens"] == 64
 
 

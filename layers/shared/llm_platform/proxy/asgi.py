@@ -194,13 +194,6 @@ class ProxyApp:
         )
         prompt = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media)
         tokens = prompt + outputs
-        if tokens > key.tpm:
-            raise bad_request(
-                f"This request could use up to {tokens} tokens, more than this key's limit of {key.tpm} tokens per "
-                "minute: lower max_tokens or shorten the prompt.",
-                code="request_too_large",
-                param="max_tokens",
-            )
         pending = Pending(
             model=model.id,
             stream=request.stream,

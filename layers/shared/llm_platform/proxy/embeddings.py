@@ -124,13 +124,6 @@ async def create_embeddings(app: ProxyApp, scope: Scope, receive: Receive, send:
     prices = Prices(model.input_price, 0)
     reserve = asgi.cost_micros(inputs.token_bound(), 0, prices.input, 0)
     tokens = inputs.token_estimate()
-    if tokens > key.tpm:
-        raise bad_request(
-            f"This request could use up to {tokens} tokens, more than this key's limit of {key.tpm} tokens per "
-            "minute: send fewer or shorter inputs.",
-            code="request_too_large",
-            param="input",
-        )
     # Should the request die unsettled, the reconciler charges the inputs' estimated cost.
     pending = Pending(model.id, False, tokens, min(reserve, asgi.cost_micros(tokens, 0, prices.input, 0)))
     admission = await app._blocking(app.meter.admit, key, reserve, tokens, request_id, asgi._now(), pending)

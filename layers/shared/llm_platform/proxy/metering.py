@@ -141,12 +141,17 @@ class Meter:
             try:
                 return self._admit(key, reserve_micros, reserve_tokens, request_id, now, pending)
             except _Outdated:
-                fresh = self.keys.reload(key.secret_hash)
-                if fresh is None:
-                    raise unauthorized("This API key is revoked or disabled.") from None
                 if attempt == 1:  # changed twice within one request: it still has to be served right
                     raise ProxyError(409, "key_changed", "The key changed during the request; retry.") from None
-                key = fresh
+            except ProxyError as refused:
+                # Refused by the cached limits alone: read the key once more before saying no, its limits
+                # may have been raised since.
+                if refused.code != "request_too_large" or attempt == 1:
+                    raise
+            fresh = self.keys.reload(key.secret_hash)
+            if fresh is None:
+                raise unauthorized("This API key is revoked or disabled.") from None
+            key = fresh
         raise AssertionError("unreachable")
 
     def _admit(
@@ -158,6 +163,13 @@ class Meter:
         now: datetime,
         pending: Pending,
     ) -> Admission:
+        if reserve_tokens > key.tpm:
+            raise bad_request(
+                f"This request could use up to {reserve_tokens} tokens, more than this key's limit of {key.tpm} "
+                "tokens per minute: lower max_tokens, or send a shorter prompt or fewer inputs.",
+                code="request_too_large",
+                param="max_tokens",
+            )
         minute = minute_window(now)
         window = None
         period = None
