@@ -9,6 +9,8 @@ Measures, on this machine, against the local stack (gateway → proxy → built-
   5. the cold import time of every function's handler (a fresh interpreter each)
   6. a cost model: US dollars per million proxied requests on Lambda arm64 + REST API + DynamoDB on
      demand, from the measured DynamoDB writes per request and the proxy's added time
+  7. the same for POST /v1/embeddings (the built-in test/embed model): DynamoDB calls, items and write
+     units per request, the latency added, and the cost per million requests
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from local_stack.upstream import UpstreamServer  # noqa: E402
 
 HEAVY = ("openai", "stripe", "web3", "pydantic", "aws_lambda_powertools", "starlette")
 BODY = {"model": "test/echo", "messages": [{"role": "user", "content": "benchmark the proxy overhead please"}]}
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+EMBED_BODY = {"model": "test/embed", "input": ["benchmark the proxy overhead please", "and a second input"]}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -74,16 +79,18 @@ class DynamoDBUse:
     calls: float  # per request
     milliseconds: float  # per request, inside those calls
     items: float  # transaction items per request
-    write_units: float  # per request: 2 per transaction item per KB, plus the request log's 2 GSI copies
+    write_units: float  # per request: 2 per transaction item per KB, plus index copies (request log, reservations)
     calls_before_first_byte: float  # round trips the client waits for before its first byte
 
 
-def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) -> DynamoDBUse:
+def count_dynamodb_calls(
+    api_url: str, key: str, requests: int, stream: bool, path: str = CHAT, request: dict = BODY
+) -> DynamoDBUse:
     """What DynamoDB does per request on a warm proxy, counted on the proxy's own botocore client."""
     from llm_platform.config import get_settings
     from llm_platform.data.dynamo import client
 
-    log_table = get_settings().request_log_table
+    log_table, reservations_table = get_settings().request_log_table, get_settings().reservations_table
     calls, started, spent, items, units, before_first_byte = 0, {}, 0.0, 0, 0, 0
 
     def count_items(params: dict, **_: object) -> None:
@@ -95,6 +102,8 @@ def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) ->
             put = item.get("Put", {})
             if put.get("TableName") == log_table:
                 units += 2 * kilobytes  # byAccount and byKey GSIs (all attributes), 1 unit per KB each
+            if (put or item.get("Delete", {})).get("TableName") == reservations_table:
+                units += kilobytes  # the reconciler's byDeadline GSI: the record enters it, then leaves
 
     def before(context: dict, **_: object) -> None:
         nonlocal calls
@@ -106,17 +115,17 @@ def count_dynamodb_calls(api_url: str, key: str, requests: int, stream: bool) ->
         spent += time.perf_counter() - started.pop(id(context), time.perf_counter())
 
     events = client().meta.events
-    body = {**BODY, "stream": stream}
+    body = {**request, "stream": stream} if path == CHAT else request
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(timeout=30) as http:
-        http.post(f"{api_url}/v1/chat/completions", headers=headers, json=body)  # warm
+        http.post(f"{api_url}{path}", headers=headers, json=body)  # warm
         events.register("before-call.dynamodb", before)
         events.register("after-call.dynamodb", after)
         events.register("before-parameter-build.dynamodb.TransactWriteItems", count_items)
         try:
             for _ in range(requests):
                 calls_at_start = calls
-                with http.stream("POST", f"{api_url}/v1/chat/completions", headers=headers, json=body) as response:
+                with http.stream("POST", f"{api_url}{path}", headers=headers, json=body) as response:
                     response.raise_for_status()
                     chunks = response.iter_raw()
                     next(chunks)  # the first byte of the answer
@@ -168,15 +177,15 @@ def cost_per_million(write_units: float, added_ms: float, memory_mb: int, upstre
     }
 
 
-def latencies(url: str, key: str | None, requests: int) -> list[float]:
+def latencies(url: str, key: str | None, requests: int, body: dict = BODY) -> list[float]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     samples = []
     with httpx.Client(timeout=30) as http:
         for _ in range(5):
-            http.post(url, headers=headers, json=BODY)
+            http.post(url, headers=headers, json=body)
         for _ in range(requests):
             start = time.perf_counter()
-            http.post(url, headers=headers, json=BODY).raise_for_status()
+            http.post(url, headers=headers, json=body).raise_for_status()
             samples.append((time.perf_counter() - start) * 1000)
     return samples
 
@@ -234,6 +243,9 @@ def main() -> None:
             "subscription key, plain": count_dynamodb_calls(info.api_url, subscription_key, 50, stream=False),
             "subscription key, streamed": count_dynamodb_calls(info.api_url, subscription_key, 50, stream=True),
         }
+        embeddings = count_dynamodb_calls(info.api_url, credit_key, 50, False, EMBEDDINGS, EMBED_BODY)
+        embed_direct = latencies(f"{upstream.url}{EMBEDDINGS}", None, args.requests // 2, EMBED_BODY)
+        embed_proxied = latencies(f"{info.api_url}{EMBEDDINGS}", credit_key, args.requests // 2, EMBED_BODY)
         direct = latencies(f"{upstream.url}/v1/chat/completions", None, args.requests)
         proxied = latencies(f"{info.api_url}/v1/chat/completions", credit_key, args.requests)
         rps, failures = asyncio.run(
@@ -268,6 +280,13 @@ def main() -> None:
         f"  throughput:       {rps:.0f} requests/s through the local stack "
         f"({args.load} requests, {args.concurrency} concurrent clients, {failures} failed)"
     )
+    e50, ed50 = percentile(embed_proxied, 0.5), percentile(embed_direct, 0.5)
+    print(
+        f"  embeddings ({EMBED_BODY['model']}, 2 inputs), credit key, warm: {embeddings.calls:.2f} DynamoDB calls, "
+        f"{embeddings.items:.1f} transaction items, {embeddings.write_units:.1f} write units, "
+        f"{embeddings.milliseconds:.1f} ms in DynamoDB Local; p50 direct {ed50:.2f} ms, through the proxy "
+        f"{e50:.2f} ms (+{e50 - ed50:.2f} ms)"
+    )
     print("  cold import of each function's handler (median of 3 fresh interpreters):")
     for logical_id, milliseconds in per_function.items():
         print(f"    {logical_id:32} {milliseconds:6.0f} ms")
@@ -285,6 +304,9 @@ def main() -> None:
         detail = ", ".join(f"{name} ${value:.2f}" for name, value in parts.items())
         label = "proxy alone" if upstream_seconds == 0 else f"model answers in {upstream_seconds:.0f} s"
         print(f"    {label:24} ${sum(parts.values()):8.2f}  ({detail})")
+    parts = cost_per_million(embeddings.write_units, e50 - ed50, proxy_memory, 0.0)
+    detail = ", ".join(f"{name} ${value:.2f}" for name, value in parts.items())
+    print(f"  cost per million embeddings requests, the proxy alone: ${sum(parts.values()):.2f}  ({detail})")
 
 
 if __name__ == "__main__":

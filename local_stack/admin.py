@@ -24,6 +24,7 @@ TABLE_OUTPUTS = {
     "PAYMENT_EVENTS_TABLE": "PaymentEventsTableName",
     "WALLETS_TABLE": "WalletsTableName",
     "REQUEST_LOG_TABLE": "RequestLogTableName",
+    "RESERVATIONS_TABLE": "ReservationsTableName",
     "AUTH_TABLE": "AuthTableName",
 }
 

@@ -7,16 +7,24 @@ Output is a function of the request only: fixed `created`, ids hashed from the b
 counts from `count_tokens` (words, see there), so tests can compute expected usage themselves.
 
 Extras for tests: the `x-upstream-name` header and `system_fingerprint` "fp_<name>" tell which upstream
-answered; `UpstreamApp.received` holds the last completion request bodies.
+answered; `UpstreamApp.received` holds the last completion and embeddings request bodies.
+
+Embeddings (POST /v1/embeddings, models EMBEDDING_MODELS): each input's vector is a function of the model and
+the input only (`embedding_vector`), EMBED_DIMENSIONS long unless `dimensions` says otherwise, with components
+(2b - 255) / 256 for hash bytes b: exact in float32, so `encoding_format` "float" and "base64" agree bit for
+bit. `usage.prompt_tokens` is count_tokens of each text, or the length of each token array.
 
 Broken upstreams, as a client of the HTTP server sees them (fail modes act on POST /v1/chat/completions
 only, after the api_key check; GET /v1/models stays healthy):
+- fail_mode "400": the provider judges every request malformed (an OpenAI-style 400 naming a param).
 - fail_mode "hang": no response ever; the handler waits until the client disconnects.
 - fail_mode "drop": the request body is read, then the TCP connection is closed with no response
   (httpx: `RemoteProtocolError("Server disconnected without sending a response.")`).
 - model "test/cutoff": stream: headers, the role chunk and CUTOFF_CHUNKS content chunks, then the
   connection closes without the last chunk or `[DONE]` (httpx: `RemoteProtocolError` "incomplete chunked
   read"); non-stream: headers and half of the `Content-Length` body, then close.
+- model "test/stall": accepts (headers, the role chunk and CUTOFF_CHUNKS content chunks), then sends
+  nothing more until the client gives up: a provider that generates, then times out.
 Closing the connection needs the transport, which ASGI does not expose: under uvicorn `send` is a bound
 method of its request cycle, which holds it. Elsewhere (httpx.ASGITransport) `ConnectionDropped` is
 raised instead, which the ASGI transport re-raises to the client.
@@ -25,11 +33,13 @@ raised instead, which the ASGI transport re-raises to the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import json
 import re
+import struct
 from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
@@ -45,11 +55,16 @@ UPSTREAM_MODELS: tuple[str, ...] = (
     "test/story",
     "test/no-usage",
     "test/cutoff",
+    "test/stall",
     "deepseek/deepseek-chat-v3-0324",
     "openai/gpt-4o-mini",
+    "openai/gpt-5-mini",
 )
-FAIL_MODES = (None, "500", "429", "hang", "drop")
-PREFIXED_MODELS = {"deepseek/deepseek-chat-v3-0324", "openai/gpt-4o-mini"}  # echo with LOCAL_PREFIX
+EMBEDDING_MODELS: tuple[str, ...] = ("test/embed", "openai/text-embedding-3-small")
+EMBED_DIMENSIONS = {"test/embed": 16, "openai/text-embedding-3-small": 1536}
+FAIL_MODES = (None, "400", "500", "429", "hang", "drop")
+# Echo with LOCAL_PREFIX
+PREFIXED_MODELS = {"deepseek/deepseek-chat-v3-0324", "openai/gpt-4o-mini", "openai/gpt-5-mini"}
 LOCAL_PREFIX = "[local] "
 STORY_WORDS = 64  # test/story length without max_tokens
 CUTOFF_CHUNKS = 3  # content chunks test/cutoff streams before the connection closes
@@ -82,6 +97,13 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(count_tokens(content_text(m.get("content"))) + TOKENS_PER_MESSAGE for m in messages)
 
 
+def embedding_vector(model: str, item: str | list[int], dimensions: int) -> list[float]:
+    """The deterministic vector of one input (see the module doc)."""
+    seed = json.dumps([model, item]).encode()
+    raw = b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(-(-dimensions // 32)))
+    return [(2 * b - 255) / 256 for b in raw[:dimensions]]
+
+
 class ConnectionDropped(ConnectionError):
     """The upstream drops the connection but the ASGI server gives no way to close it (see module doc)."""
 
@@ -96,7 +118,7 @@ class UpstreamError(Exception):
 
 def _reply(model: str, messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[list[str], str]:
     """(content chunks, finish_reason): echo models repeat the last user message, the others tell a story."""
-    if model in ("test/story", "test/cutoff"):
+    if model in ("test/story", "test/cutoff", "test/stall"):
         # The story never ends by itself: with max_tokens it is cut there ("length").
         count = max_tokens + 1 if max_tokens else STORY_WORDS
         text = " ".join(f"word{i}" for i in range(1, count + 1))
@@ -165,7 +187,7 @@ class UpstreamApp:
 
     async def _route(self, scope: Scope, raw: bytes, receive: Receive, send: Send) -> None:
         path, method = scope["path"].rstrip("/"), scope["method"]
-        routes = {"/v1/models": "GET", "/v1/chat/completions": "POST"}
+        routes = {"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/embeddings": "POST"}
         if path not in routes:
             raise UpstreamError(404, f"Unknown request URL: {method} {scope['path']}.", "invalid_request_error")
         if method != routes[path]:
@@ -176,14 +198,20 @@ class UpstreamApp:
                 raise UpstreamError(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if path == "/v1/models":
             data = [
-                {"id": m, "object": "model", "created": CREATED, "owned_by": m.split("/")[0]} for m in UPSTREAM_MODELS
+                {"id": m, "object": "model", "created": CREATED, "owned_by": m.split("/")[0]}
+                for m in UPSTREAM_MODELS + EMBEDDING_MODELS
             ]
             await self._send_json(send, 200, {"object": "list", "data": data})
+        elif path == "/v1/embeddings":
+            await self._embeddings(raw, send)
         else:
             await self._completion(raw, receive, send)
 
     async def _completion(self, raw: bytes, receive: Receive, send: Send) -> None:
         # Fail modes act on every completion, before the body is looked at: a broken provider is broken.
+        if self.fail_mode == "400":
+            message = "Invalid 'messages[0].content': expected a string, got an object."
+            raise UpstreamError(400, message, "invalid_request_error", "invalid_value", param="messages")
         if self.fail_mode == "500":
             raise UpstreamError(500, "The server had an error while processing your request.", "server_error")
         if self.fail_mode == "429":
@@ -237,6 +265,36 @@ class UpstreamApp:
             return
         await self._send_json(send, 200, result)
 
+    async def _embeddings(self, raw: bytes, send: Send) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise UpstreamError(400, "We could not parse the JSON body.", "invalid_request_error") from None
+        if not isinstance(body, dict) or body.get("model") not in EMBEDDING_MODELS:
+            model = body.get("model") if isinstance(body, dict) else None
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            raise UpstreamError(404, message, "invalid_request_error", "model_not_found", "model")
+        self.received.append(body)
+        model, value = body["model"], body.get("input")
+        one_token_array = isinstance(value, list) and bool(value) and type(value[0]) is int
+        items = [value] if isinstance(value, str) or one_token_array else value
+        if not isinstance(items, list) or not items:
+            raise UpstreamError(400, "'input' is invalid.", "invalid_request_error", param="input")
+        dimensions = body.get("dimensions") or EMBED_DIMENSIONS[model]
+        if type(dimensions) is not int or not 1 <= dimensions <= EMBED_DIMENSIONS[model]:
+            raise UpstreamError(400, "'dimensions' is invalid.", "invalid_request_error", param="dimensions")
+        base64_wanted = body.get("encoding_format") == "base64"
+        data, tokens = [], 0
+        for index, item in enumerate(items):
+            vector = embedding_vector(model, item, dimensions)
+            tokens += count_tokens(item) if isinstance(item, str) else len(item)
+            encoded: Any = vector
+            if base64_wanted:
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        await self._send_json(send, 200, {"object": "list", "data": data, "model": model, "usage": usage})
+
     async def _stream(
         self,
         send: Send,
@@ -246,7 +304,7 @@ class UpstreamApp:
         finish_reason: str,
         usage: dict[str, int] | None,
     ) -> None:
-        cutoff = base["model"] == "test/cutoff"
+        cutoff = base["model"] in ("test/cutoff", "test/stall")
         # As OpenAI: with include_usage every chunk carries "usage": null, the extra last chunk the numbers.
         extra = {"usage": None} if usage is not None else {}
 
@@ -272,6 +330,9 @@ class UpstreamApp:
                     await asyncio.wait_for(gone.wait(), self.chunk_delay)
                     return  # the client left
                 await frame({"content": chunk})
+            if base["model"] == "test/stall":
+                await gone.wait()
+                return
             if cutoff:
                 await self._drop(send, receive)
                 return
@@ -373,6 +434,7 @@ def local_model_catalog(upstream_url: str) -> dict[str, Any]:
     upstream at ``upstream_url``. Public models keep their packaged prices; test models cost $1/$2 per 1M
     tokens so local bills are easy to check by hand."""
     from llm_platform.catalog import load
+    from llm_platform.proxy.parameters import FORWARDABLE
 
     packaged = {model["id"]: model for model in load("models.json")["models"]}
     models = []
@@ -386,6 +448,35 @@ def local_model_catalog(upstream_url: str) -> dict[str, Any]:
                 "outputPerMTokUsd": known.get("outputPerMTokUsd", "2.00"),
                 "maxOutputTokens": 4096,
                 "defaultMaxOutputTokens": 1024,
+                "providers": [
+                    {
+                        "name": "builtin",
+                        "baseUrl": f"{upstream_url}/v1",
+                        "model": model_id,
+                        "inputCostPerMTokUsd": "0",
+                        "outputCostPerMTokUsd": "0",
+                        "timeoutSeconds": 2 if model_id == "test/stall" else 60,
+                        # The built-in model takes (and ignores) every parameter a real provider may take.
+                        "parameters": sorted(FORWARDABLE),
+                        **({"serviceTiers": sorted(known["serviceTiers"])} if known.get("serviceTiers") else {}),
+                    }
+                ],
+                "contextLength": known.get("contextLength", 32768),
+                **({"serviceTiers": known["serviceTiers"]} if known.get("serviceTiers") else {}),
+            }
+        )
+    for model_id in EMBEDDING_MODELS:
+        known = packaged.get(model_id, {})
+        models.append(
+            {
+                "id": model_id,
+                "kind": "embedding",
+                "ownedBy": known.get("ownedBy", "local"),
+                "inputPerMTokUsd": known.get("inputPerMTokUsd", "1.00"),
+                "outputPerMTokUsd": "0",
+                "contextLength": known.get("contextLength", 8191),
+                "dimensions": EMBED_DIMENSIONS[model_id],
+                "dimensionsAdjustable": True,
                 "providers": [
                     {
                         "name": "builtin",

@@ -53,7 +53,11 @@ def test_streamed_completion_arrives_chunk_by_chunk_with_usage(local_stack, subs
     key, _ = subscription_key
     arrivals, text, usage = [], [], None
     stream = sdk(local_stack, key).chat.completions.create(
-        model="test/story", messages=[{"role": "user", "content": "tell"}], max_tokens=40, stream=True
+        model="test/story",
+        messages=[{"role": "user", "content": "tell"}],
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},  # the usage chunk comes only when asked for
     )
     for chunk in stream:
         arrivals.append(time.monotonic())

@@ -11,6 +11,8 @@ credit keys and the requests they have in flight) through random sequences of th
   upstream that fails), and in-process through the proxy's own ``Meter`` so that reservations stay
   in flight across steps and are settled (real cost at most the reservation) or released later;
 - the expiry job with the clock moved forward (renewals from credits, expiries);
+- requests that die in flight (their proxy stopped) and reconciler runs that settle them after their
+  deadline (the prompt's cost charged, the rest released, a usage entry);
 - key lifecycle: a calendar budget reset (``budgetReset`` with ``maxBudget``) set or removed on a warm
   key, in-process admissions on the moving clock (so periods roll over), and rotation of a key's secret
   (grace or none) while it has requests in flight.
@@ -66,7 +68,7 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
 from llm_platform.data.dynamo import client, query_all
 from llm_platform.domain import accounts as accounts_domain
-from llm_platform.domain import api_keys, subscriptions
+from llm_platform.domain import api_keys, reservations, subscriptions
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.billing import add_months
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
@@ -76,7 +78,7 @@ from llm_platform.domain.windows import budget_period
 from llm_platform.proxy import catalog as proxy_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeyCache
-from llm_platform.proxy.metering import Admission, Meter, Outcome, check_usable
+from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
 from tests.support.stripe_events import outcome, sample, webhook_function
 
@@ -188,6 +190,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.model_subs: dict[str, SubscriptionModel] = {}
         self.meter = Meter(KeyCache())
         self.settled: list[tuple[str, str, int]] = []  # in-process requests settled: (id, account, cost)
+        self.live: set[str] = set()  # admitted in process, still being served
+        self.abandoned: list[InFlight] = []  # admitted in process, then their proxy died
         self.clock = utc_now()
         self.grants = 0
         self.plans = {plan.slug: plan for plan in catalog().plans}
@@ -496,8 +500,9 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(key_id=credit_keys, words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
     def infer_upstream_fails(self, key_id: str, words: list[str]) -> None:
-        """When the only provider dies mid-answer (test/cutoff), then 502 and the reservation is released:
-        nothing charged, no ledger entry (or the usual 402/400 if it could not be admitted at all)."""
+        """When the only provider accepts and then dies mid-answer (test/cutoff), then 502, and what it
+        generated before is billed (a local count: no usage came), with its ledger entry; no failover
+        (or the usual 402/400 if it could not be admitted at all)."""
         key = self.model_keys[key_id]
         if key.budget_reset is not None:
             return
@@ -511,7 +516,12 @@ class MoneyMachine(RuleBasedStateMachine):
         note(f"upstream fails: {response.status_code}")
         assert response.status_code == (refusal or 502), response.text
         if refusal is None:
-            assert response.json()["error"]["code"] in ("upstream_unavailable", "upstream_error")
+            assert response.json()["error"]["code"] == "upstream_error"
+            reply = " ".join(f"word{i}" for i in range(1, 4))  # the story's first 3 words came before the cut
+            tokens_in, tokens_out = max(1, -(-len(" ".join(words)) // 4)), -(-len(reply) // 4)
+            cost = -(-(tokens_in * priced.input_price + tokens_out * priced.output_price) // 1_000_000)
+            assert Decimal(response.headers["x-request-cost"]) * 1_000_000 == cost
+            self._charged(key, cost, response.headers["x-request-id"])
 
     @rule(
         target=in_flight,
@@ -526,13 +536,16 @@ class MoneyMachine(RuleBasedStateMachine):
         now = max(self.clock, utc_now())  # the machine's clock: budget periods roll over when it moves
         refusal = self._admissible(key, reserve, now)
         request_id = str(uuid.uuid4())
+        # What the reconciler charges should this request die: its prompt's cost, a third of the reservation.
+        pending = Pending(model="test/echo", stream=False, prompt_tokens=7, prompt_cost_micros=reserve // 3)
         if refusal is not None:
             with pytest.raises(ProxyError) as refused:
-                self.meter.admit(snapshot, reserve, 100, request_id, now)
+                self.meter.admit(snapshot, reserve, 100, request_id, now, pending)
             assert refused.value.status == refusal
             note(f"admit in process: {refusal}")
             return multiple()
-        admission = self.meter.admit(snapshot, reserve, 100, request_id, now)
+        admission = self.meter.admit(snapshot, reserve, 100, request_id, now, pending)
+        self.live.add(request_id)
         model = self.model_accounts[key.account_id]
         model.balance -= reserve
         model.in_flight += reserve
@@ -587,6 +600,36 @@ class MoneyMachine(RuleBasedStateMachine):
         request.key.spend -= request.reserve
         if request.period:
             request.key.period_spend[request.period] -= request.reserve
+        self.live.discard(request.admission.request_id)
+
+    @rule(request=consumes(in_flight))
+    def request_dies(self, request: InFlight) -> None:
+        """When the proxy dies with a request in flight (a Lambda stopped mid-answer), then nothing settles
+        it: its reservation stays held, recorded, until the reconciler's turn."""
+        self.live.discard(request.admission.request_id)
+        self.abandoned.append(request)
+        note("a request dies in flight")
+
+    @precondition(lambda self: self.abandoned and not self.live)  # the others in flight have ended
+    @rule()
+    def reconciler_runs(self) -> None:
+        """When the reconciler runs after the dead requests' deadlines, then each is settled once: its
+        prompt's cost charged (with a usage entry), the rest of its reservation released; a second run
+        changes nothing."""
+        now = max(self.clock, utc_now()) + timedelta(seconds=900 + 61)
+        self.clock = now
+        report = reservations.reconcile(now)
+        assert (report.settled, report.failed) == (len(self.abandoned), []), report
+        for request in self.abandoned:
+            cost = min(request.reserve // 3, request.reserve)
+            self._end_in_flight(request)
+            self._charged(request.key, cost, request.admission.request_id)
+            if request.period:
+                request.key.period_spend[request.period] += cost
+            self.settled.append((request.admission.request_id, request.account_id, cost))
+        note(f"reconciler settled {len(self.abandoned)}")
+        self.abandoned.clear()
+        assert reservations.reconcile(now).settled == 0
 
     # ------------------------------------------------------------ key lifecycle
     @rule(
@@ -763,6 +806,15 @@ def env(local_stack, monkeypatch) -> Any:
     mine: set[str] = set()
     real_due = subscriptions_table.due
     monkeypatch.setattr(subscriptions_table, "due", lambda now: [s for s in real_due(now) if s.account_id in mine])
+    # Likewise the reconciler sees only this test's reservations (others' requests are still being served).
+    from llm_platform.data import metering as metering_store
+
+    real_reservations = metering_store.due_reservations
+    monkeypatch.setattr(
+        metering_store,
+        "due_reservations",
+        lambda shard, before, limit: [r for r in real_reservations(shard, before, limit) if r["accountId"] in mine],
+    )
     with httpx.Client(base_url=local_stack.api_url, timeout=30) as http:
         yield Env(deliver, http, local_stack.table_names, mine)
     from llm_platform.config import get_settings

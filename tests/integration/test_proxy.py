@@ -202,27 +202,65 @@ def test_a_plain_request_is_billed_exactly_from_upstream_usage(proxy, local_stac
     )
 
 
-def test_a_stream_arrives_in_chunks_with_usage_and_is_billed(proxy) -> None:
-    key, _, account_id = credit_key(1)
-    frames = []
+def stream_chat(proxy: Proxy, key: str, **body) -> tuple[httpx.Response, list[dict]]:
+    """The streamed answer's response and its chunks (asserting it ends with [DONE])."""
+    body.setdefault("messages", [{"role": "user", "content": "go"}])
     with httpx.stream(
         "POST",
         f"{proxy.url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "test/story", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "go"}]},
+        json={**body, "stream": True},
         timeout=30,
     ) as response:
-        assert response.status_code == 200
+        assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        assert "x-ratelimit-remaining-requests" in response.headers
         frames = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert frames[-1] == "data: [DONE]"
-    chunks = [json.loads(f[6:]) for f in frames[:-1]]
+    return response, [json.loads(f[6:]) for f in frames[:-1]]
+
+
+def test_a_stream_arrives_in_chunks_and_is_billed_without_a_usage_chunk_nobody_asked_for(proxy) -> None:
+    # Given a credit key
+    key, _, account_id = credit_key(1)
+    # When it streams without stream_options
+    response, chunks = stream_chat(proxy, key, model="test/story", max_tokens=20)
+    assert "x-ratelimit-remaining-requests" in response.headers and response.headers["x-request-id"]
     assert all(c["model"] == "test/story" for c in chunks)
     text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
     assert len(text.split()) == 20
-    [usage] = [c["usage"] for c in chunks if c.get("usage")]  # asked for even though the client did not
-    assert balance(account_id) == 1_000_000 - (usage["prompt_tokens"] * ECHO_IN + usage["completion_tokens"] * ECHO_OUT)
+    # Then every chunk has a choice (chunk.choices[0] works) and none carries usage
+    assert all(c["choices"] for c in chunks) and not any("usage" in c for c in chunks)
+    # And the provider was still asked for usage, so the bill is exact
+    assert proxy.upstreams["healthy"].app.received[-1]["stream_options"] == {"include_usage": True}
+    prompt = prompt_tokens([{"role": "user", "content": "go"}])
+    assert balance(account_id) == 1_000_000 - (prompt * ECHO_IN + 20 * ECHO_OUT)
+
+
+def test_a_stream_that_asks_for_usage_gets_it_with_its_cost(proxy) -> None:
+    key, _, account_id = credit_key(1)
+    _, chunks = stream_chat(proxy, key, model="test/story", max_tokens=20, stream_options={"include_usage": True})
+    # Then the last chunk is usage only, with the cost that was charged
+    *content, last = chunks
+    assert last["choices"] == [] and all(c["choices"] for c in content)
+    usage = last["usage"]
+    spent = usage["prompt_tokens"] * ECHO_IN + usage["completion_tokens"] * ECHO_OUT
+    assert usage["completion_tokens"] == 20 and balance(account_id) == 1_000_000 - spent
+    assert usage["cost"] == spent / 1_000_000
+
+
+def test_a_stream_that_asks_for_usage_gets_it_even_when_the_provider_sends_none(proxy) -> None:
+    key, _, account_id = credit_key(1)
+    _, chunks = stream_chat(
+        proxy,
+        key,
+        model="test/no-usage",
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "a b c"}],
+    )
+    # Then a usage chunk made of the local count closes the stream, with what was charged
+    usage = chunks[-1]["usage"]
+    assert chunks[-1]["choices"] == [] and usage["completion_tokens"] > 0
+    assert usage["cost"] * 1_000_000 == pytest.approx(1_000_000 - balance(account_id))
 
 
 @pytest.mark.parametrize("model", ["test/no-usage", "test/cutoff"])
@@ -496,14 +534,14 @@ def test_a_garbled_provider_answer_is_502_and_releases_the_reservation(proxy, lo
 
 
 def test_tpm_holds_under_concurrency(proxy) -> None:
-    # Given a key with TPM 100 and requests that each reserve ~274 tokens (prompt estimate + 256 output)
+    # Given a key with TPM 600 and requests that each reserve ~274 tokens (prompt estimate + 256 output)
     # but use ~11 (settle gives the difference back, so a few more may fit once the first are done)
-    key, _, _ = credit_key(1, tpm=100)
+    key, _, _ = credit_key(1, tpm=600)
     responses = asyncio.run(_burst(proxy, key, 20, model="test/echo"))
     ok = [r for r in responses if r.status_code == 200]
     used = sum(r.json()["usage"]["total_tokens"] for r in ok)
     # Then the tokens used stay within TPM plus one request's reservation, and the rest are refused
-    assert ok and used <= 100 + 274
+    assert ok and used <= 600 + 274
     limited = [r for r in responses if r.status_code == 429]
     assert len(limited) >= 10 and {r.json()["error"]["type"] for r in limited} == {"tokens"}
 
@@ -528,7 +566,7 @@ def test_tool_schemas_count_in_the_reservation(proxy) -> None:
 def test_a_stream_past_the_deadline_is_ended_and_billed(proxy, local_stack, monkeypatch) -> None:
     from llm_platform.proxy import asgi
 
-    monkeypatch.setattr(asgi, "STREAM_DEADLINE_SECONDS", 0.3)
+    monkeypatch.setattr(asgi, "REQUEST_DEADLINE_SECONDS", 0.3)
     key, _, account_id = credit_key(1)
     with httpx.stream(
         "POST",

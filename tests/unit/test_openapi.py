@@ -119,11 +119,11 @@ def test_inference_errors_use_openai_shape(document: dict[str, Any]) -> None:
     assert "text/event-stream" in chat["200"]["content"]
 
 
-def test_chat_parameters_are_the_forwarded_ones() -> None:
-    from llm_platform.proxy import asgi
+def test_chat_parameters_are_the_accepted_ones() -> None:
     from llm_platform.proxy import openapi as proxy_openapi
+    from llm_platform.proxy import parameters
 
-    assert set(proxy_openapi.CHAT_PARAMETERS) == set(asgi.FORWARDED_PARAMETERS)
+    assert set(proxy_openapi.CHAT_PARAMETERS) == set(parameters.ACCEPTED)
 
 
 def test_path_parameters_take_the_template_names(document: dict[str, Any]) -> None:

@@ -9,11 +9,12 @@ import pytest
 
 from llm_platform import secrets
 from llm_platform.domain.windows import minute_window
-from llm_platform.proxy.asgi import UPSTREAM_OVERRIDES, _token_counts, _validate
+from llm_platform.proxy.asgi import _token_counts, _validate
 from llm_platform.proxy.catalog import CatalogError, parse_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeySnapshot
 from llm_platform.proxy.metering import RateView
+from llm_platform.proxy.parameters import UPSTREAM_OVERRIDES
 from llm_platform.proxy.pricing import (
     cost_micros,
     estimate_tokens,
@@ -222,7 +223,8 @@ def test_the_proxy_imports_nothing_heavy() -> None:
 
 
 def test_provider_extensions_are_refused_by_the_allowlist() -> None:
-    for field in ("models", "provider", "plugins", "service_tier", "store", "transforms"):
+    # OpenRouter's routing and fallbacks, not in OpenAI's reference: they would change what the operator pays
+    for field in ("models", "provider", "plugins", "transforms", "route", "reasoning"):
         with pytest.raises(ProxyError) as refused:
             _validate({"model": "m/x", "messages": MESSAGES, field: "x"}, MODEL)
         assert (refused.value.code, refused.value.param) == ("unsupported_parameter", field)
@@ -283,3 +285,101 @@ def test_a_bad_catalog_fails_the_readiness_check(tmp_path, monkeypatch) -> None:
         catalog.models.cache_clear()
     assert sent[0]["status"] == 500
     assert b"internal_error" in sent[1]["body"]
+
+
+# ------------------------------------------------------------------ what a stream without usage is billed for
+
+
+def test_a_stream_without_usage_counts_tool_calls_reasoning_and_refusals() -> None:
+    from llm_platform.proxy.generation import Generation
+
+    # Given a stream of tool-call, reasoning and refusal deltas (no content, no usage), in two choices
+    generation = Generation()
+    chunks = [
+        {
+            "id": "c1",
+            "created": 1,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "reasoning_content": "Think "}}],
+        },
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "hard."}}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+        {
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Par'}}]}}
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'is"}'}}]}}]},
+        {"choices": [{"index": 1, "delta": {"refusal": "I can't help with that."}}]},
+        {
+            "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+                {"index": 1, "delta": {}, "finish_reason": "stop"},
+            ]
+        },
+    ]
+    for chunk in chunks:
+        generation.add(chunk)
+    # Then everything generated counts, and the merged completion is what a non-streamed answer carries
+    text = generation.generated_text()
+    for part in ("Think hard.", "get_weather", '{"city": "Paris"}', "I can't help with that."):
+        assert part in text
+    assert generation.finished and generation.usage is None
+    completion = generation.completion("test/x")
+    first, second = completion["choices"]
+    assert first["message"]["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+    assert first["finish_reason"] == "tool_calls" and first["message"]["content"] is None
+    assert second["message"]["refusal"] == "I can't help with that." and completion["model"] == "test/x"
+    _, output_tokens = _token_counts(None, {"messages": [{"role": "user", "content": "x"}]}, text)
+    assert output_tokens >= len(text) // 4 > 0
+
+
+def test_a_stream_cut_before_any_finish_is_not_finished() -> None:
+    from llm_platform.proxy.generation import Generation
+
+    generation = Generation()
+    generation.add({"choices": [{"index": 0, "delta": {"content": "half an ans"}}]})
+    assert not generation.finished and generation.generated_text() == "half an ans"
+
+
+def test_the_prompt_count_covers_every_part_but_media_payloads() -> None:
+    from llm_platform.proxy.asgi import _prompt_text
+
+    body = {
+        "messages": [
+            {"role": "system", "content": "rules"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "data:AAAA"}}],
+            },
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "lookup", "arguments": '{"q": 1}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "result text"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "lookup", "description": "finds things"}}],
+    }
+    text = _prompt_text(body)
+    for part in ("rules", "look", "lookup", '{"q": 1}', "result text", "finds things"):
+        assert part in text
+    assert "data:AAAA" not in text and "assistant" not in text

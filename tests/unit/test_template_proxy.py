@@ -28,7 +28,13 @@ def test_proxy_routes_are_on_the_platform_api_and_stream() -> None:
     # Given the proxy's Api events
     # Then exactly the OpenAI-compatible routes are on the platform's REST API
     assert {event["Type"] for event in EVENTS.values()} == {"Api"}
-    assert set(routes()) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/key")}
+    assert set(routes()) == {
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model+}"),
+        ("GET", "/v1/key"),
+    }
     for props in routes().values():
         assert props["RestApiId"] == {"Ref": "PlatformApi"}
         # And every one is a streaming integration (SAM: response-streaming-invocations, transfer mode STREAM):
@@ -126,6 +132,7 @@ EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
     (_table("UsageCountersTable"), {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"}),
     (_table("LedgerTable"), {"dynamodb:PutItem"}),
     (_table("RequestLogTable"), {"dynamodb:PutItem"}),
+    (_table("ReservationsTable"), {"dynamodb:PutItem", "dynamodb:DeleteItem"}),
     (
         {
             "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"

@@ -21,8 +21,14 @@ class Settings:
     request_log_table: str
     # Sign-in: one-time codes, sessions and the email -> account mapping (template: AuthTable).
     auth_table: str
+    # The open reservation of every admitted /v1 request, until it is settled (template: ReservationsTable).
+    reservations_table: str
     # How long the proxy's request log keeps each record (DynamoDB TTL).
     request_log_retention_days: int = 30
+    # A request's reservation is settled by the reconciler once the request cannot be running any more:
+    # this long after admission (Lambda stops the proxy at 900 s), plus the reconciler's grace.
+    reservation_timeout_seconds: int = 900
+    reconcile_grace_seconds: int = 60
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.

@@ -344,6 +344,12 @@ def test_repository_template_serves_the_proxy_under_the_web_adapter() -> None:
     others = [r for r in api_routes(template) if r.function_id != "ProxyFunction"]
 
     # Then the proxy's routes stream through the adapter, and every management route is a plain handler
-    assert set(proxy) == {("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/key")}
+    assert set(proxy) == {
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model+}"),
+        ("GET", "/v1/key"),
+    }
     assert all(r.web_adapter and r.streaming and r.handler == "run.sh" for r in proxy.values())
     assert others and not any(r.web_adapter or r.streaming for r in others)

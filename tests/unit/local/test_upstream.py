@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from local_stack.upstream import (
+    EMBEDDING_MODELS,
     STORY_WORDS,
     UPSTREAM_MODELS,
     ConnectionDropped,
@@ -71,7 +72,7 @@ async def test_models_lists_every_model_in_openai_format() -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == list(UPSTREAM_MODELS)
+    assert [m["id"] for m in body["data"]] == list(UPSTREAM_MODELS + EMBEDDING_MODELS)
     assert {"test/echo", "test/story", "test/no-usage", "test/cutoff", "openai/gpt-4o-mini"} <= set(UPSTREAM_MODELS)
     for model in body["data"]:
         assert model["object"] == "model"

@@ -21,9 +21,17 @@ from pydantic import (
 from llm_platform.domain.money import usd_to_micros
 from llm_platform.domain.plans import catalog
 
+# Names are shown to people: no control characters (C0, DEL, C1), no zero-width or joiner characters,
+# no byte-order mark, and no bidirectional overrides or isolates (which make "evil\u202etxt.exe" read as
+# "evilexe.txt").
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+$",
+    ),
 ]
 ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 

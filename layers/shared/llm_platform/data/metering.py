@@ -8,17 +8,22 @@ Admission (all or nothing):
     so money can never go negative while a quota may be overshot by at most one request.
 Every admission also proves the key's cached ``version`` is current (limits, expiry, rotation), so a
 change made through the management API applies to the next request even on a warm instance.
-Settle replaces the reservation with the real cost and records usage (and, for credit, a ledger entry),
-the request's log record and its day's counters, in the same transaction."""
+Admission also puts the request's reservation record (everything needed to settle it without the
+request), so a request that dies is settled by the reconciler. Settle replaces the reservation with the
+real cost and records usage (and, for credit, a ledger entry), the request's log record and its day's
+counters, and deletes the reservation record, in the same transaction: whichever of the request and the
+reconciler settles first wins, the other is refused. Both transactions carry a ``ClientRequestToken``,
+so a retry of one that committed (a lost answer, retried by botocore) applies nothing twice."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.data import ledger, request_log
-from llm_platform.data.dynamo import WriteRefused, to_values, transact
+from llm_platform.data.dynamo import WriteRefused, client, from_item, to_item, to_values, transact
 from llm_platform.data.usage_counters import CounterId, as_key
 
 
@@ -44,6 +49,8 @@ class AdmitPlan:
     max_budget_micros: int | None = None
     budget_period: CounterId | None = None  # with budgetReset: maxBudget is checked on this period's counter
     budget_period_expires_at: int | None = None
+    # The reservation record (see ``reservation_record``): how to settle this request without it.
+    reservation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +202,33 @@ def _balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
+RESERVATION_SHARDS = 16  # the reconciler's index is spread over this many partitions
+
+
+def reservation_shard(request_id: str) -> str:
+    return f"open#{int(request_id.replace('-', '')[:4], 16) % RESERVATION_SHARDS}"
+
+
+def _reservation_put(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+    return "reservation", {
+        "Put": {
+            "TableName": get_settings().reservations_table,
+            "Item": to_item(plan.reservation),
+            "ConditionExpression": "attribute_not_exists(requestId)",
+        }
+    }
+
+
 def admit(plan: AdmitPlan) -> None:
     checks = [_key_check(plan), _rate_update(plan)]
     checks += _subscription_items(plan) if plan.subscription_id is not None else [_balance_update(plan)]
     if plan.budget_period is not None:
         checks.append(_key_budget_update(plan))
+    if plan.reservation is not None:
+        checks.append(_reservation_put(plan))
+    request_id = plan.reservation["requestId"] if plan.reservation else None
     try:
-        transact([item for _, item in checks])
+        transact([item for _, item in checks], **({"ClientRequestToken": request_id} if request_id else {}))
     except WriteRefused as refused:
         failed = refused.reasons.index("ConditionalCheckFailed")
         raise AdmissionRefused(Refusal(checks[failed][0], refused.items[failed])) from refused
@@ -227,6 +254,7 @@ class SettlePlan:
     window: CounterId | None = None  # subscription keys
     credit: bool = False
     budget_period: CounterId | None = None  # credit keys with budgetReset: the period reserved in
+    by: str = "request"  # or "reconciler": who settles (their transactions differ, so do their tokens)
 
 
 def settle(plan: SettlePlan) -> None:
@@ -334,4 +362,28 @@ def settle(plan: SettlePlan) -> None:
                     unique=plan.request_id,
                 )
             )
-    transact(items, ClientRequestToken=plan.request_id[:36])
+    # The reservation record goes with the settle: a request and the reconciler cannot both settle it.
+    items.append(
+        {
+            "Delete": {
+                "TableName": settings.reservations_table,
+                "Key": {"requestId": {"S": plan.request_id}},
+                "ConditionExpression": "attribute_exists(requestId)",
+            }
+        }
+    )
+    transact(items, ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}")))
+
+
+def due_reservations(shard: str, deadline_before: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` open reservations of one shard whose request's deadline passed before the given
+    time (the ``byDeadline`` index, oldest first). The index is eventually consistent: the settle's
+    condition on the record itself is what decides."""
+    response = client().query(
+        TableName=get_settings().reservations_table,
+        IndexName="byDeadline",
+        KeyConditionExpression="openShard = :shard AND deadline < :before",
+        ExpressionAttributeValues=to_values({":shard": shard, ":before": deadline_before}),
+        Limit=limit,
+    )
+    return [from_item(item) for item in response["Items"]]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,39 +19,32 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import httpx
+
 from llm_platform.config import get_settings
 from llm_platform.domain.money import format_usd
-from llm_platform.proxy import catalog, key_info
+from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
+from llm_platform.proxy.generation import Generation, sse_chunks
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
-from llm_platform.proxy.metering import Admission, Meter, Outcome, check_usable
+from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
+from llm_platform.proxy.usage import StreamUsage, with_cost
 
 _log = logging.getLogger("llm_platform.proxy")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The body one provider gets, or None when it cannot serve this request (a service tier it does not offer).
+Payload = Callable[[catalog.Provider], dict | None]
 
-# Body fields that would let a client point the proxy at another server or credential.
-UPSTREAM_OVERRIDES = frozenset(
-    {"api_base", "base_url", "api_url", "api_key", "endpoint", "url", "upstream", "upstream_url", "provider_url"}
-)
-# The OpenAI chat parameters forwarded upstream. Anything else is refused: provider extensions (fallback
-# models, routing, plugins, service tiers) can change what the operator pays behind the catalog price.
-FORWARDED_PARAMETERS = frozenset(
-    {
-        "model", "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
-        "max_tokens", "max_completion_tokens", "n", "response_format", "seed", "stop", "stream",
-        "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
-        "functions", "function_call",
-    }
-)  # fmt: skip
+# What is accepted, forwarded, dropped, priced or refused: proxy/parameters.py.
 MEDIA_PART_TYPES = frozenset({"image_url", "input_audio", "file"})
 _MAX_N = 16
-# Lambda stops the proxy at 900 s: a stream still running then is ended here first, so it is billed.
-STREAM_DEADLINE_SECONDS = 870.0
+# Lambda stops the proxy at 900 s: a request still running then is ended here first, so it is billed.
+REQUEST_DEADLINE_SECONDS = 870.0
 
 
 def _now() -> datetime:
@@ -103,6 +97,12 @@ class ProxyApp:
                 await self._chat(scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/models"):
                 await self._models(scope, response, request_id)
+            elif method == "GET" and path.startswith("/v1/models/"):
+                await self._model(scope, response, request_id, path.removeprefix("/v1/models/"))
+            elif (method, path) == ("POST", "/v1/embeddings"):
+                from llm_platform.proxy.embeddings import create_embeddings  # only where it is used
+
+                await create_embeddings(self, scope, receive, response, request_id)
             elif (method, path) == ("GET", "/v1/key"):
                 await self._key_info(scope, response, request_id)
             elif (method, path) == ("GET", "/healthz"):
@@ -150,10 +150,16 @@ class ProxyApp:
 
     async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
         await self._authenticate(scope, _now())
-        data = [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.owned_by} for m in catalog.models().values()
-        ]
+        data = [model.public() for model in catalog.models().values()]
         await _send_json(send, 200, {"object": "list", "data": data}, {"x-request-id": request_id})
+
+    async def _model(self, scope: Scope, send: Send, request_id: str, model_id: str) -> None:
+        """``GET /v1/models/{id}``; ids contain ``/`` (the openai SDK sends it as ``%2F``, decoded by then)."""
+        await self._authenticate(scope, _now())
+        model = catalog.models().get(model_id)
+        if model is None:
+            raise ProxyError(404, "model_not_found", f"The model '{model_id}' does not exist.", param="model")
+        await _send_json(send, 200, model.public(), {"x-request-id": request_id})
 
     # ------------------------------------------------------------------ GET /v1/key
 
@@ -177,24 +183,39 @@ class ProxyApp:
         body = _parse_json(raw)
         model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
         request = _validate(body, model)
-        outputs = request.max_output * request.n
+        options = parameters.chat_options(body, model)
+        outputs = (request.max_output + options.prediction_tokens) * request.n
         media = request.media_parts * (model.media_part_tokens or 0)
         reserve = cost_micros(
             input_token_bound(len(raw), len(body["messages"]), media) * request.n,
             outputs,
-            model.input_price,
-            model.output_price,
+            options.prices.input,
+            options.prices.output,
         )
-        tokens = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media) + outputs
-        admission = await self._blocking(self.meter.admit, key, reserve, tokens, request_id, _now())
-        bill = _Bill(self, admission, model, request.stream)
-        payload = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+        prompt = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media)
+        tokens = prompt + outputs
+        pending = Pending(
+            model=model.id,
+            stream=request.stream,
+            prompt_tokens=prompt,
+            prompt_cost_micros=cost_micros(prompt, 0, options.prices.input, options.prices.output),
+        )
+        admission = await self._blocking(self.meter.admit, key, reserve, tokens, request_id, _now(), pending)
+        bill = _Bill(self, admission, model, request.stream, options.prices)
+        # The provider is always asked for a stream with usage, also when the client is not: what it
+        # generated can then be counted and billed whatever happens to the answer (see _relay_once).
+        upstream_request = {**body, "stream": True}
+
+        def payload(provider: catalog.Provider) -> dict | None:
+            if not parameters.offers(provider, options):
+                return None
+            return parameters.upstream_chat_body(provider, upstream_request, options, request.max_output)
+
         try:
             if request.stream:
-                payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-                await self._relay_stream(receive, send, bill, payload, body, request.max_output)
+                await self._relay_stream(receive, send, bill, payload, body, StreamUsage(options.wants_usage))
             else:
-                await self._relay_once(send, bill, payload, body, request.max_output)
+                await self._relay_once(send, bill, payload, body)
         except BaseException as error:
             # Whatever went wrong before the bill was settled: give the reservation back, and log the
             # status the client ends up with (499: it left before any answer).
@@ -216,48 +237,64 @@ class ProxyApp:
                 headers=_headers(admission),
             ) from error
 
-    async def _relay_once(self, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int) -> None:
-        opened = await self._open(bill, payload, max_output, read_body=True)
+    async def _relay_once(self, send: Send, bill: _Bill, payload: Payload, body: dict) -> None:
+        """A non-streamed answer, read from the provider as a stream: once a provider has accepted the
+        request (2xx), there is no failover, and whatever it generated is billed, also when it stalls
+        past its timeout, drops the connection or runs into the request's deadline."""
+        opened = await self._open(bill, payload)
         response = opened.response
+        generation = Generation()
         try:
             if response.status_code >= 400:  # the client's own mistake, as judged by the provider
-                await bill.release(response.status_code)
-                await _send_raw(send, response.status_code, response.content, _headers(bill.admission))
-                return
-            data = response.json()
-            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-                raise ValueError("not a chat completion")
-            content = "".join(
-                str(choice["message"].get("content") or "")
-                for choice in data["choices"]
-                if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
-            )
-            input_tokens, output_tokens = _token_counts(data.get("usage"), body, content)
-            cost = await bill.settle(input_tokens, output_tokens)
-            data["model"] = bill.model.id
-            await _send_json(send, 200, data, {**_headers(bill.admission), "x-request-cost": format_usd(cost)})
+                content = await response.aread()
+                await bill.release(400)
+                raise _provider_refusal(response.status_code, content, bill.admission)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUEST_DEADLINE_SECONDS):
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        # A provider that ignored the stream request: a whole completion, or nothing usable.
+                        data = json.loads(await response.aread())
+                        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                            raise ValueError("not a chat completion")
+                        generation.from_completion(data)
+                    else:
+                        with contextlib.suppress(httpx.HTTPError):  # stalled past its timeout, or dropped
+                            async for _ in sse_chunks(response.aiter_lines(), generation):
+                                pass
         finally:
             await response.aclose()
+        input_tokens, output_tokens = _token_counts(generation.usage, body, generation.generated_text())
+        if not generation.finished:
+            cost = await bill.settle(input_tokens, output_tokens, status=502)
+            raise ProxyError(
+                502,
+                "upstream_error",
+                f"The provider stopped in the middle of the answer. What it generated was billed: "
+                f"${format_usd(cost)} for {input_tokens} prompt and {output_tokens} completion tokens.",
+                type_="api_error",
+                headers={**_headers(bill.admission), "x-request-cost": format_usd(cost)},
+            )
+        cost = await bill.settle(input_tokens, output_tokens)
+        completion = generation.completion(bill.model.id)
+        completion["usage"] = with_cost(generation.usage, input_tokens, output_tokens, cost)
+        await _send_json(send, 200, completion, {**_headers(bill.admission), "x-request-cost": format_usd(cost)})
 
     async def _relay_stream(
-        self, receive: Receive, send: Send, bill: _Bill, payload: dict, body: dict, max_output: int
+        self, receive: Receive, send: Send, bill: _Bill, payload: Payload, body: dict, shaping: StreamUsage
     ) -> None:
-        opened = await self._open(bill, payload, max_output, read_body=False)
+        opened = await self._open(bill, payload)
         response = opened.response
         if response.status_code >= 400:
             try:
                 content = await response.aread()
             finally:
                 await response.aclose()
-            await bill.release(response.status_code)
-            await _send_raw(send, response.status_code, content, _headers(bill.admission))
-            return
+            await bill.release(400)
+            raise _provider_refusal(response.status_code, content, bill.admission)
 
-        usage: dict | None = None
-        text: list[str] = []
+        generation = Generation()
 
         async def relay() -> None:
-            nonlocal usage
             await send(
                 {
                     "type": "http.response.start",
@@ -267,25 +304,11 @@ class ProxyApp:
                     ),
                 }
             )
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
-                    continue
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
-                    if isinstance(delta, dict):
-                        text.append(str(delta.get("content") or ""))
+            async for chunk in sse_chunks(response.aiter_lines(), generation):
                 chunk["model"] = bill.model.id
+                chunk = shaping.shape(chunk, bill.cost_of(chunk.get("usage"), body))
+                if chunk is None:
+                    continue
                 frame = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
 
@@ -297,25 +320,31 @@ class ProxyApp:
         watching = asyncio.ensure_future(client_gone())
         try:
             await asyncio.wait(
-                {relaying, watching}, timeout=STREAM_DEADLINE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                {relaying, watching}, timeout=REQUEST_DEADLINE_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for task in (relaying, watching):
                 task.cancel()
             await asyncio.gather(relaying, watching, return_exceptions=True)
             await response.aclose()
-            # Always charged: upstream usage when it came, else a local count (cut off, timed out, or the
-            # client left), and before the stream ends for the client.
-            input_tokens, output_tokens = _token_counts(usage, body, "".join(text))
-            await asyncio.shield(bill.settle(input_tokens, output_tokens))
+            # Always charged: upstream usage when it came, else a local count of everything generated (cut
+            # off, timed out, or the client left), and before the stream ends for the client.
+            input_tokens, output_tokens = _token_counts(generation.usage, body, generation.generated_text())
+            cost = await asyncio.shield(bill.settle(input_tokens, output_tokens))
         if not watching.done() or watching.cancelled():
-            await _safe_send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            ending = b""
+            if generation.done:  # a complete stream: the usage chunk owed to the client, if any, then [DONE]
+                closing = shaping.closing_chunk(input_tokens, output_tokens, cost)
+                if closing is not None:
+                    ending += b"data: " + json.dumps(closing, separators=(",", ":")).encode() + b"\n\n"
+                ending += b"data: [DONE]\n\n"
+            await _safe_send(send, {"type": "http.response.body", "body": ending, "more_body": False})
 
     # ------------------------------------------------------------------ helpers
 
-    async def _open(self, bill: _Bill, payload: dict, max_output: int, *, read_body: bool):
+    async def _open(self, bill: _Bill, payload: Payload, *, read_body: bool = False, path: str = "/chat/completions"):
         try:
-            opened = await self.upstreams.open(bill.model, payload, max_output, read_body=read_body)
+            opened = await self.upstreams.open(bill.model, payload, read_body=read_body, path=path)
         except NoProviderAvailable as failed:
             _log.warning("no provider available", extra={"model": bill.model.id, "failures": failed.failures})
             await bill.release(502)
@@ -333,18 +362,39 @@ class ProxyApp:
 class _Bill:
     """One admitted request's bill: settled with the real cost, or released, exactly once."""
 
-    def __init__(self, app: ProxyApp, admission: Admission, model: catalog.Model, stream: bool) -> None:
-        self.app, self.admission, self.model, self.stream = app, admission, model, stream
+    def __init__(
+        self, app: ProxyApp, admission: Admission, model: catalog.Model, stream: bool, prices: parameters.Prices
+    ) -> None:
+        self.app, self.admission, self.model, self.stream, self.prices = app, admission, model, stream, prices
         self.provider: str | None = None  # the provider that answered, once one did
         self.closed = False
+
+    def cost_of(self, usage: Any, body: dict) -> int | None:
+        """What the provider's usage costs at this request's prices (None: no usage in it)."""
+        if not isinstance(usage, dict):
+            return None
+        return cost_micros(*_token_counts(usage, body, ""), self.prices.input, self.prices.output)
 
     def _outcome(self, status: int) -> Outcome:
         return Outcome(model=self.model.id, provider=self.provider, status=status, stream=self.stream)
 
-    async def settle(self, input_tokens: int, output_tokens: int) -> int:
-        cost = cost_micros(input_tokens, output_tokens, self.model.input_price, self.model.output_price)
+    async def settle(self, input_tokens: int, output_tokens: int, status: int = 200) -> int:
+        """Charge the real cost (at most the reservation). ``status``: what the client gets, for the log."""
+        cost = min(
+            cost_micros(input_tokens, output_tokens, self.prices.input, self.prices.output),
+            self.admission.reserve_micros,
+        )
+        await self._close(input_tokens, output_tokens, cost, counted=True, status=status)
+        return cost
+
+    async def release(self, status: int) -> None:
+        """Nothing was served: the reservation goes back, nothing is charged (``status``: what the
+        client was told, for the request log)."""
+        await self._close(0, 0, 0, counted=False, status=status)
+
+    async def _close(self, input_tokens: int, output_tokens: int, cost: int, *, counted: bool, status: int) -> None:
         if self.closed:
-            return cost
+            return
         self.closed = True
         try:
             await self.app._blocking(
@@ -353,13 +403,14 @@ class _Bill:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cost_micros=cost,
-                counted=True,
+                counted=counted,
                 now=_now(),
-                outcome=self._outcome(200),
+                outcome=self._outcome(status),
             )
-        except Exception:
-            # Retries are spent (conflicts and throttling are retried inside). The reservation stays
-            # charged; this line carries what is needed to settle it by hand (see README, Operations).
+        except Exception as error:
+            # Retries are spent (conflicts and throttling are retried inside). The reservation record stays,
+            # and the reconciler settles it after the request's deadline: the prompt's cost charged, the rest
+            # released. This line carries the real figures, should an operator want to charge them by hand.
             admission = self.admission
             _log.exception(
                 "settle failed",
@@ -375,24 +426,22 @@ class _Bill:
                     }
                 },
             )
-            raise
-        return cost
+            raise _SettleFailed(admission) from error
 
-    async def release(self, status: int) -> None:
-        """Nothing was served: the reservation goes back, nothing is charged (``status``: what the
-        client was told, for the request log)."""
-        if self.closed:
-            return
-        self.closed = True
-        await self.app._blocking(
-            self.app.meter.settle,
-            self.admission,
-            input_tokens=0,
-            output_tokens=0,
-            cost_micros=0,
-            counted=False,
-            now=_now(),
-            outcome=self._outcome(status),
+
+class _SettleFailed(ProxyError):
+    """The settle could not be written: the client is told what happens to its reservation instead."""
+
+    def __init__(self, admission: Admission) -> None:
+        minutes = -(-(get_settings().reservation_timeout_seconds + get_settings().reconcile_grace_seconds) // 60)
+        super().__init__(
+            503,
+            "billing_unavailable",
+            f"This request could not be billed right now, so its answer is withheld. Its reservation of "
+            f"${format_usd(admission.reserve_micros)} is settled within {minutes + 2} minutes: the prompt's cost "
+            "is charged and the rest released.",
+            type_="api_error",
+            headers=_headers(admission),
         )
 
 
@@ -404,22 +453,13 @@ class _Request:
 
 
 def _validate(body: dict, model: catalog.Model | None) -> _Request:
-    overrides = sorted(UPSTREAM_OVERRIDES.intersection(body))
-    if overrides:
-        raise bad_request(
-            f"'{overrides[0]}' is not accepted: the platform chooses the upstream provider.",
-            code="upstream_override_not_allowed",
-            param=overrides[0],
-        )
-    unsupported = sorted(set(body) - FORWARDED_PARAMETERS)
-    if unsupported:
-        raise bad_request(
-            f"'{unsupported[0]}' is not a supported parameter.", code="unsupported_parameter", param=unsupported[0]
-        )
+    parameters.check_fields(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
     if model is None:
         raise ProxyError(404, "model_not_found", f"The model '{body['model']}' does not exist.", param="model")
+    if model.kind != "chat":
+        raise bad_request(f"{model.id} is an embedding model: use POST /v1/embeddings.", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise bad_request("'messages' must be a non-empty list of message objects.", param="messages")
@@ -457,14 +497,25 @@ def _validate(body: dict, model: catalog.Model | None) -> _Request:
     return _Request(max_output, n, stream, media_parts)
 
 
+_FRAMING_FIELDS = frozenset({"role", "type", "id", "tool_call_id"})  # counted as chat framing instead
+
+
 def _prompt_text(body: dict) -> str:
+    """The prompt's text for a local count: every string of the messages (text parts, tool results,
+    earlier tool calls' arguments) and of the tool definitions, but not media payloads, which the
+    catalog's ``mediaPartTokens`` prices instead."""
     parts: list[str] = []
-    for message in body.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    stack: list[Any] = [body.get("messages"), body.get("tools"), body.get("functions")]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            if value.get("type") in MEDIA_PART_TYPES:
+                continue
+            stack.extend(item for name, item in value.items() if name not in _FRAMING_FIELDS)
     return " ".join(parts)
 
 
@@ -491,14 +542,66 @@ def _bearer(scope: Scope) -> str:
     raise unauthorized("Missing API key: send 'Authorization: Bearer sk_live_…'.")
 
 
+_MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_json(raw: bytes) -> dict:
+    """The request body as a JSON object, refused (400 ``invalid_json``) when it is not valid JSON, holds
+    NaN or Infinity, nests deeper than any chat request does, or carries a lone UTF-16 surrogate (which
+    no UTF-8 string can hold): each of those would otherwise fail later, as a 5xx."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError as error:
+        raise bad_request("The request body nests too deeply.", code="invalid_json") from error
     except ValueError as error:
         raise bad_request("The request body is not valid JSON.", code="invalid_json") from error
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    if raw.count(b"[") + raw.count(b"{") > _MAX_JSON_DEPTH and _depth(body) > _MAX_JSON_DEPTH:
+        raise bad_request(f"The request body nests deeper than {_MAX_JSON_DEPTH} levels.", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise bad_request("The request body holds an unpaired UTF-16 surrogate.", code="invalid_json") from error
     return body
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if deepest > _MAX_JSON_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _provider_refusal(status: int, content: bytes, admission: Admission) -> ProxyError:
+    """A provider's 400/413/422 (the client's own mistake, as the provider judged it), in OpenAI's error
+    format as a 400: the provider's message when it gave one, never its raw body or headers."""
+    message, param = "The provider refused the request.", None
+    try:
+        error = json.loads(content).get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = f"The provider refused the request: {error['message'][:500]}"
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+    except (ValueError, AttributeError):
+        pass
+    return ProxyError(
+        400,
+        "upstream_rejected",
+        f"{message} (HTTP {status}; nothing was charged)",
+        param=param,
+        headers=_headers(admission),
+    )
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

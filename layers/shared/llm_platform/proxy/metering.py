@@ -3,9 +3,10 @@ RPM/TPM, budget window or balance), then settle the real cost. Built on ``data.m
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from llm_platform.config import get_settings
 from llm_platform.data import metering as store
@@ -16,6 +17,7 @@ from llm_platform.domain.windows import Window, budget_period, budget_window, bu
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 
+_log = logging.getLogger("llm_platform.proxy")
 _MINUTE_TTL = 3 * 3600
 _WINDOW_TTL = 40 * 24 * 3600
 _PERIOD_TTL = 40 * 24 * 3600
@@ -40,6 +42,17 @@ class Admission:
     rate_headers: dict[str, str]
     admitted_at: datetime
     budget_period: Window | None = None  # credit keys with budgetReset
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What the reservation record keeps for the reconciler: should the request die unsettled, its
+    prompt's cost is charged (estimated at admission, at most the reservation) and the rest released."""
+
+    model: str
+    stream: bool
+    prompt_tokens: int
+    prompt_cost_micros: int
 
 
 class _Outdated(Exception):
@@ -111,26 +124,52 @@ class Meter:
         self.rates = RateView()
 
     def admit(
-        self, key: KeySnapshot, reserve_micros: int, reserve_tokens: int, request_id: str, now: datetime
+        self,
+        key: KeySnapshot,
+        reserve_micros: int,
+        reserve_tokens: int,
+        request_id: str,
+        now: datetime,
+        pending: Pending | None = None,
     ) -> Admission:
         """Admit with the key's current limits: when admission finds the cached snapshot outdated (a
-        change bumped the key's version), the key is read again and admission retried once with it."""
+        change bumped the key's version), the key is read again and admission retried once with it.
+        ``pending`` says what the reconciler charges should the request die before it is settled."""
+        pending = pending or Pending(model="", stream=False, prompt_tokens=0, prompt_cost_micros=0)
         for attempt in range(2):
             check_usable(key, now)
             try:
-                return self._admit(key, reserve_micros, reserve_tokens, request_id, now)
+                return self._admit(key, reserve_micros, reserve_tokens, request_id, now, pending)
             except _Outdated:
-                fresh = self.keys.reload(key.secret_hash)
-                if fresh is None:
-                    raise unauthorized("This API key is revoked or disabled.") from None
                 if attempt == 1:  # changed twice within one request: it still has to be served right
                     raise ProxyError(409, "key_changed", "The key changed during the request; retry.") from None
-                key = fresh
+            except ProxyError as refused:
+                # Refused by the cached limits alone: read the key once more before saying no, its limits
+                # may have been raised since.
+                if refused.code != "request_too_large" or attempt == 1:
+                    raise
+            fresh = self.keys.reload(key.secret_hash)
+            if fresh is None:
+                raise unauthorized("This API key is revoked or disabled.") from None
+            key = fresh
         raise AssertionError("unreachable")
 
     def _admit(
-        self, key: KeySnapshot, reserve_micros: int, reserve_tokens: int, request_id: str, now: datetime
+        self,
+        key: KeySnapshot,
+        reserve_micros: int,
+        reserve_tokens: int,
+        request_id: str,
+        now: datetime,
+        pending: Pending,
     ) -> Admission:
+        if reserve_tokens > key.tpm:
+            raise bad_request(
+                f"This request could use up to {reserve_tokens} tokens, more than this key's limit of {key.tpm} "
+                "tokens per minute: lower max_tokens, or send a shorter prompt or fewer inputs.",
+                code="request_too_large",
+                param="max_tokens",
+            )
         minute = minute_window(now)
         window = None
         period = None
@@ -163,6 +202,26 @@ class Meter:
                 period = budget_period(key.budget_reset, now)
                 plan_fields["budget_period"] = budget_period_counter(key.key_id, key.budget_reset, period.index)
                 plan_fields["budget_period_expires_at"] = int(period.end.timestamp()) + _PERIOD_TTL
+        minute_id = minute_counter(key.key_id, minute.index)
+        reservation = {
+            "requestId": request_id,
+            "openShard": store.reservation_shard(request_id),
+            "deadline": to_iso(now + timedelta(seconds=get_settings().reservation_timeout_seconds)),
+            "reservedAt": to_iso(now),
+            "keyHash": key.key_hash,
+            "keyId": key.key_id,
+            "accountId": key.account_id,
+            "credit": key.credit,
+            "minute": list(minute_id),
+            "window": list(plan_fields["window"]) if "window" in plan_fields else None,
+            "budgetPeriod": list(plan_fields["budget_period"]) if "budget_period" in plan_fields else None,
+            "reserveMicros": reserve_micros,
+            "reserveTokens": reserve_tokens,
+            "promptTokens": pending.prompt_tokens,
+            "promptCostMicros": min(pending.prompt_cost_micros, reserve_micros),
+            "model": pending.model,
+            "stream": pending.stream,
+        }
         plan = store.AdmitPlan(
             key_hash=key.key_hash,
             key_id=key.key_id,
@@ -175,6 +234,7 @@ class Meter:
             reserve_tokens=reserve_tokens,
             now_iso=to_iso(now),
             version=key.version,
+            reservation=reservation,
             **plan_fields,
         )
         try:
@@ -265,6 +325,18 @@ class Meter:
         outcome: Outcome,
     ) -> None:
         key = admission.key
+        if cost_micros > admission.reserve_micros:
+            # Cannot happen by construction (the reservation bounds every token); should a provider
+            # report more, the customer is charged what was reserved and the operator is told.
+            _log.error(
+                "settle overrun",
+                extra={
+                    "requestId": admission.request_id,
+                    "costMicros": cost_micros,
+                    "reserveMicros": admission.reserve_micros,
+                },
+            )
+            cost_micros = admission.reserve_micros
         created_at = to_iso(admission.admitted_at)
         log_record = {
             "id": admission.request_id,

@@ -1,7 +1,7 @@
 """The OpenAPI description of ``/v1`` (OpenAI's wire format), merged into the whole API's document by
 ``llm_platform.api.openapi``. Static data: the proxy is a raw ASGI app with no schema of its own, and it
-never imports this module. The parameters listed are exactly ``asgi.FORWARDED_PARAMETERS`` (a unit test
-checks it); anything else is refused, as the request schema says."""
+never imports this module. The parameters listed are exactly ``parameters.ACCEPTED`` (a unit test checks
+it); anything else is refused, as the request schema says."""
 
 from __future__ import annotations
 
@@ -63,9 +63,24 @@ CHAT_PARAMETERS: dict[str, Any] = {
         "minimum": 1,
         "description": "As `max_tokens`; the larger wins.",
     },
-    "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 16},
-    "stream": {"type": "boolean", "description": "Server-sent events, usage included in the last chunk."},
-    "stream_options": {"type": ["object", "null"]},
+    "n": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 16,
+        "description": "Priced: the reservation is multiplied by `n`. Forwarded where the provider takes it.",
+    },
+    "stream": {"type": "boolean", "description": "Server-sent events."},
+    "stream_options": {
+        "type": ["object", "null"],
+        "description": "`include_usage: true`: a last chunk with empty `choices` and `usage` (with `cost`). "
+        "Without it no such chunk is sent (the provider is still asked for usage, for the bill).",
+    },
+    "service_tier": {
+        "type": ["string", "null"],
+        "description": "Priced: a tier the model lists in `GET /v1/models` (`service_tiers`) is billed at its price "
+        "and served only by providers offering it; `auto`/`default`: the standard price, not forwarded; any other "
+        "tier is refused (400 `unsupported_parameter`).",
+    },
     "temperature": {"type": ["number", "null"]},
     "top_p": {"type": ["number", "null"]},
     "frequency_penalty": {"type": ["number", "null"]},
@@ -82,6 +97,48 @@ CHAT_PARAMETERS: dict[str, Any] = {
     "user": {"type": ["string", "null"]},
     "functions": {"type": ["array", "null"], "items": {"type": "object"}},
     "function_call": {"type": ["string", "object", "null"]},
+    # Newer parameters: forwarded to providers that take them (the model's `supported_parameters`), else dropped.
+    "metadata": {"type": ["object", "null"]},
+    "store": {"type": ["boolean", "null"]},
+    "prompt_cache_key": {"type": ["string", "null"]},
+    "prompt_cache_options": {"type": ["object", "null"]},
+    "prompt_cache_retention": {"type": ["string", "null"]},
+    "safety_identifier": {"type": ["string", "null"]},
+    "reasoning_effort": {"type": ["string", "null"]},
+    "verbosity": {"type": ["string", "null"]},
+    "prediction": {
+        "type": ["object", "null"],
+        "description": "Rejected predicted tokens are billed as output: the prediction's size is added to the "
+        "reservation.",
+    },
+    # Billed outside the catalog's token prices: accepted and never forwarded (the answer is text).
+    "audio": {"type": ["object", "null"], "description": "Dropped: audio output is not priced."},
+    "modalities": {
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+        "description": "Dropped: the answer is text.",
+    },
+    "web_search_options": {"type": ["object", "null"], "description": "Dropped: web search is not priced."},
+    "moderation": {"type": ["object", "null"], "description": "Dropped: a moderation model's run is not priced."},
+}
+
+USAGE = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+        "cost": {"type": "number", "description": "What the request cost, USD."},
+    },
+    "required": ["prompt_tokens", "total_tokens", "cost"],
+}
+PRICE = {
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string", "description": "USD per input token."},
+        "completion": {"type": "string", "description": "USD per output token."},
+    },
+    "required": ["prompt", "completion"],
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -117,8 +174,10 @@ SCHEMAS: dict[str, Any] = {
         "required": ["model", "messages"],
         "additionalProperties": False,
         "description": (
-            "OpenAI's chat parameters. Any other field is refused: 400 `unsupported_parameter`, or "
-            "`upstream_override_not_allowed` for fields that would redirect the call (`base_url`, `api_key`, …)."
+            "Every parameter of OpenAI's Chat Completions reference: forwarded where the provider takes it, "
+            "dropped otherwise, priced where it changes the bill (`n`, `service_tier`, `prediction`). Any other "
+            "field is refused: 400 `unsupported_parameter`, or `upstream_override_not_allowed` for fields that "
+            "would redirect the call or carry credentials (`base_url`, `api_key`, `headers`, …)."
         ),
     },
     "ChatCompletion": {
@@ -140,16 +199,62 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
-            "usage": {
-                "type": ["object", "null"],
-                "properties": {
-                    "prompt_tokens": {"type": "integer"},
-                    "completion_tokens": {"type": "integer"},
-                    "total_tokens": {"type": "integer"},
+            "usage": USAGE,
+        },
+        "required": ["choices", "model", "usage"],
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "description": "An embedding model of `GET /v1/models` (`type: embedding`)."},
+            "input": {
+                "description": "A string, or up to 2048 strings or token arrays.",
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
+                    {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 2048,
+                        "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                    },
+                ],
+            },
+            "encoding_format": {
+                "enum": ["float", "base64", None],
+                "description": "`base64`: little-endian float32 (the openai SDK's default, which it decodes).",
+            },
+            "dimensions": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "Fewer dimensions, for models whose `GET /v1/models` item allows it.",
+            },
+            "user": {"type": ["string", "null"]},
+        },
+        "required": ["model", "input"],
+        "additionalProperties": False,
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "properties": {
+            "object": {"const": "list"},
+            "model": {"type": "string"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {"type": ["array", "string"], "items": {"type": "number"}},
+                    },
+                    "required": ["object", "index", "embedding"],
                 },
             },
+            "usage": USAGE,
         },
-        "required": ["choices", "model"],
+        "required": ["object", "model", "data", "usage"],
     },
     "Model": {
         "type": "object",
@@ -158,8 +263,34 @@ SCHEMAS: dict[str, Any] = {
             "object": {"const": "model"},
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
+            "type": {"enum": ["chat", "embedding"]},
+            "pricing": PRICE,
+            "service_tiers": {
+                "type": "object",
+                "additionalProperties": PRICE,
+                "description": "Priced `service_tier` values and their prices (absent: the standard price only).",
+            },
+            "context_length": {"type": ["integer", "null"], "description": "Prompt and output, tokens."},
+            "max_output_tokens": {"type": ["integer", "null"], "description": "null for embedding models."},
+            "supported_parameters": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Optional parameters forwarded whichever provider serves the request; other "
+                "accepted ones are dropped.",
+            },
+            "dimensions": {"type": "integer", "description": "Embedding models: the vector's length."},
         },
-        "required": ["id", "object", "created", "owned_by"],
+        "required": [
+            "id",
+            "object",
+            "created",
+            "owned_by",
+            "type",
+            "pricing",
+            "context_length",
+            "max_output_tokens",
+            "supported_parameters",
+        ],
     },
     "KeyInfo": {
         "type": "object",
@@ -235,16 +366,18 @@ PATHS: dict[str, Any] = {
                 "OpenAI's `POST /chat/completions`, metered: the key's RPM and TPM, then the subscription's "
                 "5-hour budget or, for a credit key, the balance and the key's `maxBudget`, are checked and the "
                 "request's maximum cost reserved before it is forwarded to the cheapest healthy provider; the "
-                "real cost is settled from the provider's `usage`. With `stream: true` the answer is "
-                "`text/event-stream` (`data: {…}` chunks, usage in the last one, then `data: [DONE]`), not cut "
-                "at API Gateway's 29 s. Errors the provider judges the client's own (400, 413, 422) pass "
-                "through as the provider wrote them; nothing is charged for them."
+                "real cost is settled from the provider's `usage`, shown in `usage.cost`. With `stream: true` "
+                "the answer is `text/event-stream` (`data: {…}` chunks, a usage chunk when "
+                "`stream_options.include_usage` asked for it, then `data: [DONE]`), not cut at API Gateway's "
+                "29 s. Errors the provider judges the client's own (400, 413, 422) pass through as the provider "
+                "wrote them; nothing is charged for them."
             ),
             "security": [{"apiKey": []}],
             "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": REF + "ChatCompletionRequest"}}}},
             "responses": {
                 "200": {
-                    "description": "The completion (`x-request-cost`: its cost in USD), or its stream.",
+                    "description": "The completion (`usage.cost`, and `x-request-cost`: its cost in USD), or its "
+                    "stream.",
                     "headers": {
                         **RATE_LIMIT_HEADERS,
                         "x-request-cost": {**_HEADER, "description": "What the request cost, USD (not streamed)."},
@@ -256,8 +389,8 @@ PATHS: dict[str, Any] = {
                             "schema": {
                                 "type": "object",
                                 "description": (
-                                    "Each server-sent event: `data` is a `chat.completion.chunk` as JSON (the last "
-                                    "one carries `usage`), then `[DONE]`."
+                                    "Each server-sent event: `data` is a `chat.completion.chunk` as JSON (with "
+                                    "`include_usage`, the last one carries `usage` with `cost`), then `[DONE]`."
                                 ),
                                 "properties": {"data": {"type": "string"}},
                                 "required": ["data"],
@@ -291,7 +424,8 @@ PATHS: dict[str, Any] = {
             "operationId": "listModels",
             "tags": ["Inference"],
             "summary": "List the models",
-            "description": "OpenAI's `GET /models`: the catalog's public model ids.",
+            "description": "OpenAI's `GET /models`: the catalog's models with their prices (USD per token), "
+            "context length, output cap and the parameters forwarded.",
             "security": [{"apiKey": []}],
             "responses": {
                 "200": {
@@ -301,6 +435,64 @@ PATHS: dict[str, Any] = {
                 },
                 "401": UNAUTHORIZED,
                 "429": GATEWAY_THROTTLED,
+            },
+        }
+    },
+    "/v1/models/{model+}": {
+        "get": {
+            "operationId": "retrieveModel",
+            "tags": ["Inference"],
+            "summary": "One model",
+            "description": "OpenAI's `GET /models/{model}`. Model ids contain `/` "
+            "(`/v1/models/deepseek/deepseek-chat-v3-0324`; `%2F`, as the openai SDK sends it, works too).",
+            "security": [{"apiKey": []}],
+            "parameters": [
+                {"name": "model+", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The model.",
+                    "headers": {"x-request-id": RATE_LIMIT_HEADERS["x-request-id"]},
+                    "content": {JSON: {"schema": {"$ref": REF + "Model"}}},
+                },
+                "401": UNAUTHORIZED,
+                "404": _error("`model_not_found`: not in the catalog."),
+                "429": GATEWAY_THROTTLED,
+            },
+        }
+    },
+    "/v1/embeddings": {
+        "post": {
+            "operationId": "createEmbedding",
+            "tags": ["Inference"],
+            "summary": "Create embeddings",
+            "description": (
+                "OpenAI's `POST /embeddings`, metered like chat: RPM and TPM, then the budget or balance; the "
+                "most the input can cost (a token per byte) is reserved, the provider's `usage.prompt_tokens` "
+                "settled and shown in `usage.cost`."
+            ),
+            "security": [{"apiKey": []}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": REF + "EmbeddingRequest"}}}},
+            "responses": {
+                "200": {
+                    "description": "The vectors (`x-request-cost`: the cost in USD).",
+                    "headers": {
+                        **RATE_LIMIT_HEADERS,
+                        "x-request-cost": {**_HEADER, "description": "What the request cost, USD."},
+                    },
+                    "content": {JSON: {"schema": {"$ref": REF + "EmbeddingList"}}},
+                },
+                "400": _error(
+                    "`invalid_json`, `invalid_request`, `missing_model`, `unsupported_parameter`, "
+                    "`upstream_override_not_allowed`, `request_too_large`; nothing charged."
+                ),
+                "401": UNAUTHORIZED,
+                "402": _error("`insufficient_quota`: as for chat completions."),
+                "404": _error("`model_not_found`: not in the catalog."),
+                "413": _error("`request_too_large`: the body is over 4 MiB."),
+                "422": {"description": "A provider's own refusal, passed through as it wrote it; nothing charged."},
+                "429": THROTTLED,
+                "502": _error("`upstream_unavailable`, `upstream_error`: nothing charged."),
             },
         }
     },

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -56,12 +57,25 @@ class Upstreams:
     def _rest(self, provider: Provider) -> None:
         self._resting_until[_id(provider)] = time.monotonic() + _COOL_DOWN_SECONDS
 
-    async def open(self, model: Model, payload: dict, max_output: int, *, read_body: bool) -> Opened:
-        """The first provider that answers 2xx or a client error. The output cap goes in the field the
-        provider honours, so the reserved cost holds. With ``read_body`` the body is read here too, so a
-        provider that stalls or garbles mid-body is also failed over."""
+    async def open(
+        self,
+        model: Model,
+        payload: Callable[[Provider], dict | None],
+        *,
+        read_body: bool = False,
+        path: str = "/chat/completions",
+    ) -> Opened:
+        """The first provider that answers 2xx or a client error. ``payload`` makes each provider's body (what
+        it takes of the request, its model name, the output cap in the field it honours, so the reserved cost
+        holds), or None for a provider that cannot serve this request. Chat completions are read by the
+        caller as a stream: once a provider has accepted one (2xx) there is no failover, it may be generating
+        already. With ``read_body`` (embeddings: nothing is generated piecemeal) the body is read here too, so
+        a provider that stalls or garbles mid-body is failed over."""
         failures: list[str] = []
         for provider in self.order(model):
+            body = payload(provider)
+            if body is None:
+                continue
             headers = {"Content-Type": "application/json"}
             try:
                 api_key = secrets.cached(provider.api_key_secret)
@@ -77,8 +91,8 @@ class Upstreams:
                 headers["Authorization"] = f"Bearer {api_key}"
             request = self.client().build_request(
                 "POST",
-                f"{provider.base_url}/chat/completions",
-                json={**payload, "model": provider.model, provider.max_tokens_field: max_output},
+                f"{provider.base_url}{path}",
+                json=body,
                 headers=headers,
                 timeout=httpx.Timeout(provider.timeout_seconds, connect=_CONNECT_TIMEOUT),
             )

@@ -1,0 +1,114 @@
+"""The reservation reconciler: settles the reservations of requests that died before they were settled
+(a Lambda stopped mid-request, a settle that kept failing). Each request's admission put a reservation
+record holding what is needed: once the request's deadline has passed (it cannot be running any more),
+its prompt's cost is charged (estimated at admission, at most the reservation), the rest released, and
+a log record and, for credit keys, a ledger entry written, in the same transaction as the proxy's own
+settle. That transaction deletes the record on condition it still exists, so a late settle of the
+request itself and the reconciler (or two reconciler runs) can never both apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from llm_platform.config import get_settings
+from llm_platform.data import metering as store
+from llm_platform.data.dynamo import WriteRefused
+from llm_platform.data.usage_counters import daily_counter
+from llm_platform.domain.clock import from_iso, to_iso, utc_now
+from llm_platform.observability import logger
+
+# A request the proxy could not settle gets this status in the log: it ended without an answer we know of.
+RECONCILED_STATUS = 504
+_BATCH = 100  # reservations per shard per query
+
+
+@dataclass
+class ReconcileReport:
+    settled: int = 0
+    already_settled: int = 0
+    failed: list[str] = field(default_factory=list)
+    charged_micros: int = 0
+
+
+def reconcile(now: datetime | None = None) -> ReconcileReport:
+    """Settle every reservation whose request's deadline passed more than the grace ago. Idempotent:
+    a reservation settled meanwhile is skipped. A failure is logged and the others go on; the caller
+    fails the run when any failed (so the alarm fires and the next run tries again)."""
+    now = now or utc_now()
+    settings = get_settings()
+    cutoff = to_iso(now - timedelta(seconds=settings.reconcile_grace_seconds))
+    report = ReconcileReport()
+    for index in range(store.RESERVATION_SHARDS):
+        shard = f"open#{index}"
+        while True:
+            due = store.due_reservations(shard, cutoff, _BATCH)
+            progressed = False
+            for record in due:
+                try:
+                    report.charged_micros += _settle_abandoned(record, now)
+                    report.settled += 1
+                    progressed = True
+                except WriteRefused:  # settled by its request (or another run) meanwhile
+                    report.already_settled += 1
+                except Exception:
+                    logger.exception("reconcile failed", extra={"requestId": record.get("requestId")})
+                    report.failed.append(record.get("requestId", "?"))
+            if len(due) < _BATCH or not progressed:
+                break
+    return report
+
+
+def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
+    reserve = int(record["reserveMicros"])
+    cost = min(int(record.get("promptCostMicros", 0)), reserve)
+    prompt_tokens = int(record.get("promptTokens", 0))
+    reserved_at = record["reservedAt"]
+    log_record = {
+        "id": record["requestId"],
+        "accountId": record["accountId"],
+        "keyId": record["keyId"],
+        "model": record.get("model") or "unknown",
+        "provider": None,
+        "status": RECONCILED_STATUS,
+        "stream": bool(record.get("stream")),
+        "promptTokens": prompt_tokens,
+        "completionTokens": 0,
+        "costMicros": cost,
+        "createdAt": reserved_at,
+        "durationMs": max(0, int((now - from_iso(reserved_at)).total_seconds() * 1000)),
+    }
+    retention = get_settings().request_log_retention_days * 86400
+    store.settle(
+        store.SettlePlan(
+            request_id=record["requestId"],
+            key_hash=record["keyHash"],
+            account_id=record["accountId"],
+            minute=tuple(record["minute"]),
+            reserve_micros=reserve,
+            reserve_tokens=int(record["reserveTokens"]),
+            cost_micros=cost,
+            input_tokens=prompt_tokens,
+            output_tokens=0,
+            counted=True,
+            now_iso=to_iso(now),
+            log_record=log_record,
+            log_expires_at=int(from_iso(reserved_at).timestamp()) + retention,
+            daily=daily_counter(record["accountId"], reserved_at[:10], record["keyId"], log_record["model"]),
+            window=tuple(record["window"]) if record.get("window") else None,
+            credit=bool(record.get("credit")),
+            budget_period=tuple(record["budgetPeriod"]) if record.get("budgetPeriod") else None,
+            by="reconciler",
+        )
+    )
+    logger.warning(
+        "reservation reconciled",
+        extra={
+            "requestId": record["requestId"],
+            "keyId": record["keyId"],
+            "reserveMicros": reserve,
+            "costMicros": cost,
+        },
+    )
+    return cost
