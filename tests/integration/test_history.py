@@ -4,18 +4,16 @@ management API, a proxy on a catalog of the built-in upstream (healthy) and a de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 
 from llm_platform.domain import accounts
-from local_stack.stack import ServerThread
 from local_stack.upstream import UpstreamServer
+from tests.support.proxies import catalog_model, proxy_on_catalog
 
 
 @pytest.fixture(scope="module")
@@ -25,48 +23,17 @@ def proxy_url(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     healthy.start()
     broken.start()
 
-    def model(model_id: str, upstream_model: str, url: str) -> dict:
-        return {
-            "id": model_id,
-            "ownedBy": "test",
-            "inputPerMTokUsd": "1",
-            "outputPerMTokUsd": "2",
-            "maxOutputTokens": 256,
-            "providers": [
-                {
-                    "name": "p0",
-                    "baseUrl": f"{url}/v1",
-                    "model": upstream_model,
-                    "inputCostPerMTokUsd": "0.5",
-                    "outputCostPerMTokUsd": "0.5",
-                    "timeoutSeconds": 2,
-                }
-            ],
-        }
-
     catalog = {
         "models": [
-            model("test/echo", "test/echo", healthy.url),
-            model("test/story", "test/story", healthy.url),
-            model("down/echo", "test/echo", broken.url),
+            catalog_model("test/echo", "test/echo", [(healthy.url, 0.5)]),
+            catalog_model("test/story", "test/story", [(healthy.url, 0.5)]),
+            catalog_model("down/echo", "test/echo", [(broken.url, 0.5)]),
         ]
     }
-    path = Path(tmp_path_factory.mktemp("history-catalog")) / "models.json"
-    path.write_text(json.dumps(catalog))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_CATALOG_FILE", str(path))
-    from llm_platform.proxy import catalog as catalog_module
-    from llm_platform.proxy.asgi import create_app
-
-    catalog_module.models.cache_clear()
-    server = ServerThread(create_app())
-    server.start()
-    yield server.url
-    server.stop()
+    with proxy_on_catalog(catalog, tmp_path_factory.mktemp("history-catalog")) as (url, _):
+        yield url
     healthy.stop()
     broken.stop()
-    mp.undo()
-    catalog_module.models.cache_clear()
 
 
 class Clock:

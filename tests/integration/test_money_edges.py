@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,8 +22,8 @@ from llm_platform.data.dynamo import client
 from llm_platform.domain import accounts, api_keys, reservations
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import utc_now
-from local_stack.stack import ServerThread
 from local_stack.upstream import UpstreamServer
+from tests.support.proxies import catalog_model, proxy_on_catalog
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +45,8 @@ def proxy_url(local_stack, upstreams, tmp_path_factory: pytest.TempPathFactory) 
     healthy = upstreams["healthy"].url
 
     def model(model_id: str, upstream_model: str, urls: list[str], timeout: float = 2) -> dict:
-        return {
-            "id": model_id,
-            "ownedBy": "test",
-            "inputPerMTokUsd": "1",
-            "outputPerMTokUsd": "2",
-            "maxOutputTokens": 512,
-            "providers": [
-                {
-                    "name": f"p{i}",
-                    "baseUrl": f"{url}/v1",
-                    "model": upstream_model,
-                    "inputCostPerMTokUsd": str(0.1 * (i + 1)),
-                    "outputCostPerMTokUsd": str(0.1 * (i + 1)),
-                    "timeoutSeconds": timeout,
-                }
-                for i, url in enumerate(urls)
-            ],
-        }
+        providers = [(url, 0.1 * (i + 1)) for i, url in enumerate(urls)]
+        return catalog_model(model_id, upstream_model, providers, max_out=512, timeout=timeout)
 
     catalog = {
         "models": [
@@ -78,20 +60,8 @@ def proxy_url(local_stack, upstreams, tmp_path_factory: pytest.TempPathFactory) 
             model("picky/echo", "test/echo", [upstreams["picky"].url]),
         ]
     }
-    path = Path(tmp_path_factory.mktemp("edges-catalog")) / "models.json"
-    path.write_text(json.dumps(catalog))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_CATALOG_FILE", str(path))
-    from llm_platform.proxy import catalog as catalog_module
-    from llm_platform.proxy.asgi import create_app
-
-    catalog_module.models.cache_clear()
-    server = ServerThread(create_app())
-    server.start()
-    yield server.url
-    server.stop()
-    mp.undo()
-    catalog_module.models.cache_clear()
+    with proxy_on_catalog(catalog, tmp_path_factory.mktemp("edges-catalog")) as (url, _):
+        yield url
 
 
 def credit_key(balance_micros: int = 1_000_000, **limits) -> tuple[str, str, str]:

@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.money import format_usd
 from local_stack.stack import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, prompt_tokens
+from tests.support.proxies import catalog_model, proxy_on_catalog
 
 # Prices in USD per 1M tokens = micro-dollars per token, so expected costs are easy to state.
 ECHO_IN, ECHO_OUT = 1, 2
@@ -31,29 +31,6 @@ class Proxy:
     url: str
     app: object
     upstreams: dict
-
-
-def _model(
-    model_id: str, upstream_model: str, providers: list[tuple[str, float]], price=(ECHO_IN, ECHO_OUT), max_out=256
-):
-    return {
-        "id": model_id,
-        "ownedBy": "test",
-        "inputPerMTokUsd": str(price[0]),
-        "outputPerMTokUsd": str(price[1]),
-        "maxOutputTokens": max_out,
-        "providers": [
-            {
-                "name": f"p{i}",
-                "baseUrl": f"{url}/v1",
-                "model": upstream_model,
-                "inputCostPerMTokUsd": str(cost),
-                "outputCostPerMTokUsd": str(cost),
-                "timeoutSeconds": 2,
-            }
-            for i, (url, cost) in enumerate(providers)
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -73,38 +50,25 @@ def proxy(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
     ok, bad, slow, busy, locked = (servers[n].url for n in ("healthy", "broken", "hanging", "throttled", "locked"))
     catalog = {
         "models": [
-            _model("test/echo", "test/echo", [(ok, 0.5)]),
-            _model("test/story", "test/story", [(ok, 0.5)]),
-            _model("test/no-usage", "test/no-usage", [(ok, 0.5)]),
-            _model("test/cutoff", "test/cutoff", [(ok, 0.5)]),
-            _model("fail/echo", "test/echo", [(bad, 0.1), (ok, 0.5)]),
-            _model("hang/echo", "test/echo", [(slow, 0.1), (ok, 0.5)]),
-            _model("busy/echo", "test/echo", [(busy, 0.1), (ok, 0.5)]),
-            _model("down/echo", "test/echo", [(bad, 0.1), (busy, 0.2)]),
-            _model("pricey/echo", "test/echo", [(ok, 0.5)], price=(PRICEY_IN, PRICEY_OUT), max_out=16),
-            _model("locked/echo", "test/echo", [(locked, 0.1), (ok, 0.5)]),
-            _model("lockedonly/echo", "test/echo", [(locked, 0.1)]),
-            _model("garbage/echo", "test/echo", [(garbage.url, 0.1)]),
+            catalog_model("test/echo", "test/echo", [(ok, 0.5)]),
+            catalog_model("test/story", "test/story", [(ok, 0.5)]),
+            catalog_model("test/no-usage", "test/no-usage", [(ok, 0.5)]),
+            catalog_model("test/cutoff", "test/cutoff", [(ok, 0.5)]),
+            catalog_model("fail/echo", "test/echo", [(bad, 0.1), (ok, 0.5)]),
+            catalog_model("hang/echo", "test/echo", [(slow, 0.1), (ok, 0.5)]),
+            catalog_model("busy/echo", "test/echo", [(busy, 0.1), (ok, 0.5)]),
+            catalog_model("down/echo", "test/echo", [(bad, 0.1), (busy, 0.2)]),
+            catalog_model("pricey/echo", "test/echo", [(ok, 0.5)], price=(PRICEY_IN, PRICEY_OUT), max_out=16),
+            catalog_model("locked/echo", "test/echo", [(locked, 0.1), (ok, 0.5)]),
+            catalog_model("lockedonly/echo", "test/echo", [(locked, 0.1)]),
+            catalog_model("garbage/echo", "test/echo", [(garbage.url, 0.1)]),
         ]
     }
-    path = Path(tmp_path_factory.mktemp("catalog")) / "models.json"
-    path.write_text(json.dumps(catalog))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_CATALOG_FILE", str(path))
-    from llm_platform.proxy import catalog as catalog_module
-    from llm_platform.proxy.asgi import create_app
-
-    catalog_module.models.cache_clear()
-    app = create_app()
-    server = ServerThread(app)
-    server.start()
-    yield Proxy(server.url, app, servers)
-    server.stop()
+    with proxy_on_catalog(catalog, tmp_path_factory.mktemp("catalog")) as (url, app):
+        yield Proxy(url, app, servers)
     garbage.stop()
     for upstream in servers.values():
         upstream.stop()
-    mp.undo()
-    catalog_module.models.cache_clear()
 
 
 async def _garbage_upstream(scope, receive, send) -> None:

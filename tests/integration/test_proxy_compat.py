@@ -8,7 +8,6 @@ import base64
 import json
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,9 +18,9 @@ from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import hash_secret
 from llm_platform.proxy.parameters import FORWARDABLE, UNPRICED
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
-from local_stack.stack import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, embedding_vector
 from tests.support.openai_reference import REFERENCE_VALUES
+from tests.support.proxies import proxy_on_catalog
 
 MESSAGES = [{"role": "user", "content": "hello compat"}]
 
@@ -106,23 +105,10 @@ def compat(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Co
             },
         ]
     }
-    path = Path(tmp_path_factory.mktemp("compat")) / "models.json"
-    path.write_text(json.dumps(catalog))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MODEL_CATALOG_FILE", str(path))
-    from llm_platform.proxy import catalog as catalog_module
-    from llm_platform.proxy.asgi import create_app
-
-    catalog_module.models.cache_clear()
-    app = create_app()
-    server = ServerThread(app)
-    server.start()
-    yield Compat(server.url, app, picky, open_, flexible)
-    server.stop()
+    with proxy_on_catalog(catalog, tmp_path_factory.mktemp("compat")) as (url, app):
+        yield Compat(url, app, picky, open_, flexible)
     for upstream in (picky, open_, flexible):
         upstream.stop()
-    mp.undo()
-    catalog_module.models.cache_clear()
 
 
 def credit_key(balance_micros: int = 1_000_000) -> tuple[str, str]:

@@ -217,25 +217,8 @@ class ProxyApp:
             else:
                 await self._relay_once(send, bill, payload, body)
         except BaseException as error:
-            # Whatever went wrong before the bill was settled: give the reservation back, and log the
-            # status the client ends up with (499: it left before any answer).
-            if isinstance(error, ProxyError):
-                status = error.status
-            elif isinstance(send, _Response) and send.started:
-                status = 200
-            else:
-                status = 499 if isinstance(error, asyncio.CancelledError | _ClientGone) else 502
-            await asyncio.shield(bill.release(status))
-            if isinstance(error, ProxyError | asyncio.CancelledError | _ClientGone):
-                raise
-            _log.exception("request failed after admission", extra={"requestId": request_id})
-            raise ProxyError(
-                502,
-                "upstream_error",
-                "The request failed upstream; nothing was charged.",
-                type_="api_error",
-                headers=_headers(admission),
-            ) from error
+            await release_after(error, bill, send)
+            raise
 
     async def _relay_once(self, send: Send, bill: _Bill, payload: Payload, body: dict) -> None:
         """A non-streamed answer, read from the provider as a stream: once a provider has accepted the
@@ -357,6 +340,28 @@ class ProxyApp:
             ) from failed
         bill.provider = opened.provider.name
         return opened
+
+
+async def release_after(error: BaseException, bill: _Bill, send: Send) -> None:
+    """Whatever went wrong before the bill was settled: give the reservation back, logging the status the
+    client ends up with (499: it left before any answer). An unexpected error becomes a 502 that says so."""
+    if isinstance(error, ProxyError):
+        status = error.status
+    elif isinstance(send, _Response) and send.started:
+        status = 200
+    else:
+        status = 499 if isinstance(error, asyncio.CancelledError | _ClientGone) else 502
+    await asyncio.shield(bill.release(status))
+    if isinstance(error, ProxyError | asyncio.CancelledError | _ClientGone):
+        return
+    _log.exception("request failed after admission", extra={"requestId": bill.admission.request_id})
+    raise ProxyError(
+        502,
+        "upstream_error",
+        "The request failed upstream; nothing was charged.",
+        type_="api_error",
+        headers=_headers(bill.admission),
+    ) from error
 
 
 class _Bill:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import struct
@@ -15,7 +14,7 @@ from llm_platform.domain.money import format_usd
 from llm_platform.proxy import asgi, catalog
 from llm_platform.proxy.errors import ProxyError, bad_request
 from llm_platform.proxy.metering import Pending
-from llm_platform.proxy.parameters import UPSTREAM_OVERRIDES, Prices
+from llm_platform.proxy.parameters import Prices, check_fields
 from llm_platform.proxy.pricing import estimate_tokens
 from llm_platform.proxy.usage import cost_usd
 
@@ -77,18 +76,7 @@ def _bad_input() -> ProxyError:
 
 
 def _validate(body: dict, model: catalog.Model | None) -> tuple[_Inputs, str, int | None]:
-    overrides = sorted(UPSTREAM_OVERRIDES.intersection(body))
-    if overrides:
-        raise bad_request(
-            f"'{overrides[0]}' is not accepted: the platform chooses the upstream provider and its credentials.",
-            code="upstream_override_not_allowed",
-            param=overrides[0],
-        )
-    unsupported = sorted(set(body) - ACCEPTED)
-    if unsupported:
-        raise bad_request(
-            f"'{unsupported[0]}' is not a supported parameter.", code="unsupported_parameter", param=unsupported[0]
-        )
+    check_fields(body, ACCEPTED)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
     if model is None:
@@ -142,22 +130,8 @@ async def create_embeddings(app: ProxyApp, scope: Scope, receive: Receive, send:
     try:
         await _relay(app, send, bill, payload, inputs, encoding)
     except BaseException as error:
-        # As for chat: whatever went wrong before the bill was settled gives the reservation back.
-        if isinstance(error, ProxyError):
-            status = error.status
-        else:
-            status = 499 if isinstance(error, asyncio.CancelledError) else 502
-        await asyncio.shield(bill.release(status))
-        if isinstance(error, ProxyError | asyncio.CancelledError):
-            raise
-        _log.exception("request failed after admission", extra={"requestId": request_id})
-        raise ProxyError(
-            502,
-            "upstream_error",
-            "The request failed upstream; nothing was charged.",
-            type_="api_error",
-            headers=asgi._headers(admission),
-        ) from error
+        await asgi.release_after(error, bill, send)  # as for chat: the reservation goes back
+        raise
 
 
 async def _relay(app: ProxyApp, send: Send, bill: asgi._Bill, payload, inputs: _Inputs, encoding: str) -> None:

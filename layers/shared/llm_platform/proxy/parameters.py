@@ -77,7 +77,7 @@ class ChatOptions:
     prediction_tokens: int  # the most a predicted output can add to the output tokens billed
 
 
-def check_fields(body: dict) -> None:
+def check_fields(body: dict, accepted: frozenset[str] = ACCEPTED) -> None:
     """Refuse overrides first (they must never be mistaken for an unknown parameter), then unknown fields."""
     overrides = sorted(UPSTREAM_OVERRIDES.intersection(body))
     if overrides:
@@ -86,7 +86,7 @@ def check_fields(body: dict) -> None:
             code="upstream_override_not_allowed",
             param=overrides[0],
         )
-    unsupported = sorted(set(body) - ACCEPTED)
+    unsupported = sorted(set(body) - accepted)
     if unsupported:
         raise bad_request(
             f"'{unsupported[0]}' is not a supported parameter.", code="unsupported_parameter", param=unsupported[0]
