@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llm_platform.config import get_settings
+from llm_platform.data import management_keys
 from llm_platform.data.dynamo import client, to_values, transact
 from llm_platform.data.records import from_record_item, to_record_item
 from llm_platform.domain.entities import Account, ManagementKey
@@ -29,13 +30,7 @@ def create_with_management_key(account: Account, key: ManagementKey, *also: dict
                     "ConditionExpression": "attribute_not_exists(accountId)",
                 }
             },
-            {
-                "Put": {
-                    "TableName": get_settings().management_keys_table,
-                    "Item": to_record_item(key),
-                    "ConditionExpression": "attribute_not_exists(keyHash)",
-                }
-            },
+            *management_keys.put_items(key),
             *also,
         ]
     )

@@ -47,7 +47,7 @@ def subscribe_with_credit(
     issued = None
     if create_key:
         issued = new_subscription_key(caller.account_id, subscription, key_name or f"{plan.slug}-key")
-        items.append(api_keys_table.put_item(issued[0]))
+        items.extend(api_keys_table.put_items(issued[0]))
     try:
         # The token makes a retry after a lost response (botocore retries timeouts) apply once and succeed.
         transact(items, ClientRequestToken=subscription.subscription_id[:36])
