@@ -86,9 +86,7 @@ def test_a_key_created_before_id_pointers_is_still_found_through_the_index(local
 
     caller = _caller("legacy")
     key, _ = api_keys.create_credit_key(caller, "old", None, None, None)
-    client().delete_item(
-        TableName=local_stack.table_names["ApiKeysTable"], Key={"keyHash": {"S": f"id#{key.key_id}"}}
-    )
+    client().delete_item(TableName=local_stack.table_names["ApiKeysTable"], Key={"keyHash": {"S": f"id#{key.key_id}"}})
     assert api_keys.revoke_key(caller, key.key_id).status == "revoked"
 
 

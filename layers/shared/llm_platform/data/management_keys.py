@@ -6,9 +6,9 @@ pointer and the key consistently, so a key deleted right after its creation is d
 
 from __future__ import annotations
 
-from llm_platform.config import get_settings
 from typing import Any
 
+from llm_platform.config import get_settings
 from llm_platform.data.dynamo import client, from_item, query_index, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ManagementKey
