@@ -90,20 +90,41 @@ def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
     return from_record(ApiKey, item)
 
 
-def revoke_all_of_subscription(subscription_id: str, now: str) -> int:
-    """Revoke every key of a subscription (idempotent: already revoked keys are left as they are)."""
-    revoked = 0
-    for item in query_index(_table(), "bySubscription", ("subscriptionId", subscription_id)):
-        applied = update_if(
-            TableName=_table(),
-            Key={"keyHash": {"S": item["keyHash"]}},
-            UpdateExpression="SET #status = :revoked, revokedAt = :now, updatedAt = :now",
-            ConditionExpression="#status <> :revoked",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_values({":revoked": KeyStatus.REVOKED.value, ":now": now}),
-        )
-        revoked += applied is not None
-    return revoked
+def subscription_keys_page(
+    subscription_id: str, start: dict[str, Any] | None, limit: int
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Up to ``limit`` key hashes of a subscription from the ``bySubscription`` index, after ``start``, and
+    where the next page starts (None: no more)."""
+    request: dict[str, Any] = {
+        "TableName": _table(),
+        "IndexName": "bySubscription",
+        "KeyConditionExpression": "subscriptionId = :subscription",
+        "ExpressionAttributeValues": to_values({":subscription": subscription_id}),
+        "Limit": limit,
+    }
+    if start is not None:
+        request["ExclusiveStartKey"] = to_values(start)
+    response = client().query(**request)
+    hashes = [item["keyHash"]["S"] for item in response["Items"]]
+    return hashes, from_item(response.get("LastEvaluatedKey"))
+
+
+def revoke_item(key_hash: str, now: str, account_id: str | None = None) -> dict[str, Any]:
+    """A transaction item revoking a key that is not revoked yet (and is ``account_id``'s, when given)."""
+    condition, values = "#status <> :revoked", {":revoked": KeyStatus.REVOKED.value, ":now": now}
+    if account_id is not None:
+        condition = "accountId = :account AND " + condition
+        values[":account"] = account_id
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"keyHash": {"S": key_hash}},
+            "UpdateExpression": "SET #status = :revoked, revokedAt = :now, updatedAt = :now",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(values),
+        }
+    }
 
 
 def put_items(key: ApiKey) -> list[dict[str, Any]]:

@@ -70,9 +70,20 @@ def put_items(key: ManagementKey) -> list[dict[str, Any]]:
     ]
 
 
-def add(key: ManagementKey) -> None:
-    """Insert the key (and its id pointer) and bump the account's key count in one transaction."""
-    transact([*put_items(key), _count_update(key.account_id, +1, "attribute_exists(accountId)")])
+def add(key: ManagementKey, cap: int) -> None:
+    """Insert the key (and its id pointer) and bump the account's key count in one transaction, only while
+    the account has fewer than ``cap`` keys."""
+    transact(
+        [
+            *put_items(key),
+            _count_update(
+                key.account_id,
+                +1,
+                "attribute_exists(accountId) AND managementKeyCount < :cap",
+                cap=cap,
+            ),
+        ]
+    )
 
 
 def remove_unless_last(key: ManagementKey) -> None:
@@ -94,8 +105,10 @@ def remove_unless_last(key: ManagementKey) -> None:
     )
 
 
-def _count_update(account_id: str, delta: int, condition: str) -> dict:
+def _count_update(account_id: str, delta: int, condition: str, cap: int | None = None) -> dict:
     values = {":delta": delta}
+    if cap is not None:
+        values[":cap"] = cap
     if ":one" in condition:
         values[":one"] = 1
     return {

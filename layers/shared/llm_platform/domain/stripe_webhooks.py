@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import payments, stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain.api_keys import REVOCATION_BATCH, revoke_subscription_keys
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.errors import BadRequest, ServiceUnavailable
@@ -262,9 +262,10 @@ def apply_fact(fact: SubscriptionFact, event_key: str | None, event_type: str) -
 
 
 def _finish_ended(subscription: Subscription | None) -> None:
-    """Revoke the keys of a subscription Stripe ended (idempotent, so a redelivery finishes a crash)."""
+    """Revoke the keys of a subscription Stripe ended: one bounded batch here (admission already refuses
+    them, as the subscription is expired); the expiry job revokes any rest, resumably."""
     if subscription is not None and subscription.stripe_canceled:
-        revoked = api_keys_table.revoke_all_of_subscription(subscription.subscription_id, to_iso(utc_now()))
+        revoked = revoke_subscription_keys(subscription.subscription_id, to_iso(utc_now()), REVOCATION_BATCH).revoked
         if revoked:
             logger.info(
                 "stripe subscription ended, keys revoked",
