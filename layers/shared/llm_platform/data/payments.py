@@ -21,9 +21,11 @@ def credit_once(
     reference: str,
     now: str,
     details: dict[str, Any],
+    also: Sequence[dict[str, Any]] = (),
 ) -> None:
     """Credit ``amount_micros`` for the payments named by ``event_keys`` (one per on-chain transfer, or
-    the one Stripe event). Raises ``WriteRefused`` when any of them was credited before, to any account."""
+    the one Stripe event), with ``also`` (more items, after these). Raises ``WriteRefused`` when any of
+    them was credited before, to any account."""
     records = [record_item(key, account_id, kind=kind, now=now, details=details) for key in event_keys]
     transact(
         [
@@ -32,8 +34,16 @@ def credit_once(
             ledger.entry_put(
                 account_id, amount_micros=amount_micros, kind=kind, reference=reference, now=now, unique=reference
             ),
+            *also,
         ]
     )
+
+
+def mapping_item(event_key: str, account_id: str, *, kind: str, now: str, details: dict[str, Any]) -> dict[str, Any]:
+    """A transaction item recording which account a payment belongs to (e.g. a PaymentIntent, for its later
+    refunds and disputes). Not a guard: written over, as only one payment ever has that id."""
+    record = {"eventKey": event_key, "accountId": account_id, "kind": kind, "createdAt": now, **details}
+    return {"Put": {"TableName": get_settings().payment_events_table, "Item": to_item(record)}}
 
 
 def record_item(

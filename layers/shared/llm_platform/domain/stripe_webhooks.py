@@ -385,22 +385,29 @@ def _credit_topup(event: Event, session: CheckoutSession) -> Outcome:
         )
         return Outcome.IGNORED
     reference = f"stripe#checkout#{session.id}"
-    keys = [_event_key(event), reference]  # the event once, and the session once whichever event pays it
+    now = to_iso(utc_now())
+    details = {"stripeEventId": event.id, "checkoutSessionId": session.id}
+    also = []
     if session.payment_intent:  # what a later refund or dispute of its charge finds the account by
-        keys.append(_payment_key(session.payment_intent))
+        also.append(
+            payments.mapping_item(
+                _payment_key(session.payment_intent),
+                account_id,
+                kind="stripe_payment",
+                now=now,
+                details={**details, "creditMicros": session.amount_subtotal * MICROS_PER_CENT},
+            )
+        )
     try:
         payments.credit_once(
-            keys,
+            [_event_key(event), reference],  # the event once, and the session once whichever event pays it
             account_id,
             session.amount_subtotal * MICROS_PER_CENT,
             kind="topup_stripe",
             reference=reference,
-            now=to_iso(utc_now()),
-            details={
-                "stripeEventId": event.id,
-                "checkoutSessionId": session.id,
-                "creditMicros": session.amount_subtotal * MICROS_PER_CENT,
-            },
+            now=now,
+            details=details,
+            also=also,
         )
     except WriteRefused as refused:
         if "ConditionalCheckFailed" in refused.reasons[:2]:
