@@ -75,8 +75,9 @@ def test_credit_key_is_returned_once_and_stored_only_as_hash(invoke, account, ta
     assert created["apiKey"].startswith("sk_live_")
     # The table holds the hash and a prefix, never the plaintext
     items = boto3.client("dynamodb").scan(TableName=tables["ApiKeysTable"])["Items"]
-    assert len(items) == 1
-    assert items[0]["keyHash"]["S"] == hashlib.sha256(created["apiKey"].encode()).hexdigest()
+    [stored] = [item for item in items if "accountId" in item]  # the other is its id pointer (hash only)
+    assert stored["keyHash"]["S"] == hashlib.sha256(created["apiKey"].encode()).hexdigest()
+    assert {item["keyHash"]["S"] for item in items} == {stored["keyHash"]["S"], f"id#{created['id']}"}
     assert created["apiKey"] not in json.dumps(items)
     # And listing shows the limits but no secret
     _, listed = invoke("list_keys", "GET", "/api/keys", key=account.management_key)

@@ -8,11 +8,21 @@ from llm_platform.domain.accounts import Caller, new_management_key
 from llm_platform.domain.credentials import is_id
 from llm_platform.domain.entities import ManagementKey
 from llm_platform.domain.errors import Conflict, NotFound
+from llm_platform.domain.plans import catalog
 
 
 def create(caller: Caller, name: str) -> tuple[ManagementKey, str]:
     key, plaintext = new_management_key(caller.account_id, name)
-    management_keys_table.add(key)
+    cap = catalog().account_limits.max_management_keys
+    try:
+        management_keys_table.add(key, cap)
+    except WriteRefused as refused:
+        if refused.reasons[-1] == "ConditionalCheckFailed":
+            raise Conflict(
+                f"This account already has {cap} management keys, the most it may have; delete one first.",
+                code="key_limit_reached",
+            ) from refused
+        raise
     return key, plaintext
 
 
