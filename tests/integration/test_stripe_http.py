@@ -157,6 +157,26 @@ def test_card_topup_credits_the_balance_once(api, stripe, buyer) -> None:
     assert api.get("/api/billing/status", headers=auth(buyer)).json()["data"]["creditBalance"] == "50.00"
 
 
+def test_a_retried_checkout_returns_the_same_session_and_a_new_one_another(api, stripe, buyer) -> None:
+    def checkout(idempotency_key: str | None = None) -> str:
+        headers = auth(buyer) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
+        response = api.post("/api/billing/checkout", headers=headers, json={"planSlug": "pro"})
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["sessionUrl"]
+
+    def sessions_of_buyer() -> int:
+        return sum(1 for s in stripe.sessions() if s.get("client_reference_id") == buyer.account_id)
+
+    # Given a checkout, when the client retries it (its response was lost), then Stripe gives the same session
+    first = checkout()
+    assert checkout() == first and sessions_of_buyer() == 1
+    # And with the client's own Idempotency-Key: the same key is the same session, a new key a new session
+    ordered = checkout("order-41")
+    assert checkout("order-41") == ordered != first
+    assert checkout("order-42") not in (first, ordered)
+    assert sessions_of_buyer() == 3
+
+
 def test_card_topup_below_the_minimum_is_refused(api, buyer) -> None:
     response = api.post("/api/billing/topup", headers=auth(buyer), json={"amount": 9.99, "method": "stripe"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "amount_below_minimum"
