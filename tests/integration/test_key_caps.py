@@ -51,7 +51,7 @@ def test_racing_creates_never_pass_the_subscription_cap(local_stack, small_caps)
     outcomes = _outcomes([lambda: api_keys.create_subscription_key(caller, "k", subscription.subscription_id)] * 10)
     assert sorted(outcomes) == ["key_limit_reached"] * 7 + ["ok"] * 3
     # Revoking one frees its place
-    [first, *_] = api_keys.list_keys(caller)
+    [first, *_] = api_keys.list_keys(caller).items
     api_keys.revoke_key(caller, first.key_id)
     api_keys.create_subscription_key(caller, "again", subscription.subscription_id)
     with pytest.raises(Conflict) as full:
@@ -77,4 +77,4 @@ def test_management_keys_are_capped_per_account(local_stack, small_caps) -> None
     caller = _caller("mk-cap")  # has 1
     outcomes = _outcomes([lambda: management_keys.create(caller, "more")] * 6)
     assert sorted(outcomes) == ["key_limit_reached"] * 4 + ["ok"] * 2
-    assert len(management_keys.list_keys(caller)) == 3
+    assert len(management_keys.list_keys(caller).items) == 3

@@ -24,6 +24,7 @@ from llm_platform.data.dynamo import (
     client,
     from_item,
     query_index,
+    query_index_page,
     to_values,
     transact,
     update_if,
@@ -70,6 +71,16 @@ def resolve_secret(secret_hash: str) -> PresentedSecret | None:
 def list_for_account(account_id: str) -> list[ApiKey]:
     items = query_index(_table(), "byAccount", ("accountId", account_id))
     return [from_record(ApiKey, item) for item in items]
+
+
+def page_for_account(
+    account_id: str, after: str | None, limit: int, live_only: bool = False
+) -> tuple[list[ApiKey], str | None]:
+    """A page of the account's keys in key-id order (revoked ones left out with ``live_only``); the key id
+    to continue after."""
+    keep = (lambda item: item.get("status") != "revoked") if live_only else None
+    items, next_after = query_index_page(_table(), "byAccount", ("accountId", account_id), "keyId", after, limit, keep)
+    return [from_record(ApiKey, item) for item in items], next_after
 
 
 def id_pointer(key_id: str) -> str:

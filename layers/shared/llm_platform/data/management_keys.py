@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, from_item, query_index, to_values, transact
+from llm_platform.data.dynamo import client, from_item, query_index, query_index_page, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ManagementKey
 
@@ -26,6 +26,12 @@ def get_by_hash(key_hash: str) -> ManagementKey | None:
 def list_for_account(account_id: str) -> list[ManagementKey]:
     items = query_index(_table(), "byAccount", ("accountId", account_id))
     return [from_record(ManagementKey, item) for item in items]
+
+
+def page_for_account(account_id: str, after: str | None, limit: int) -> tuple[list[ManagementKey], str | None]:
+    """A page of the account's management keys in key-id order; the key id to continue after."""
+    items, next_after = query_index_page(_table(), "byAccount", ("accountId", account_id), "keyId", after, limit)
+    return [from_record(ManagementKey, item) for item in items], next_after
 
 
 def _id_pointer(key_id: str) -> str:

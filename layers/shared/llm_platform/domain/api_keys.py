@@ -13,6 +13,7 @@ from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
@@ -154,10 +155,14 @@ def create_subscription_key(
     return issue_subscription_key(caller.account_id, subscription, name, expires_at)
 
 
-def list_keys(caller: Caller) -> list[ApiKey]:
-    """The account's keys that still exist (revoked ones only show up in usage)."""
-    keys = api_keys_table.list_for_account(caller.account_id)
-    return sorted((k for k in keys if k.status != KeyStatus.REVOKED), key=lambda k: k.created_at)
+def list_keys(caller: Caller, limit: int = listing.DEFAULT_LIMIT, cursor: str | None = None) -> listing.Listing[ApiKey]:
+    """A page of the account's keys that still exist (revoked ones only show up in usage): pages follow key
+    ids, each page in creation order."""
+    after = listing.after(caller.account_id, "keys", cursor)
+    keys, next_after = api_keys_table.page_for_account(caller.account_id, after, limit, live_only=True)
+    return listing.Listing(
+        sorted(keys, key=lambda k: k.created_at), listing.cursor(caller.account_id, "keys", next_after)
+    )
 
 
 def _owned_live_key(caller: Caller, key_id: str) -> ApiKey:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import WriteRefused
+from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller, new_management_key
 from llm_platform.domain.credentials import is_id
 from llm_platform.domain.entities import ManagementKey
@@ -26,8 +27,15 @@ def create(caller: Caller, name: str) -> tuple[ManagementKey, str]:
     return key, plaintext
 
 
-def list_keys(caller: Caller) -> list[ManagementKey]:
-    return sorted(management_keys_table.list_for_account(caller.account_id), key=lambda k: k.created_at)
+def list_keys(
+    caller: Caller, limit: int = listing.DEFAULT_LIMIT, cursor: str | None = None
+) -> listing.Listing[ManagementKey]:
+    """A page of the account's management keys: pages follow key ids, each page in creation order."""
+    after = listing.after(caller.account_id, "management-keys", cursor)
+    keys, next_after = management_keys_table.page_for_account(caller.account_id, after, limit)
+    return listing.Listing(
+        sorted(keys, key=lambda k: k.created_at), listing.cursor(caller.account_id, "management-keys", next_after)
+    )
 
 
 def delete(caller: Caller, key_id: str) -> None:
