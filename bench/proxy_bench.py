@@ -226,7 +226,7 @@ def main() -> None:
 
     (folder / "models.json").write_text(json.dumps(local_model_catalog(upstream.url)))
     os.environ["MODEL_CATALOG_FILE"] = str(folder / "models.json")
-    with LocalStack(REPO / "template.yaml", builtin_upstream=False, log_dir=folder) as info:
+    with LocalStack(REPO / "template.yaml", builtin_upstream=False, log_dir=folder, rate_limit_scale=1000) as info:
         from llm_platform.domain import accounts, api_keys, billing
         from llm_platform.domain.accounts import Caller
 

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from local_stack.limits import RateLimiter, RequestFacts
 from local_stack.template import ApiRoute, api_routes, gateway_responses, load_template
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -453,6 +454,7 @@ def build_gateway(
     template_path: str | Path,
     env: Mapping[str, str],
     asgi_mounts: Mapping[str, ASGIApp] | None = None,
+    rate_limit_scale: float | None = None,
 ) -> Starlette:
     """The template's API routes as an ASGI app; asgi_mounts (prefix -> app) are served as-is before them.
 
@@ -461,11 +463,18 @@ def build_gateway(
 
     Gateway errors (unknown route 404, body over 10 MiB 413, handler failure 502) use the template's
     GatewayResponses when it defines them, else route_not_found / payload_too_large / API Gateway's 502.
+
+    In front of the routes, the template's limits (local_stack.limits): its WAF rate-based rules per client and
+    its method throttles, every number multiplied by ``rate_limit_scale`` (default: env LOCAL_RATE_LIMIT_SCALE,
+    else 1).
     """
     os.environ.update(env)  # handlers read their configuration at import time, as on Lambda
     template_path = Path(template_path)
     template = load_template(template_path)
     responses = gateway_responses(template)
+    if rate_limit_scale is None:
+        rate_limit_scale = float(env.get("LOCAL_RATE_LIMIT_SCALE") or os.environ.get("LOCAL_RATE_LIMIT_SCALE") or 1)
+    limiter = RateLimiter.from_template(template, scale=rate_limit_scale)
 
     functions: dict[tuple[str, str, str], LambdaFunction | WebAdapterFunction] = {}
     compiled: list[CompiledRoute] = []
@@ -502,6 +511,19 @@ def build_gateway(
         if body is None:
             message = f"Request body exceeds {MAX_BODY_BYTES} bytes"
             return error("REQUEST_TOO_LARGE", 413, message, _error_body("payload_too_large", message), request_id)
+        facts = RequestFacts(
+            client_ip=request.client.host if request.client else "127.0.0.1",
+            path=path,
+            method=request.method,
+            headers={name.lower(): value for name, value in request.headers.items()},
+        )
+        if rule := limiter.waf_block(facts):  # WAF sits in front of API Gateway: before routing
+            return Response(
+                rule.response_body or "Forbidden",
+                status_code=rule.response_code,
+                media_type=rule.response_content_type,
+                headers={"x-amzn-RequestId": request_id},
+            )
         matched = match(request.method, path)
         if matched is None:
             # API Gateway answers unknown routes with MISSING_AUTHENTICATION_TOKEN (default 403).
@@ -509,6 +531,9 @@ def build_gateway(
             body_404 = _error_body("route_not_found", message)
             return error("MISSING_AUTHENTICATION_TOKEN", 404, message, body_404, request_id)
         route, path_params = matched
+        if limiter.throttled(route.route.path, request.method):
+            message = "Too Many Requests"
+            return error("THROTTLED", 429, message, {"message": message}, request_id)
         if isinstance(route.function, WebAdapterFunction):
             try:
                 return await serve_web_app(route.function, scope, receive, send, body, request_id)

@@ -112,7 +112,8 @@ COMMON_ERRORS: dict[int, str] = {
     401: AUTH_ERRORS,
     403: ORIGIN_ERRORS,
     413: "`payload_too_large`: the body is over the cap (`MAX_BODY_BYTES`, 16 KiB by default).",
-    429: "`throttled`: over the API's request rate (API Gateway throttling); retry later.",
+    429: "`throttled`: over the API's request rate (API Gateway throttling); `rate_limited`: this client (its IP "
+    "or its `Authorization` header) over its rate in any 5 minutes (the WAF web ACL); retry later.",
 }
 BODY_ERRORS: dict[int, str] = {
     400: "`invalid_json`: the body is not valid JSON.",

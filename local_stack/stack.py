@@ -134,6 +134,7 @@ class LocalStack:
         usdc_confirmations: int = 1,
         schedules: bool = False,
         stripe_simulator: bool = True,
+        rate_limit_scale: float | None = None,
     ) -> None:
         self.template_path = Path(template_path)
         self.port, self.host = port, host
@@ -149,6 +150,7 @@ class LocalStack:
         self._scheduler: Any = None
         self._upstream: Any = None
         self.stripe_simulator = stripe_simulator
+        self.rate_limit_scale = rate_limit_scale  # None: env LOCAL_RATE_LIMIT_SCALE, else the template's numbers
         self._stripe: Any = None
         self._outbox_server: ServerThread | None = None
         self._server: ServerThread | None = None
@@ -201,7 +203,9 @@ class LocalStack:
             SESSION_COOKIE_SECURE="false",
         )
         self._saved_env = {name: os.environ.get(name) for name in env}
-        app = build_gateway(self.template_path, env, asgi_mounts=self.asgi_mounts)
+        app = build_gateway(
+            self.template_path, env, asgi_mounts=self.asgi_mounts, rate_limit_scale=self.rate_limit_scale
+        )
 
         account_id = management_key = demo_email = None
         if self.create_demo_account:

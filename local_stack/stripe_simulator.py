@@ -18,9 +18,10 @@ to the gateway would deadlock. `drain()` (or POST /sim/drain) waits until every 
 Pages: GET /c/pay/{session} (the checkout page: what is bought and a **Pay** button), POST /c/pay/{session}
 (pays, delivers the events synchronously, then 303 to `success_url`), GET /done and /cancelled (landing
 pages for the local stack's success and cancel URLs), GET /sim (a dashboard with Renew / Fail payment /
-Retry payment / Cancel buttons and the event log).
+Retry payment / Cancel buttons, Refund / Dispute / Dispute won buttons on paid top-ups, and the event log).
 
 Test controls (no auth, JSON, deliveries synchronous): POST /sim/sessions/{id}/pay,
+POST /sim/sessions/{id}/refund | dispute | dispute-won | dispute-lost (a paid top-up's charge),
 POST /sim/subscriptions/{id}/renew | fail-payment | retry-payment | cancel, GET /sim/events,
 POST /sim/events/{id}/resend, POST /sim/drain. The same as Python methods of `StripeSimulator`.
 """
@@ -1442,6 +1443,94 @@ class StripeSimulator:
 
         return self._control(cancel)
 
+    # Refunds and disputes of a paid top-up (payment mode) ----------------------------------------------
+
+    def _paid_charge(self, session_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The charge of a paid payment-mode session (made on first use from its PaymentIntent), and the intent."""
+        if session_id not in self._sessions:
+            raise no_such("checkout.session", session_id, "session")
+        session = self._objects[session_id]
+        intent = self._objects.get(session.get("payment_intent") or "")
+        if session["mode"] != "payment" or session["payment_status"] != "paid" or intent is None:
+            raise StripeError(400, f"Checkout session {session_id} has no paid charge.")
+        charge_id = intent["latest_charge"]
+        if charge_id not in self._objects:
+            self._objects[charge_id] = {
+                "id": charge_id,
+                "object": "charge",
+                "amount": intent["amount"],
+                "amount_captured": intent["amount"],
+                "amount_refunded": 0,
+                "captured": True,
+                "created": intent["created"],
+                "currency": intent["currency"],
+                "customer": intent["customer"],
+                "disputed": False,
+                "livemode": False,
+                "metadata": {},
+                "paid": True,
+                "payment_intent": intent["id"],
+                "refunded": False,
+                "status": "succeeded",
+            }
+        return self._objects[charge_id], intent
+
+    def refund(self, session_id: str, amount: int | None = None) -> dict[str, Any]:
+        """Refunds ``amount`` (smallest currency unit; default: all that is left) of a paid top-up's charge, as
+        the Dashboard's Refund does: ``amount_refunded`` grows (cumulative); event charge.refunded, delivered
+        synchronously. Returns {"charge", "events"}. StripeError 400 when nothing is left to refund."""
+        with self._lock:
+            charge, _intent = self._paid_charge(session_id)
+            left = charge["amount"] - charge["amount_refunded"]
+            amount = left if amount is None else amount
+            if amount <= 0 or amount > left:
+                raise StripeError(400, f"Refund amount must be between 1 and {left}.", param="amount")
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            jobs = [self._emit("charge.refunded", charge)]
+            result: dict[str, Any] = {"charge": copy.deepcopy(charge)}
+        result["events"] = self._wait(jobs)
+        return result
+
+    def dispute(self, session_id: str, outcome: str | None = None) -> dict[str, Any]:
+        """The cardholder disputes a paid top-up's charge (event charge.dispute.created: the amount is withdrawn
+        at once), or with ``outcome`` "won" / "lost" its dispute closes (charge.dispute.closed). Delivered
+        synchronously. Returns {"dispute", "events"}."""
+        with self._lock:
+            charge, intent = self._paid_charge(session_id)
+            dispute_id = "dp_" + charge["id"].removeprefix("ch_")
+            dispute = self._objects.get(dispute_id)
+            if outcome is None:
+                if dispute is not None:
+                    raise StripeError(400, f"Charge {charge['id']} is already disputed.")
+                dispute = {
+                    "id": dispute_id,
+                    "object": "dispute",
+                    "amount": charge["amount"] - charge["amount_refunded"],
+                    "charge": charge["id"],
+                    "created": int(time.time()),
+                    "currency": charge["currency"],
+                    "is_charge_refundable": False,
+                    "livemode": False,
+                    "metadata": {},
+                    "payment_intent": intent["id"],
+                    "reason": "fraudulent",
+                    "status": "needs_response",
+                }
+                self._objects[dispute_id] = dispute
+                charge["disputed"] = True
+                jobs = [self._emit("charge.dispute.created", dispute)]
+            else:
+                if outcome not in ("won", "lost"):
+                    raise StripeError(400, f"Unknown dispute outcome {outcome!r}.", param="outcome")
+                if dispute is None or dispute["status"] in ("won", "lost"):
+                    raise StripeError(400, f"Charge {charge['id']} has no open dispute.")
+                dispute["status"] = outcome
+                jobs = [self._emit("charge.dispute.closed", dispute)]
+            result: dict[str, Any] = {"dispute": copy.deepcopy(dispute)}
+        result["events"] = self._wait(jobs)
+        return result
+
     def _control(
         self, action: Callable[[], tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]]
     ) -> dict[str, Any]:
@@ -1466,6 +1555,7 @@ class StripeSimulator:
             Route("/sim/events/{event_id}/resend", self._sim_resend, methods=["POST"]),
             Route("/sim/drain", self._sim_drain, methods=["POST"]),
             Route("/sim/sessions/{session_id}/pay", self._sim_pay, methods=["POST"]),
+            Route("/sim/sessions/{session_id}/{action}", self._sim_chargeback, methods=["POST"]),
             Route("/sim/subscriptions/{subscription_id}/{action}", self._sim_subscription, methods=["POST"]),
         ]
         return Starlette(routes=routes)
@@ -1752,6 +1842,22 @@ class StripeSimulator:
             return JSONResponse(error.body(), error.status)
         return JSONResponse(result)
 
+    async def _sim_chargeback(self, request: Request) -> Response:
+        actions: dict[str, Callable[[str], dict[str, Any]]] = {
+            "refund": self.refund,
+            "dispute": self.dispute,
+            "dispute-won": lambda session_id: self.dispute(session_id, "won"),
+            "dispute-lost": lambda session_id: self.dispute(session_id, "lost"),
+        }
+        action = actions.get(request.path_params["action"])
+        if action is None:
+            return JSONResponse({"error": {"message": "Unknown action", "type": "invalid_request_error"}}, 404)
+        try:
+            result = await run_in_threadpool(action, request.path_params["session_id"])
+        except StripeError as error:
+            return JSONResponse(error.body(), error.status)
+        return await _control_response(request, result)
+
     async def _sim_subscription(self, request: Request) -> Response:
         actions = {
             "renew": self.renew,
@@ -1790,7 +1896,15 @@ class StripeSimulator:
             f"<td>{esc(s['status'])} / {esc(s['payment_status'])}</td>"
             f"<td>{esc(format_amount(s['amount_total'], s['currency']))}</td>"
             f"<td>{esc(s['client_reference_id'] or '')}</td><td>{esc(json.dumps(s['metadata']))}</td>"
-            f"<td>{esc(s['subscription'] or s['payment_intent'] or '')}</td></tr>"
+            f"<td>{esc(s['subscription'] or s['payment_intent'] or '')}</td><td>"
+            + (
+                button(f"/sim/sessions/{s['id']}/refund", "Refund")
+                + button(f"/sim/sessions/{s['id']}/dispute", "Dispute")
+                + button(f"/sim/sessions/{s['id']}/dispute-won", "Dispute won")
+                if s["mode"] == "payment" and s["payment_status"] == "paid"
+                else ""
+            )
+            + "</td></tr>"
             for s in sessions
         )
         subscription_rows = "".join(
@@ -1829,7 +1943,7 @@ class StripeSimulator:
             f"<code>{esc(self.webhook_url or '(not set)')}</code> · "
             f"API version <code>{esc(STRIPE_API_VERSION)}</code></p>"
             "<h2>Checkout sessions</h2><table><tr><th>id</th><th>mode</th><th>status</th><th>amount</th>"
-            f"<th>client_reference_id</th><th>metadata</th><th>result</th></tr>{session_rows}</table>"
+            f"<th>client_reference_id</th><th>metadata</th><th>result</th><th></th></tr>{session_rows}</table>"
             "<h2>Subscriptions</h2><table><tr><th>id</th><th>status</th><th>current period</th>"
             f"<th>cancel at period end</th><th>metadata</th><th></th></tr>{subscription_rows}</table>"
             "<h2>Events (newest first)</h2><table><tr><th>id</th><th>type</th><th>created</th><th>deliveries</th>"

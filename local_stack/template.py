@@ -250,3 +250,105 @@ def schedules(template: dict[str, Any]) -> list[Schedule]:
                 )
             )
     return found
+
+
+# ---------------------------------------------------------------------------------- limits
+
+
+def parameter_value(template: dict[str, Any], value: Any) -> Any:
+    """A literal, or a ``Ref`` to a template parameter resolved to its Default (what a plain deploy gets)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        parameter = (template.get("Parameters") or {}).get(value["Ref"])
+        if parameter is None or "Default" not in parameter:
+            raise ValueError(f"cannot resolve {value!r} locally: not a parameter with a default")
+        return parameter["Default"]
+    return value
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """A WAF rate-based rule: at most ``limit`` requests per ``window_seconds`` for each aggregation key
+    (the client IP, or the values of the listed headers) among the requests its scope-down statement matches."""
+
+    name: str
+    limit: int
+    window_seconds: int
+    key_headers: tuple[str, ...]  # empty: aggregated by client IP
+    scope_down: dict[str, Any] | None
+    response_code: int
+    response_body: str | None  # the rule's custom response body, when it has one
+    response_content_type: str
+
+
+_CONTENT_TYPES = {"APPLICATION_JSON": "application/json", "TEXT_PLAIN": "text/plain", "TEXT_HTML": "text/html"}
+
+
+def rate_rules(template: dict[str, Any]) -> list[RateRule]:
+    """The rate-based block rules of every AWS::WAFv2::WebACL, in priority order (only those: any other kind
+    of rule is an error, so a rule the local gateway cannot apply is not silently skipped)."""
+    found: list[tuple[int, RateRule]] = []
+    for acl_id, resource in _resources(template, "AWS::WAFv2::WebACL").items():
+        props = resource.get("Properties") or {}
+        bodies = props.get("CustomResponseBodies") or {}
+        for rule in props.get("Rules") or []:
+            statement = (rule.get("Statement") or {}).get("RateBasedStatement")
+            block = (rule.get("Action") or {}).get("Block")
+            if statement is None or block is None:
+                raise ValueError(f"{acl_id} rule {rule.get('Name')}: only rate-based block rules run locally")
+            custom = (block or {}).get("CustomResponse") or {}
+            body = bodies.get(custom.get("CustomResponseBodyKey")) or {}
+            if statement.get("AggregateKeyType") == "IP":
+                key_headers: tuple[str, ...] = ()
+            elif statement.get("AggregateKeyType") == "CUSTOM_KEYS":
+                keys = statement.get("CustomKeys") or []
+                if not keys or any(set(key) != {"Header"} for key in keys):
+                    raise ValueError(f"{acl_id} rule {rule.get('Name')}: only Header custom keys run locally")
+                key_headers = tuple(str(key["Header"]["Name"]).lower() for key in keys)
+            else:
+                raise ValueError(f"{acl_id} rule {rule.get('Name')}: unsupported AggregateKeyType")
+            found.append(
+                (
+                    int(rule.get("Priority", 0)),
+                    RateRule(
+                        name=str(rule["Name"]),
+                        limit=int(parameter_value(template, statement["Limit"])),
+                        window_seconds=int(parameter_value(template, statement.get("EvaluationWindowSec", 300))),
+                        key_headers=key_headers,
+                        scope_down=statement.get("ScopeDownStatement"),
+                        response_code=int(custom.get("ResponseCode", 403)),
+                        response_body=body.get("Content"),
+                        response_content_type=_CONTENT_TYPES.get(str(body.get("ContentType")), "text/plain"),
+                    ),
+                )
+            )
+    return [rule for _, rule in sorted(found, key=lambda item: item[0])]
+
+
+@dataclass(frozen=True)
+class MethodThrottle:
+    """A stage's method setting: ``rate`` requests per second, ``burst`` at once, for the method(s) at a path
+    (``*``: every path or method the more specific settings do not cover)."""
+
+    resource_path: str  # decoded: /api/billing/webhook, or * for the stage default
+    http_method: str  # upper case, or *
+    rate: float
+    burst: int
+
+
+def method_throttles(template: dict[str, Any]) -> list[MethodThrottle]:
+    """The throttling MethodSettings of every AWS::Serverless::Api (API Gateway: most specific wins)."""
+    throttles: list[MethodThrottle] = []
+    for resource in _resources(template, "AWS::Serverless::Api").values():
+        for setting in (resource.get("Properties") or {}).get("MethodSettings") or []:
+            if "ThrottlingRateLimit" not in setting and "ThrottlingBurstLimit" not in setting:
+                continue
+            path = str(setting.get("ResourcePath", "/*"))
+            throttles.append(
+                MethodThrottle(
+                    resource_path="*" if path == "/*" else path[1:].replace("~1", "/"),
+                    http_method=str(setting.get("HttpMethod", "*")).upper(),
+                    rate=float(parameter_value(template, setting.get("ThrottlingRateLimit", 10_000))),
+                    burst=int(parameter_value(template, setting.get("ThrottlingBurstLimit", 5_000))),
+                )
+            )
+    return throttles

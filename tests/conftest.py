@@ -23,8 +23,11 @@ def dynamodb_local() -> Iterator[DynamoDBLocal]:
 
 @pytest.fixture(scope="session")
 def local_stack(dynamodb_local: DynamoDBLocal) -> Iterator[StackInfo]:
-    """The stack from template.yaml on a free port: .api_url, .dynamodb_url, .demo_management_key."""
-    stack = LocalStack(REPO_ROOT / "template.yaml", port=0, dynamodb=dynamodb_local)
+    """The stack from template.yaml on a free port: .api_url, .dynamodb_url, .demo_management_key.
+
+    Its per-client limits (the template's WAF rules) are scaled up 1000 times: the whole suite fires its bursts
+    from 127.0.0.1 through this one gateway. tests/unit/local/test_local_stack_limits.py tests them as declared."""
+    stack = LocalStack(REPO_ROOT / "template.yaml", port=0, dynamodb=dynamodb_local, rate_limit_scale=1000)
     try:
         yield stack.start()
     finally:

@@ -15,7 +15,10 @@ app = build_app()
 @app.get(
     "/api/billing/status",
     summary="Billing status",
-    description="The account's subscriptions, each with its keys, and the prepaid credit balance.",
+    description=(
+        "The account's subscriptions, each with its live keys (at most 100 listed; `keyCount` counts them all), "
+        "and the prepaid credit balance."
+    ),
     tags=["Billing"],
     operation_id="getBillingStatus",
     responses=responses(200, "BillingStatusView", "Subscriptions and credit balance."),

@@ -3,7 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_platform.api.app import build_app, dashboard_url, ok
+from llm_platform.api.app import build_app, dashboard_url, header, ok
 from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CheckoutRequest
 from llm_platform.domain import stripe_payments
@@ -26,7 +26,7 @@ app = build_app()
         "CheckoutSession",
         "Send the customer to `sessionUrl`.",
         errors={
-            400: "`unknown_plan`.",
+            400: "`unknown_plan`, `invalid_idempotency_key`.",
             503: "`stripe_not_configured`, `stripe_unavailable`, `plan_misconfigured`.",
         },
     ),
@@ -35,7 +35,10 @@ def checkout(body: CheckoutRequest):
     return ok(
         {
             "sessionUrl": stripe_payments.start_checkout(
-                app.caller, body.plan_slug, dashboard_url(app.current_event.raw_event)
+                app.caller,
+                body.plan_slug,
+                dashboard_url(app.current_event.raw_event),
+                header(app.current_event.raw_event, "idempotency-key"),
             )
         }
     )

@@ -26,7 +26,12 @@ app = build_app()
     ),
     tags=["Keys"],
     operation_id="createCreditKey",
-    responses=responses(201, "CreatedApiKey", "The key; `apiKey` is shown only here."),
+    responses=responses(
+        201,
+        "CreatedApiKey",
+        "The key; `apiKey` is shown only here.",
+        errors={409: "`key_limit_reached`: the account has as many keys as it may (5,000 by default)."},
+    ),
 )
 def create_credit_key(body: CreateCreditKeyRequest):
     max_budget = None if body.max_budget is None else usd_to_micros(body.max_budget)

@@ -22,7 +22,12 @@ app = build_app()
     description="Another management key for the same account.",
     tags=["Management keys"],
     operation_id="createManagementKey",
-    responses=responses(201, "CreatedManagementKey", "The key; `managementKey` is shown only here."),
+    responses=responses(
+        201,
+        "CreatedManagementKey",
+        "The key; `managementKey` is shown only here.",
+        errors={409: "`key_limit_reached`: the account has as many management keys as it may (25 by default)."},
+    ),
 )
 def create_management_key(body: CreateManagementKeyRequest):
     key, plaintext = management_keys.create(app.caller, body.name)

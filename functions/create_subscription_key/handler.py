@@ -28,7 +28,8 @@ app = build_app()
         "The key; `apiKey` is shown only here.",
         errors={
             404: "`not_found`: no such subscription, or another account's.",
-            409: "`subscription_not_active`.",
+            409: "`subscription_not_active`; `key_limit_reached`: the subscription (its plan's `maxKeys`) or the "
+            "account has as many keys as it may.",
         },
     ),
 )

@@ -1,10 +1,13 @@
 """GET /api/management-keys: the account's management keys, never their secrets."""
 
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
-from llm_platform.api.app import build_app, ok
+from llm_platform.api.app import build_app, page
 from llm_platform.api.openapi import responses
 from llm_platform.domain import management_keys
 from llm_platform.observability import logger, metrics, tracer
@@ -15,14 +18,23 @@ app = build_app()
 @app.get(
     "/api/management-keys",
     summary="List management keys",
-    description="The account's management keys, never their secrets; `current` marks the one used.",
+    description=(
+        "The account's management keys, never their secrets; `current` marks the one used. Paginated: `limit` "
+        "(1-100, default 100) keys a page, each page in creation order; `nextCursor` fetches the next."
+    ),
     tags=["Management keys"],
     operation_id="listManagementKeys",
-    responses=responses(200, "ManagementKeyView", "The management keys.", many=True),
+    responses=responses(
+        200, "ManagementKeyView", "A page of the management keys.", paged=True, errors={400: "`invalid_cursor`."}
+    ),
 )
-def list_management_keys():
+def list_management_keys(
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+):
     caller = app.caller
-    return ok([views.management_key(key, caller.management_key_id) for key in management_keys.list_keys(caller)])
+    found = management_keys.list_keys(caller, limit, cursor)
+    return page([views.management_key(key, caller.management_key_id) for key in found.items], found.cursor)
 
 
 # log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.

@@ -1,10 +1,13 @@
 """GET /api/billing/wallets: the wallets bound to the account."""
 
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_platform.api import views
-from llm_platform.api.app import build_app, ok
+from llm_platform.api.app import build_app, page
 from llm_platform.api.openapi import responses
 from llm_platform.domain import wallets
 from llm_platform.observability import logger, metrics, tracer
@@ -15,13 +18,20 @@ app = build_app()
 @app.get(
     "/api/billing/wallets",
     summary="List wallets",
-    description="The wallets bound to the account.",
+    description=(
+        "The wallets bound to the account. Paginated: `limit` (1-100, default 100) wallets a page, each page in "
+        "binding order; `nextCursor` fetches the next."
+    ),
     tags=["Wallets"],
     operation_id="listWallets",
-    responses=responses(200, "WalletView", "The wallets.", many=True),
+    responses=responses(200, "WalletView", "A page of the wallets.", paged=True, errors={400: "`invalid_cursor`."}),
 )
-def list_wallets():
-    return ok([views.wallet(binding) for binding in wallets.list_wallets(app.caller)])
+def list_wallets(
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+):
+    found = wallets.list_wallets(app.caller, limit, cursor)
+    return page([views.wallet(binding) for binding in found.items], found.cursor)
 
 
 # log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: the event carries the Authorization header.

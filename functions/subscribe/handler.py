@@ -29,7 +29,11 @@ app = build_app()
         201,
         "Subscribed",
         "The subscription (and key).",
-        errors={400: "`unknown_plan`.", 402: "`insufficient_credit`: the balance does not cover one period."},
+        errors={
+            400: "`unknown_plan`.",
+            402: "`insufficient_credit`: the balance does not cover one period.",
+            409: "`key_limit_reached`: with `createKey`, the account has as many keys as it may (nothing charged).",
+        },
     ),
 )
 def subscribe(body: SubscribeRequest):

@@ -3,7 +3,7 @@
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_platform.api.app import build_app, dashboard_url, ok
+from llm_platform.api.app import build_app, dashboard_url, header, ok
 from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import TopupRequest
 from llm_platform.domain import stripe_payments, usdc
@@ -17,7 +17,9 @@ app = build_app()
     summary="Top up the credit balance",
     description=(
         "`stripe`: a Stripe Checkout Session for exactly `amount` USD (at least $10, whole cents); "
-        "`usdc`: where to send `amount` USDC, then bind the wallet and `POST /api/billing/verify-topup`."
+        "`usdc`: where to send `amount` USDC, then bind the wallet and `POST /api/billing/verify-topup`. "
+        "A card top-up retried with the same "
+        "`Idempotency-Key` header (or, without one, of the same amount within 60 seconds) returns the same session."
     ),
     tags=["Billing"],
     operation_id="topup",
@@ -26,7 +28,10 @@ app = build_app()
         ("CheckoutSession", "UsdcInstructions"),
         "stripe: `{sessionUrl}`; usdc: `{address, chain, amount}`.",
         errors={
-            400: "`amount_below_minimum`, `amount_too_large`, `invalid_amount` (card top-ups).",
+            400: (
+                "`amount_below_minimum`, `amount_too_large`, `invalid_amount`, `invalid_idempotency_key` "
+                "(card top-ups)."
+            ),
             503: "`stripe_not_configured`, `stripe_unavailable`, `usdc_not_configured`.",
         },
     ),
@@ -36,7 +41,10 @@ def topup(body: TopupRequest):
         return ok(
             {
                 "sessionUrl": stripe_payments.start_topup(
-                    app.caller, body.amount, dashboard_url(app.current_event.raw_event)
+                    app.caller,
+                    body.amount,
+                    dashboard_url(app.current_event.raw_event),
+                    header(app.current_event.raw_event, "idempotency-key"),
                 )
             }
         )

@@ -32,7 +32,7 @@ app = build_app()
         more={202: success("Not enough confirmations yet: nothing credited, ask again.", "TopupPending")},
         errors={
             400: "`invalid_tx_hash`, `transaction_failed`, `no_usdc_transfer`, `amount_mismatch`, "
-            "`too_many_transfers`.",
+            "`too_many_transfers`, `too_many_logs`.",
             403: "`wallet_not_bound`: no transfer from a wallet bound to this account.",
             404: "`transaction_not_found`.",
             409: "`already_credited`.",

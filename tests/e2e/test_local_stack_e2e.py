@@ -159,7 +159,7 @@ def test_the_documented_curl_examples_work(stack) -> None:
     deleted = curl("-X", "DELETE", f"{api}/api/keys/{credit['id']}", "-H", f"Authorization: Bearer {mk}")
     assert deleted["data"]["revoked"] is True
     # curl …/api/usage  (the "Tracking keys" example)
-    usage = curl(f"{api}/api/usage", "-H", f"Authorization: Bearer {mk}")["data"]["keys"]
+    usage = curl(f"{api}/api/usage", "-H", f"Authorization: Bearer {mk}")["data"]
     assert {(k["name"], k["status"]) for k in usage} == {("prod-api", "active"), ("client-acme", "revoked")}
     status = curl(f"{api}/api/billing/status", "-H", f"Authorization: Bearer {mk}")["data"]
     assert status["subscriptions"][0]["id"] == granted["subscriptionId"]

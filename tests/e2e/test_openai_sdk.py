@@ -43,7 +43,7 @@ def test_plain_completion_with_usage_and_rate_headers(local_stack, subscription_
     assert int(raw.headers["x-ratelimit-remaining-requests"]) < 200
     # And the request shows in the management API's usage
     usage = httpx.get(f"{local_stack.api_url}/api/usage", headers={"Authorization": f"Bearer {management_key}"})
-    [entry] = usage.json()["data"]["keys"]
+    [entry] = usage.json()["data"]
     assert entry["usage"]["lifetime"]["requests"] == 1 and entry["usage"]["lifetime"]["totalTokens"] > 0
     assert entry["usage"]["currentBudgetWindow"]["requests"] == 1
     assert entry["usage"]["currentBudgetWindow"]["spend"] != "0.00"

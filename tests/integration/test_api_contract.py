@@ -149,7 +149,7 @@ def test_documented_flows_conform(flows: Contract, local_stack) -> None:
     assert subscribed.status_code == 201, subscribed.text
     subscription_id = subscribed.json()["data"]["subscription"]["id"]
     assert _conforming(contract, "GET", "/api/billing/status").json()["data"]["subscriptions"]
-    usage = _conforming(contract, "GET", "/api/usage").json()["data"]["keys"]
+    usage = _conforming(contract, "GET", "/api/usage").json()["data"]
     assert any(entry["usage"]["currentBudgetWindow"] for entry in usage)
     cancelled = _conforming(contract, "POST", "/api/billing/cancel", body={"subscriptionId": subscription_id})
     assert cancelled.json()["data"]["cancelAtPeriodEnd"] is True

@@ -38,7 +38,7 @@ def test_deleting_the_last_two_management_keys_at_once_keeps_one(local_stack) ->
     )
     # Then exactly one delete succeeds and the account keeps exactly one key
     assert [o[0] for o in outcomes].count("ok") == 1
-    assert len(management_keys.list_keys(caller)) == 1
+    assert len(management_keys.list_keys(caller).items) == 1
 
 
 def test_concurrent_revokes_of_one_key_succeed_once(local_stack) -> None:
@@ -72,7 +72,7 @@ def test_no_key_is_minted_on_a_subscription_that_lapsed_after_it_was_read(local_
         assert error.code == "subscription_not_active"
     else:
         raise AssertionError("a key was minted on a lapsed subscription")
-    assert api_keys.list_keys(Caller(account.account_id, account.management_key_id)) == []
+    assert api_keys.list_keys(Caller(account.account_id, account.management_key_id)).items == []
 
 
 @pytest.mark.parametrize(("balance", "expected"), [(40_000_000, 2), (39_999_999, 1)])
@@ -107,4 +107,4 @@ def test_concurrent_subscribes_never_overdraw_the_balance(local_stack, balance, 
     )["Items"]
     assert sum(int(item["amountMicros"]["N"]) for item in ledger) == remaining
     assert len(billing.status(caller).subscriptions) == expected
-    assert len(api_keys.list_keys(caller)) == expected
+    assert len(api_keys.list_keys(caller).items) == expected

@@ -58,7 +58,7 @@ def test_seed_flow_subscribe_key_list_delete(api, alice) -> None:
     # When the key is deleted, it is gone from the list and usage marks it revoked
     assert api.delete(f"/api/keys/{key['id']}", headers=auth(alice)).status_code == 200
     assert {k["name"] for k in api.get("/api/keys", headers=auth(alice)).json()["data"]} == {"client-acme"}
-    usage = api.get("/api/usage", headers=auth(alice)).json()["data"]["keys"]
+    usage = api.get("/api/usage", headers=auth(alice)).json()["data"]
     assert {(k["name"], k["status"]) for k in usage} == {("prod-api", "revoked"), ("client-acme", "active")}
 
 

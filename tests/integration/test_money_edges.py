@@ -302,7 +302,7 @@ def test_hostile_json_on_the_management_api_is_a_clear_400(local_stack, raw) -> 
     )
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["code"] in ("invalid_json", "validation_error")
-    assert api_keys.list_keys(Caller(created.account_id, created.management_key_id)) == []
+    assert api_keys.list_keys(Caller(created.account_id, created.management_key_id)).items == []
 
 
 def test_request_ids_are_uuids(proxy_url) -> None:

@@ -13,6 +13,11 @@ credit keys and the requests they have in flight) through random sequences of th
 - the expiry job with the clock moved forward (renewals from credits, expiries);
 - requests that die in flight (their proxy stopped) and reconciler runs that settle them after their
   deadline (the prompt's cost charged, the rest released, a usage entry);
+- refunds (cumulative, possibly partial) and disputes (opened, won) of paid card top-ups through the
+  signed webhook, each debited (or, won, credited back) once, whatever is replayed;
+- key caps (small ones here): creating an API key (a credit key, or a subscription's key with
+  ``createKey``) or a management key past the account's cap is 409 ``key_limit_reached`` and changes
+  nothing; a subscription's keys revoked at expiry free their places;
 - key lifecycle: a calendar budget reset (``budgetReset`` with ``maxBudget``) set or removed on a warm
   key, in-process admissions on the moving clock (so periods roll over), and rotation of a key's secret
   (grace or none) while it has requests in flight.
@@ -22,8 +27,10 @@ After every step the invariants compare the model with what is stored:
   key's admission deducts its worst-case cost from the balance without a ledger entry; the settle
   refunds the difference and writes the one ``usage`` entry (-cost). With nothing in flight this is
   exactly ``balance == sum(ledger)``;
-- a balance is never negative (admission requires it to cover the whole reservation, a settle never
-  costs more than was reserved, and charges are conditioned on the balance);
+- a balance is never negative except by chargebacks (admission requires it to cover the whole reservation,
+  a settle never costs more than was reserved, and charges are conditioned on the balance; a refund or a
+  dispute of a paid top-up takes the money back whatever is left, once), and a negative account is
+  refused 402 on /v1;
 - each Checkout Session is credited at most once: one ``stripe#checkout#<id>`` PaymentEvents record
   and one ledger entry if it was paid, none if never paid; an event id is recorded iff it applied;
 - the stored balances, ledger entries (kind, amount, reference) and credit keys' spend are the model's,
@@ -68,7 +75,7 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
 from llm_platform.data.dynamo import client, query_all
 from llm_platform.domain import accounts as accounts_domain
-from llm_platform.domain import api_keys, reservations, subscriptions
+from llm_platform.domain import api_keys, management_keys, plans, reservations, subscriptions
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.billing import add_months
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
@@ -85,6 +92,8 @@ from tests.support.stripe_events import outcome, sample, webhook_function
 SECRET = "whsec_money_state_machine"
 MICROS_PER_CENT = 10_000
 MAX_ACCOUNTS = 3
+MAX_API_KEYS = 4  # the account caps of this test (catalog accountLimits, made small)
+MAX_MANAGEMENT_KEYS = 3
 WORDS = ("hi", "hello", "token", "a", "lorem", "ipsum", "tokenization")
 STARTING_CREDIT = st.one_of(st.just(0), st.integers(1, 150).map(lambda usd: usd * 1_000_000))
 SETTINGS = settings(
@@ -113,6 +122,10 @@ class AccountModel:
     balance: int = 0  # what the Accounts table must hold: reservations in flight already deducted
     ledger: collections.Counter = field(default_factory=collections.Counter)  # (kind, amount, reference)
     in_flight: int = 0  # reservations of admitted, not yet settled requests
+    chargebacks: int = 0  # micros taken back by refunds and disputes (net of disputes won)
+    api_keys: int = 0  # live API keys (credit keys and subscriptions' keys): capped at MAX_API_KEYS
+    management_keys: int = 1  # the first one comes with the account
+    credit_key: str | None = None  # one of its credit keys, for the /v1 check of a negative balance
 
     def book(self, kind: str, amount: int, reference: str) -> None:
         self.balance += amount
@@ -138,6 +151,9 @@ class SessionModel:
     paid_by: str | None = None  # the account credited, once paid
     paid_micros: int = 0
     events: list[dict] = field(default_factory=list)  # every event delivered about it
+    refunded_cents: int = 0  # what Stripe has refunded of its charge (cumulative)
+    dispute: str | None = None  # None, "debited", "reinstated" (won after debit) or "closed" (won first)
+    dispute_cents: int = 0
 
 
 @dataclass
@@ -247,6 +263,7 @@ class MoneyMachine(RuleBasedStateMachine):
         obj = stripe_event["data"]["object"]
         obj["id"], obj["amount_subtotal"], obj["amount_total"] = session_id, cents, cents
         obj["metadata"]["creditMicros"] = str(cents * MICROS_PER_CENT)
+        obj["payment_intent"] = f"pi_{session_id}"  # each session its own payment: refunds find its account
         return stripe_event
 
     def _deliver_payment(self, stripe_event: dict) -> None:
@@ -312,6 +329,89 @@ class MoneyMachine(RuleBasedStateMachine):
         stripe_event = self._event("checkout.session.completed.topup", session_id, first["client_reference_id"], amount)
         self._deliver_payment(stripe_event)
 
+    # ------------------------------------------------------------ refunds and disputes of card top-ups
+    def _deliver_chargeback(self, stripe_event: dict, session: SessionModel, expected: str, amount: int) -> None:
+        """Deliver a refund or dispute event; ``amount`` (micros, signed) is booked when it applies."""
+        status, outcome = self.env.deliver(stripe_event)
+        note(f"{stripe_event['type']}: {outcome}")
+        assert (status, outcome) == (200, expected), (stripe_event["type"], session.session_id)
+        self.delivered_events.add(stripe_event["id"])
+        if expected != "applied":
+            return
+        self.applied_events.add(stripe_event["id"])
+        if amount:
+            model = self.model_accounts[session.paid_by]
+            obj = stripe_event["data"]["object"]
+            if stripe_event["type"] == "charge.refunded":
+                kind, reference = (
+                    "refund",
+                    f"stripe#charge#{obj['id']}#refunded#{obj['amount_refunded'] * MICROS_PER_CENT}",
+                )
+            elif amount < 0:
+                kind, reference = "chargeback", f"stripe#dispute#{obj['id']}"
+            else:
+                kind, reference = "chargeback_reversed", f"stripe#dispute#{obj['id']}#won"
+            model.book(kind, amount, reference)
+            model.chargebacks -= amount
+            self._negative_is_refused_on_v1(model)
+
+    def _negative_is_refused_on_v1(self, model: AccountModel) -> None:
+        """Then an account left negative is refused 402 on /v1, whatever the request costs."""
+        if model.balance >= 0 or model.credit_key is None:
+            return
+        key = self.model_keys[model.credit_key]
+        response = self.env.http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key.plaintext}"},
+            json={"model": "test/echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        )
+        assert response.status_code == 402, response.text
+        assert response.json()["error"]["code"] == "insufficient_quota"
+        note("http: 402, negative after a chargeback")
+
+    @rule(session_id=sessions, more=st.sampled_from([0, 1, 100, 1_000, 12_000]))
+    def stripe_refund(self, session_id: str, more: int) -> None:
+        """When Stripe reports a refund of the session's charge (``amount_refunded`` is cumulative; 0 more is
+        a replay), then what was refunded since the last refund is debited once; a session never paid is
+        not a top-up of this platform (no payment of it is known): ignored."""
+        session = self.model_sessions[session_id]
+        paid_cents = session.paid_micros // MICROS_PER_CENT
+        cumulative = min(paid_cents, session.refunded_cents + more) if session.paid_by else more
+        stripe_event = sample("charge.refunded", account_id="acct_unused", id=f"evt_sm_{uuid.uuid4().hex}")
+        obj = stripe_event["data"]["object"]
+        obj.update(id=f"ch_{session_id}", payment_intent=f"pi_{session_id}", amount=paid_cents or 1_000)
+        obj["amount_refunded"], obj["metadata"] = cumulative, {}
+        if session.paid_by is None:
+            expected, amount = "ignored", 0
+        elif cumulative > session.refunded_cents:
+            expected, amount = "applied", -(cumulative - session.refunded_cents) * MICROS_PER_CENT
+            session.refunded_cents = cumulative
+        else:
+            expected, amount = "duplicate", 0
+        self._deliver_chargeback(stripe_event, session, expected, amount)
+
+    @rule(session_id=sessions, share=st.sampled_from([0.1, 0.5, 1.0]), won=st.booleans())
+    def stripe_dispute(self, session_id: str, share: float, won: bool) -> None:
+        """When the cardholder disputes the session's charge (opened, or closed won), then the disputed
+        amount is debited once when opened, and credited back once when won after that; anything else is a
+        duplicate (a dispute never paid: ignored)."""
+        session = self.model_sessions[session_id]
+        name = "charge.dispute.closed.won" if won else "charge.dispute.created"
+        stripe_event = sample(name, account_id="acct_unused", id=f"evt_sm_{uuid.uuid4().hex}")
+        obj = stripe_event["data"]["object"]
+        cents = session.dispute_cents or max(1, int(session.paid_micros // MICROS_PER_CENT * share))
+        obj.update(id=f"dp_{session_id}", payment_intent=f"pi_{session_id}", charge=f"ch_{session_id}", amount=cents)
+        expected, amount = "duplicate", 0
+        if session.paid_by is None:
+            expected = "ignored"
+        elif session.dispute is None:
+            expected, session.dispute_cents = "applied", cents
+            session.dispute = "closed" if won else "debited"
+            amount = 0 if won else -cents * MICROS_PER_CENT
+        elif session.dispute == "debited" and won:
+            expected, amount, session.dispute = "applied", session.dispute_cents * MICROS_PER_CENT, "reinstated"
+        self._deliver_chargeback(stripe_event, session, expected, amount)
+
     # ------------------------------------------------------------ subscriptions from credits
     @rule(target=subs, account=accounts, plan=st.sampled_from(["standard", "pro"]), create_key=st.booleans())
     def subscribe(self, account: str, plan: str, create_key: bool) -> Any:
@@ -324,8 +424,15 @@ class MoneyMachine(RuleBasedStateMachine):
                 subscriptions.subscribe_with_credit(model.caller, plan, create_key, "sm-key")
             note("subscribe: 402")
             return multiple()
+        if create_key and model.api_keys >= MAX_API_KEYS:
+            with pytest.raises(Conflict) as refused:
+                subscriptions.subscribe_with_credit(model.caller, plan, create_key, "sm-key")
+            assert refused.value.code == "key_limit_reached"
+            note("subscribe: 409 key cap")
+            return multiple()
         subscription, issued = subscriptions.subscribe_with_credit(model.caller, plan, create_key, "sm-key")
         assert (issued is not None) == create_key
+        model.api_keys += int(create_key)
         note("subscribe: 201")
         model.book("subscription", -price, subscription.subscription_id)
         self.model_subs[subscription.subscription_id] = SubscriptionModel(
@@ -389,6 +496,7 @@ class MoneyMachine(RuleBasedStateMachine):
             else:
                 sub.live = False
                 revoked += sub.keys
+                self.model_accounts[sub.account_id].api_keys -= sub.keys  # their places are free again
                 sub.keys = 0
                 assert stored.status == "expired"
         assert report.keys_revoked == revoked
@@ -400,13 +508,38 @@ class MoneyMachine(RuleBasedStateMachine):
         account=accounts,
         max_budget=st.one_of(st.none(), st.integers(1, 10_000), st.integers(1, 50).map(lambda usd: usd * 1_000_000)),
     )
-    def create_credit_key(self, account: str, max_budget: int | None) -> str:
-        """Given a credit key on the account, optionally capped by maxBudget (rate limits out of the way)."""
-        key, plaintext = api_keys.create_credit_key(
-            self.model_accounts[account].caller, "sm-credit", max_budget, 100_000, 100_000_000
-        )
+    def create_credit_key(self, account: str, max_budget: int | None) -> Any:
+        """Given a credit key on the account, optionally capped by maxBudget (rate limits out of the way);
+        past the account's key cap, 409 key_limit_reached and nothing is created."""
+        model = self.model_accounts[account]
+        if model.api_keys >= MAX_API_KEYS:
+            with pytest.raises(Conflict) as refused:
+                api_keys.create_credit_key(model.caller, "sm-credit", max_budget, 100_000, 100_000_000)
+            assert refused.value.code == "key_limit_reached"
+            note("credit key: 409 key cap")
+            return multiple()
+        key, plaintext = api_keys.create_credit_key(model.caller, "sm-credit", max_budget, 100_000, 100_000_000)
+        model.api_keys += 1
+        if max_budget is None:
+            model.credit_key = key.key_id
         self.model_keys[key.key_id] = KeyModel(key.key_id, key.key_hash, plaintext, account, max_budget)
+        note("credit key: 201")
         return key.key_id
+
+    @rule(account=accounts)
+    def create_management_key(self, account: str) -> None:
+        """When a management key is created, then past the account's cap it is 409 key_limit_reached and
+        nothing is created."""
+        model = self.model_accounts[account]
+        if model.management_keys >= MAX_MANAGEMENT_KEYS:
+            with pytest.raises(Conflict) as refused:
+                management_keys.create(model.caller, "sm-admin")
+            assert refused.value.code == "key_limit_reached"
+            note("management key: 409 key cap")
+            return
+        management_keys.create(model.caller, "sm-admin")
+        model.management_keys += 1
+        note("management key: 201")
 
     def _period(self, key: KeyModel, moment) -> tuple[str, int] | None:
         if key.budget_reset is None or key.max_budget is None:
@@ -723,10 +856,31 @@ class MoneyMachine(RuleBasedStateMachine):
             assert balances[account_id] + model.in_flight == ledger_sum, (account_id, model.in_flight)
 
     @invariant()
-    def balance_never_negative(self) -> None:
-        """Then no balance is ever below zero (one request at a time, none may overdraw it)."""
+    def balance_never_negative_except_by_chargebacks(self) -> None:
+        """Then no balance is ever below zero (one request at a time, none may overdraw it), except by what
+        refunds and disputes took back: spending never takes it below zero, so at most by that much."""
         for account_id, balance in self._stored_balances().items():
-            assert balance >= 0, account_id
+            assert balance >= -self.model_accounts[account_id].chargebacks, account_id
+
+    @invariant()
+    def key_caps_hold(self) -> None:
+        """Then each account's live API keys and management keys are the model's, within the caps."""
+        for account_id, model in self.model_accounts.items():
+            stored = query_all(
+                TableName=self.env.tables["ApiKeysTable"],
+                IndexName="byAccount",
+                KeyConditionExpression="accountId = :a",
+                ExpressionAttributeValues={":a": {"S": account_id}},
+            )
+            live = sum(1 for item in stored if item["status"] != "revoked")
+            assert live == model.api_keys <= MAX_API_KEYS, account_id
+            managers = query_all(
+                TableName=self.env.tables["ManagementKeysTable"],
+                IndexName="byAccount",
+                KeyConditionExpression="accountId = :a",
+                ExpressionAttributeValues={":a": {"S": account_id}},
+            )
+            assert len(managers) == model.management_keys <= MAX_MANAGEMENT_KEYS, account_id
 
     @invariant()
     def payments_credited_at_most_once(self) -> None:
@@ -802,6 +956,17 @@ def env(local_stack, monkeypatch) -> Any:
     def deliver(event: dict) -> tuple[int, str]:
         return outcome(webhook(event))
 
+    # Small key caps, so the examples reach them.
+    real = plans.catalog()
+    small = real.model_copy(
+        update={
+            "account_limits": real.account_limits.model_copy(
+                update={"max_api_keys": MAX_API_KEYS, "max_management_keys": MAX_MANAGEMENT_KEYS}
+            )
+        }
+    )
+    for module in (plans, api_keys, management_keys, subscriptions):
+        monkeypatch.setattr(module, "catalog", lambda: small)
     # The expiry job's real due query, narrowed to this test's accounts (see the module doc).
     mine: set[str] = set()
     real_due = subscriptions_table.due

@@ -400,7 +400,7 @@ def test_50_simultaneous_requests_never_overspend_a_subscription_budget(proxy, l
     from llm_platform.domain.usage import usage_report
 
     report = usage_report(Caller(*_owner_of(key)))
-    window = report[0].budget_window
+    window = report.items[0].budget_window
     counters = get_many([(f"sub#{subscription_id}", f"window#{window.index}")])
     spent = counters[(f"sub#{subscription_id}", f"window#{window.index}")]["spendMicros"]
     assert spent == sum(costs)

@@ -159,6 +159,26 @@ def test_card_topup_credits_the_balance_once(api, stripe, buyer) -> None:
     assert api.get("/api/billing/status", headers=auth(buyer)).json()["data"]["creditBalance"] == "50.00"
 
 
+def test_a_retried_checkout_returns_the_same_session_and_a_new_one_another(api, stripe, buyer) -> None:
+    def checkout(idempotency_key: str | None = None) -> str:
+        headers = auth(buyer) | ({"Idempotency-Key": idempotency_key} if idempotency_key else {})
+        response = api.post("/api/billing/checkout", headers=headers, json={"planSlug": "pro"})
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["sessionUrl"]
+
+    def sessions_of_buyer() -> int:
+        return sum(1 for s in stripe.sessions() if s.get("client_reference_id") == buyer.account_id)
+
+    # Given a checkout, when the client retries it (its response was lost), then Stripe gives the same session
+    first = checkout()
+    assert checkout() == first and sessions_of_buyer() == 1
+    # And with the client's own Idempotency-Key: the same key is the same session, a new key a new session
+    ordered = checkout("order-41")
+    assert checkout("order-41") == ordered != first
+    assert checkout("order-42") not in (first, ordered)
+    assert sessions_of_buyer() == 3
+
+
 def test_card_topup_below_the_minimum_is_refused(api, buyer) -> None:
     response = api.post("/api/billing/topup", headers=auth(buyer), json={"amount": 9.99, "method": "stripe"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "amount_below_minimum"
@@ -200,3 +220,47 @@ def test_a_lost_renewal_webhook_is_caught_up_from_stripes_api(api, stripe, buyer
     new_end = stripe.get(stripe_sub["id"])["items"]["data"][0]["current_period_end"]
     assert after["status"] == "active" and int(from_iso(after["currentPeriodEnd"]).timestamp()) == new_end
     assert chat(api, key).status_code == 200
+
+
+def test_a_refund_or_dispute_of_a_paid_topup_debits_it_once_and_a_negative_account_is_refused(
+    api, local_stack, stripe, buyer
+) -> None:
+    # Given a $20 card top-up paid on the page and some of it spent through a credit key
+    session_url = api.post("/api/billing/topup", headers=auth(buyer), json={"amount": 20, "method": "stripe"}).json()[
+        "data"
+    ]["sessionUrl"]
+    pay_on_the_page(session_url)
+    session_id = session_url.rsplit("/", 1)[-1]
+    from llm_platform.domain import accounts
+
+    key = api.post("/api/keys/credit", headers=auth(buyer), json={"name": "spender"}).json()["data"]["apiKey"]
+    assert chat(api, key).status_code == 200
+    spent = 20_000_000 - accounts.get_account(buyer.account_id).credit_balance_micros
+    assert spent > 0
+    # When Stripe refunds $5 of it (the simulator's Refund), then $5 is debited, once even when redelivered
+    refunded = stripe.refund(session_id, 500)
+    assert [e["status"] for e in refunded["events"]] == [200]
+    for event in refunded["events"]:
+        assert stripe.resend(event["id"])["status"] == 200
+    assert accounts.get_account(buyer.account_id).credit_balance_micros == 15_000_000 - spent
+    # When the rest is disputed (the simulator's Dispute button, over HTTP), then the disputed $15 is debited
+    with httpx.Client(base_url=stripe.base_url, timeout=30) as sim:
+        disputed = sim.post(f"/sim/sessions/{session_id}/dispute")
+        assert disputed.status_code == 200, disputed.text
+        assert disputed.json()["dispute"]["amount"] == 1500
+        # And the dashboard shows the buttons for paid top-ups
+        assert f"/sim/sessions/{session_id}/refund" in sim.get("/sim").text
+    balance = accounts.get_account(buyer.account_id).credit_balance_micros
+    assert balance == -spent
+    # Then the account, negative by the chargeback, is refused on /v1 (402) and its ledger explains it
+    refused = chat(api, key)
+    assert refused.status_code == 402 and refused.json()["error"]["code"] == "insufficient_quota"
+    ledger = api.get("/api/billing/ledger", headers=auth(buyer)).json()["data"]
+    assert sorted(e["kind"] for e in ledger if e["kind"] in ("refund", "chargeback", "topup_stripe")) == [
+        "chargeback",
+        "refund",
+        "topup_stripe",
+    ]
+    # When the dispute is won, then the $15 comes back once
+    stripe.dispute(session_id, "won")
+    assert accounts.get_account(buyer.account_id).credit_balance_micros == 15_000_000 - spent

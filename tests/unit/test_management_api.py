@@ -75,8 +75,9 @@ def test_credit_key_is_returned_once_and_stored_only_as_hash(invoke, account, ta
     assert created["apiKey"].startswith("sk_live_")
     # The table holds the hash and a prefix, never the plaintext
     items = boto3.client("dynamodb").scan(TableName=tables["ApiKeysTable"])["Items"]
-    assert len(items) == 1
-    assert items[0]["keyHash"]["S"] == hashlib.sha256(created["apiKey"].encode()).hexdigest()
+    [stored] = [item for item in items if "accountId" in item]  # the other is its id pointer (hash only)
+    assert stored["keyHash"]["S"] == hashlib.sha256(created["apiKey"].encode()).hexdigest()
+    assert {item["keyHash"]["S"] for item in items} == {stored["keyHash"]["S"], f"id#{created['id']}"}
     assert created["apiKey"] not in json.dumps(items)
     # And listing shows the limits but no secret
     _, listed = invoke("list_keys", "GET", "/api/keys", key=account.management_key)
@@ -263,7 +264,7 @@ def test_another_accounts_key_cannot_be_seen_changed_or_deleted(invoke, account,
     _, listed = invoke("list_keys", "GET", "/api/keys", key=other.management_key)
     assert listed["data"] == []
     _, usage = invoke("get_usage", "GET", "/api/usage", key=other.management_key)
-    assert usage["data"]["keys"] == []
+    assert usage["data"] == []
     # The owner's key is untouched
     _, mine = invoke("list_keys", "GET", "/api/keys", key=account.management_key)
     assert mine["data"][0]["status"] == "active"
@@ -310,7 +311,7 @@ def test_usage_reads_the_counters_the_proxy_writes(invoke, account, tables) -> N
     status, body = invoke("get_usage", "GET", "/api/usage", key=account.management_key)
     # Then the key shows its subscription, limits and current windows
     assert status == 200
-    [entry] = body["data"]["keys"]
+    [entry] = body["data"]
     assert entry["subscription"]["id"] == subscription.subscription_id
     assert entry["limits"] == {"rpm": 200, "tpm": 13333, "maxBudget": None, "budgetPer5h": "0.42"}
     assert entry["usage"]["currentMinute"]["requests"] == 3 and entry["usage"]["currentMinute"]["tokens"] == 120
@@ -330,7 +331,7 @@ def test_usage_keeps_revoked_keys_for_history(invoke, account, credit_key) -> No
         "delete_key", "DELETE", f"/api/keys/{credit_key['id']}", resource="/api/keys/{id}", key=account.management_key
     )
     _, body = invoke("get_usage", "GET", "/api/usage", key=account.management_key)
-    assert [(k["id"], k["status"]) for k in body["data"]["keys"]] == [(credit_key["id"], "revoked")]
+    assert [(k["id"], k["status"]) for k in body["data"]] == [(credit_key["id"], "revoked")]
 
 
 # ------------------------------------------------------------------ management keys

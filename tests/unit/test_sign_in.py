@@ -316,13 +316,16 @@ def test_the_session_cookie_is_httponly_strict_secure_host_prefixed_and_stored_h
 def test_the_cookie_authenticates_management_routes(invoke, tables) -> None:
     token = sign_in(invoke, "user@example.com")
     status, body = invoke("list_keys", "GET", "/api/keys", headers=browser(cookie=token))
-    assert (status, body) == (200, {"data": []})
+    assert (status, body) == (200, {"data": [], "nextCursor": None})
     status, body = invoke(
         "create_credit_key", "POST", "/api/keys/credit", body={"name": "dash"}, headers=browser(cookie=token)
     )
     assert status == 201 and body["data"]["apiKey"].startswith("sk_live_")
     status, body = invoke("list_management_keys", "GET", "/api/management-keys", headers=browser(cookie=token))
-    assert (status, body) == (200, {"data": []})  # a self-signed-up account starts without management keys
+    assert (status, body) == (
+        200,
+        {"data": [], "nextCursor": None},
+    )  # a self-signed-up account starts without management keys
 
 
 def test_a_session_expires_after_12_hours(invoke, tables, moved_clock) -> None:
@@ -355,7 +358,7 @@ def test_a_cookie_from_another_origin_is_refused_and_changes_nothing(invoke, tab
             "create_credit_key", "POST", "/api/keys/credit", body={"name": "csrf"}, headers=browser(origin, token)
         )
         assert (status, body["error"]["code"]) == (403, "origin_not_allowed"), origin
-    assert invoke("list_keys", "GET", "/api/keys", headers=browser(cookie=token))[1] == {"data": []}
+    assert invoke("list_keys", "GET", "/api/keys", headers=browser(cookie=token))[1] == {"data": [], "nextCursor": None}
     # A foreign page cannot sign the visitor out either
     assert invoke("auth_logout", "POST", "/api/auth/logout", headers=browser("https://evil.example", token))[0] == 403
     assert invoke("list_keys", "GET", "/api/keys", headers=browser(cookie=token))[0] == 200

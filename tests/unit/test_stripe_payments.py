@@ -271,3 +271,79 @@ def test_with_a_dashboard_on_its_own_domain_checkout_returns_there(invoke, accou
     assert status == 200
     [(_, params)] = stripe_calls
     assert params["success_url"].startswith("https://console.example.com/?checkout=success&session_id=")
+
+
+@pytest.fixture
+def idempotency_keys(stripe_calls, monkeypatch):
+    """The idempotency key of each session request sent to Stripe."""
+    keys: list[str | None] = []
+
+    def create(params, idempotency_key=None):
+        keys.append(idempotency_key)
+        return {"id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1"}
+
+    monkeypatch.setattr(stripe_api, "create_checkout_session", create)
+    return keys
+
+
+def _session_request(invoke, account, path: str, body: dict, idempotency_key: str | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    function = path.rsplit("/", 1)[-1]
+    return invoke(function, "POST", path, key=account.management_key, body=body, headers=headers)[0]
+
+
+def test_a_retried_session_request_sends_stripe_the_same_idempotency_key(invoke, account, idempotency_keys) -> None:
+    # Given the same checkout and the same top-up, each asked for twice in a row (a client's retry)
+    requests = [
+        ("/api/billing/checkout", {"planSlug": "pro"}),
+        ("/api/billing/topup", {"amount": 20, "method": "stripe"}),
+    ]
+    for path, body in requests:
+        assert _session_request(invoke, account, path, body) == 200
+        assert _session_request(invoke, account, path, body) == 200
+    # Then each pair shares its key (Stripe answers the retry with the same session), the two differ
+    checkout_first, checkout_retry, topup_first, topup_retry = idempotency_keys
+    assert checkout_first == checkout_retry and topup_first == topup_retry
+    assert checkout_first != topup_first and checkout_first.startswith("session-")
+
+
+def test_a_different_request_or_account_gets_another_idempotency_key(invoke, account, idempotency_keys) -> None:
+    from llm_platform.domain.accounts import create_account
+
+    other = create_account("other")
+    topup = "/api/billing/topup"
+    _session_request(invoke, account, topup, {"amount": 20, "method": "stripe"})
+    _session_request(invoke, account, topup, {"amount": 21, "method": "stripe"})  # another amount
+    _session_request(invoke, other, topup, {"amount": 20, "method": "stripe"})  # another account
+    _session_request(invoke, account, "/api/billing/checkout", {"planSlug": "standard"})  # another plan
+    assert len(set(idempotency_keys)) == 4
+
+
+def test_the_clients_idempotency_key_decides_when_it_sends_one(invoke, account, idempotency_keys) -> None:
+    checkout = "/api/billing/checkout"
+    _session_request(invoke, account, checkout, {"planSlug": "pro"}, idempotency_key="order-1")
+    _session_request(invoke, account, checkout, {"planSlug": "pro"}, idempotency_key="order-1")
+    _session_request(invoke, account, checkout, {"planSlug": "pro"}, idempotency_key="order-2")
+    first, retry, second = idempotency_keys
+    assert first == retry != second
+    assert "order-1" not in first  # hashed: nothing the client sends reaches Stripe as is
+
+
+def test_a_session_request_without_a_client_key_is_a_new_one_after_the_window() -> None:
+    from llm_platform.domain.stripe_payments import IDEMPOTENCY_WINDOW_SECONDS, session_idempotency_key
+
+    start = 1_800_000_000 // IDEMPOTENCY_WINDOW_SECONDS * IDEMPOTENCY_WINDOW_SECONDS
+    same = session_idempotency_key("acct_1", "topup:20000000", None, now=start + IDEMPOTENCY_WINDOW_SECONDS - 1)
+    assert session_idempotency_key("acct_1", "topup:20000000", None, now=start) == same
+    later = session_idempotency_key("acct_1", "topup:20000000", None, now=start + IDEMPOTENCY_WINDOW_SECONDS)
+    assert later != same
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 256])
+def test_an_unusable_idempotency_key_is_400_and_nothing_is_asked_of_stripe(
+    invoke, account, idempotency_keys, bad
+) -> None:
+    status = _session_request(invoke, account, "/api/billing/checkout", {"planSlug": "pro"}, idempotency_key=bad)
+    assert status == 400 and idempotency_keys == []

@@ -236,21 +236,22 @@ def test_one_failing_subscription_does_not_hold_up_the_others(tables, monkeypatc
     poor = create_account("poor")
     broken, _ = _lapsed(poor.account_id, "pro", PaymentMethod.GRANT, days_ago=40)
     fine, fine_key = _lapsed(poor.account_id, "pro", PaymentMethod.GRANT, days_ago=35)
-    real = api_keys_table.revoke_all_of_subscription
+    real = subscriptions.revoke_subscription_keys
 
-    def flaky(subscription_id, now):
+    def flaky(subscription_id, now, budget, deadline=None):
         if subscription_id == broken.subscription_id:
             raise RuntimeError("boom")
-        return real(subscription_id, now)
+        return real(subscription_id, now, budget, deadline)
 
-    monkeypatch.setattr(api_keys_table, "revoke_all_of_subscription", flaky)
+    monkeypatch.setattr(subscriptions, "revoke_subscription_keys", flaky)
     with pytest.raises(subscriptions.ExpiryIncomplete) as incomplete:
         subscriptions.run_expiry()
     assert incomplete.value.failed == [broken.subscription_id]
-    assert incomplete.value.report.expired == [fine.subscription_id]
+    # (both expired first: admission refuses their keys whatever happens to the revocation)
+    assert incomplete.value.report.expired == [broken.subscription_id, fine.subscription_id]
     assert api_keys_table.get_by_hash(hash_secret(fine_key)).status == "revoked"
     # The broken one stays due, so the next (healthy) run finishes it
-    monkeypatch.setattr(api_keys_table, "revoke_all_of_subscription", real)
+    monkeypatch.setattr(subscriptions, "revoke_subscription_keys", real)
     assert subscriptions.run_expiry().expired == [broken.subscription_id]
 
 

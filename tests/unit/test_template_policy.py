@@ -5,6 +5,7 @@ Static checks on the parsed template (no network, no AWS); each names the resour
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -403,6 +404,102 @@ def test_given_the_api_then_access_logs_go_to_a_retained_log_group_without_crede
 @pytest.mark.parametrize("api", APIS)
 def test_given_the_api_then_x_ray_tracing_is_on(api: str) -> None:
     assert props(api).get("TracingEnabled") is True, f"{api}: TracingEnabled"
+
+
+# ---------------------------------------------------------------- per-client limits (WAF)
+
+WEB_ACL = "PlatformWebAcl"
+RATE_PARAMETERS = {
+    "WafIpRequestsPer5Min",
+    "WafAuthorizationRequestsPer5Min",
+    "WafSignInRequestsPer5Min",
+    "WafManagementAuthRequestsPer5Min",
+}
+
+
+def rate_rule(name: str) -> dict[str, Any]:
+    [rule] = [rule for rule in props(WEB_ACL)["Rules"] if rule["Name"] == name]
+    return rule
+
+
+def test_given_the_api_then_a_regional_web_acl_is_associated_with_its_stage_unless_turned_off() -> None:
+    assert of_type("AWS::WAFv2::WebACL") == [WEB_ACL]
+    [association] = of_type("AWS::WAFv2::WebACLAssociation")
+    assert props(WEB_ACL)["Scope"] == "REGIONAL"
+    assert props(WEB_ACL)["DefaultAction"] == {"Allow": {}}
+    # Both under the opt-out condition; the parameter defaults to on
+    condition = TEMPLATE["Conditions"][RESOURCES[WEB_ACL]["Condition"]]
+    assert condition == {"Fn::Equals": [{"Ref": "WafEnabled"}, "true"]}
+    assert RESOURCES[association]["Condition"] == RESOURCES[WEB_ACL]["Condition"]
+    assert PARAMETERS["WafEnabled"]["Default"] == "true"
+    assert set(PARAMETERS["WafEnabled"]["AllowedValues"]) == {"true", "false"}
+    # The association names the stage SAM creates (PlatformApi.Stage resolves to it and makes it wait for it)
+    assert getatt(props(association)["WebACLArn"], "Arn") == WEB_ACL
+    arn_template, variables = props(association)["ResourceArn"]["Fn::Sub"]
+    assert arn_template == "arn:${AWS::Partition}:apigateway:${AWS::Region}::/restapis/${PlatformApi}/stages/${Stage}"
+    assert variables == {"Stage": {"Ref": "PlatformApi.Stage"}}
+
+
+@pytest.mark.parametrize(
+    ("rule", "parameter", "default"),
+    [
+        ("sign-in-per-ip", "WafSignInRequestsPer5Min", 100),
+        ("management-key-per-ip", "WafManagementAuthRequestsPer5Min", 1000),
+        ("per-ip", "WafIpRequestsPer5Min", 6000),
+        ("per-authorization", "WafAuthorizationRequestsPer5Min", 6000),
+    ],
+)
+def test_given_a_rate_rule_then_its_rate_is_a_parameter_and_it_answers_429_in_the_error_format(
+    rule: str, parameter: str, default: int
+) -> None:
+    statement = rate_rule(rule)["Statement"]["RateBasedStatement"]
+    assert ref(statement["Limit"]) == parameter
+    assert PARAMETERS[parameter]["Type"] == "Number" and PARAMETERS[parameter]["Default"] == default
+    assert PARAMETERS[parameter]["MinValue"] >= 10  # WAF's smallest rate limit
+    assert statement["EvaluationWindowSec"] == 300
+    response = rate_rule(rule)["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 429
+    body = props(WEB_ACL)["CustomResponseBodies"][response["CustomResponseBodyKey"]]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert json.loads(body["Content"])["error"]["code"] == "rate_limited"
+    assert {p for p in PARAMETERS if p.startswith("Waf") and p.endswith("Per5Min")} == RATE_PARAMETERS
+
+
+def test_given_the_per_key_rule_then_it_counts_per_authorization_header() -> None:
+    statement = rate_rule("per-authorization")["Statement"]["RateBasedStatement"]
+    assert statement["AggregateKeyType"] == "CUSTOM_KEYS"
+    assert statement["CustomKeys"] == [
+        {"Header": {"Name": "authorization", "TextTransformations": [{"Priority": 0, "Type": "NONE"}]}}
+    ]
+
+
+def test_given_the_per_ip_rules_then_sign_in_and_management_keys_are_tighter_and_the_webhook_is_left_out() -> None:
+    for rule in ("sign-in-per-ip", "management-key-per-ip", "per-ip"):
+        assert rate_rule(rule)["Statement"]["RateBasedStatement"]["AggregateKeyType"] == "IP"
+    sign_in = rate_rule("sign-in-per-ip")["Statement"]["RateBasedStatement"]["ScopeDownStatement"]
+    assert sign_in["ByteMatchStatement"]["SearchString"] == "/api/auth/"
+    keys = rate_rule("management-key-per-ip")["Statement"]["RateBasedStatement"]["ScopeDownStatement"]
+    assert keys["ByteMatchStatement"]["FieldToMatch"] == {"SingleHeader": {"Name": "authorization"}}
+    assert keys["ByteMatchStatement"]["SearchString"] == "bearer mk_"
+    every = rate_rule("per-ip")["Statement"]["RateBasedStatement"]["ScopeDownStatement"]
+    webhook = every["NotStatement"]["Statement"]["ByteMatchStatement"]
+    assert (webhook["PositionalConstraint"], webhook["SearchString"]) == ("ENDS_WITH", "/api/billing/webhook")
+    # The tight rules come first: WAF stops at the first rule that blocks
+    priorities = [rate_rule(name)["Priority"] for name in ("sign-in-per-ip", "management-key-per-ip", "per-ip")]
+    assert priorities == sorted(priorities)
+    assert PARAMETERS["WafSignInRequestsPer5Min"]["Default"] < PARAMETERS["WafIpRequestsPer5Min"]["Default"]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_given_the_stripe_webhook_then_it_has_a_throttle_of_its_own(api: str) -> None:
+    [setting] = [s for s in props(api)["MethodSettings"] if s["ResourcePath"] == "/~1api~1billing~1webhook"]
+    assert setting["HttpMethod"] == "POST"
+    assert ref(setting["ThrottlingRateLimit"]) == "WebhookThrottleRateLimit"
+    assert ref(setting["ThrottlingBurstLimit"]) == "WebhookThrottleBurstLimit"
+    assert (PARAMETERS["WebhookThrottleRateLimit"]["Default"], PARAMETERS["WebhookThrottleBurstLimit"]["Default"]) == (
+        50,
+        100,
+    )
 
 
 # ---------------------------------------------------------------- functions

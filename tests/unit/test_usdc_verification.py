@@ -275,3 +275,83 @@ def test_the_deposit_address_cannot_be_bound(evm, invoke, account) -> None:
 def test_a_tx_hash_of_any_wrong_shape_is_400(evm, invoke, account, tx_hash) -> None:
     status, refused = verify(invoke, account.management_key, tx_hash, 1)
     assert (status, refused["error"]["code"]) == (400, "invalid_tx_hash")
+
+
+# ------------------------------------------------------------- issue 13, item 8: finality and bounded work
+
+
+def test_confirmations_count_from_the_chains_safe_block(evm, invoke, account, monkeypatch) -> None:
+    # Given a transfer with plenty of blocks on top, but the chain's safe head still before it
+    tx = evm.send(evm.alice, 15 * USDC)
+    block = evm.w3.eth.get_transaction_receipt(tx)["blockNumber"]
+    evm.w3.testing.mine(10)
+    real_get_block = evm.w3.eth.get_block
+
+    def lagging(identifier, *args, **kwargs):
+        if identifier == "safe":
+            return {**real_get_block(block - 1), "number": block - 1}
+        return real_get_block(identifier, *args, **kwargs)
+
+    monkeypatch.setattr(evm.w3.eth, "get_block", lagging)
+    # Then it is pending: the chain does not call it safe yet, whatever the latest block says
+    status, body = verify(invoke, account.management_key, tx, 15)
+    assert status == 202 and body["data"]["confirmations"] == 0
+    assert balance(invoke, account.management_key) == "0.00"
+    # When the safe head passes it by the required confirmations, then it is credited
+    monkeypatch.setattr(
+        evm.w3.eth, "get_block", lambda i, *a, **k: {"number": block + 2} if i == "safe" else real_get_block(i, *a, **k)
+    )
+    assert verify(invoke, account.management_key, tx, 15)[0] == 200
+
+
+def test_a_chain_without_a_safe_tag_counts_from_the_latest_block(evm, invoke, account, monkeypatch) -> None:
+    tx = confirmed(evm, evm.send(evm.alice, 16 * USDC))
+    real_get_block = evm.w3.eth.get_block
+
+    def no_safe_tag(identifier, *args, **kwargs):
+        if identifier in ("safe", "finalized"):
+            raise ValueError({"code": -32602, "message": "invalid block tag"})
+        return real_get_block(identifier, *args, **kwargs)
+
+    monkeypatch.setattr(evm.w3.eth, "get_block", no_safe_tag)
+    assert verify(invoke, account.management_key, tx, 16)[0] == 200
+
+
+def test_a_receipt_with_too_many_logs_is_refused_before_any_read(evm, invoke, account, monkeypatch) -> None:
+    """Bounded work per verify: a transaction whose receipt carries hundreds of transfers (each sender a
+    DynamoDB read) is refused from its log count alone."""
+    from llm_platform.data import chain
+    from llm_platform.domain import usdc
+
+    tx = confirmed(evm, evm.send(evm.alice, 1 * USDC))
+    real = chain.receipt(tx)
+    flood = tuple(
+        chain.Transfer(evm.usdc.lower(), f"0x{n:040x}", evm.deposit.lower(), 1, log_index=n) for n in range(1, 300)
+    )
+    monkeypatch.setattr(chain, "receipt", lambda _: chain.Receipt(1, real.block_number, flood, log_count=299))
+    assert len(flood) > usdc.MAX_RECEIPT_LOGS
+    reads = []
+    monkeypatch.setattr(usdc, "owner_of", lambda address: reads.append(address))
+    status, refused = verify(invoke, account.management_key, tx, 1)
+    assert (status, refused["error"]["code"]) == (400, "too_many_logs")
+    assert reads == []
+
+
+def test_the_tracer_patches_only_botocore(monkeypatch) -> None:
+    """requests/httpx patching would put the RPC URL (it carries an API key) into X-Ray traces."""
+    import importlib
+
+    from aws_lambda_powertools.tracing import tracer as powertools_tracer
+
+    patched: list = []
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "false")
+    monkeypatch.setattr(powertools_tracer.Tracer, "_config", {**powertools_tracer.Tracer._config, "disabled": False})
+    monkeypatch.setattr(powertools_tracer.Tracer, "patch", lambda self, modules=None: patched.append(modules))
+    from llm_platform import observability
+
+    try:
+        importlib.reload(observability)
+        assert patched and all(list(modules or ["<all>"]) == ["botocore"] for modules in patched)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(observability)  # back to the disabled tracer the other tests use

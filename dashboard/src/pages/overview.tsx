@@ -10,7 +10,8 @@ export function apiBase(): string {
 
 export function OverviewPage() {
   const status = useResource(() => api.get<BillingStatus>("api/billing/status"));
-  const usage = useResource(() => api.get<{ keys: KeyUsage[] }>("api/usage"));
+  // GET /api/usage pages ({data: [...], nextCursor}); one page of 100 keys covers the overview.
+  const usage = useResource(() => api.get<KeyUsage[]>("api/usage?limit=100").then((keys) => ({ keys })));
   const plans = useResource(() => api.get<Plan[]>("api/plans"));
   return (
     <>

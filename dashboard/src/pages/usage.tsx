@@ -24,7 +24,8 @@ export function UsagePage() {
   const [model, setModel] = useState("");
   const base = useId();
   const keys = useResource(() => api.get<ApiKey[]>("api/keys"));
-  const usage = useResource(() => api.get<{ keys: KeyUsage[] }>("api/usage"));
+  // GET /api/usage pages ({data: [...], nextCursor}); one page of 100 keys covers the overview.
+  const usage = useResource(() => api.get<KeyUsage[]>("api/usage?limit=100").then((keys) => ({ keys })));
   const range = useMemo(() => {
     const to = new Date();
     const from = new Date(to.getTime() - (days - 1) * 86400000);

@@ -58,6 +58,9 @@ class Settings:
     # How long after a Stripe-paid subscription's period end the expiry job waits for Stripe's webhook
     # (renewed, failed or ended: it comes within seconds) before it asks Stripe's API instead.
     stripe_renewal_grace_seconds: int = 3600
+    # The expiry job revokes at most this many keys a run (in transactions of 98), after renewing and expiring
+    # every due subscription; what is left is revoked by the next runs (admission already refuses the keys).
+    expiry_revocations_per_run: int = 10_000
     # Sign-in by emailed code. The sender (a verified SES identity on AWS); MAIL_OUTBOX_URL instead sends
     # every message to the local stack's outbox (HTTP), so the same handler code runs in both places.
     sign_in_email_sender: str | None = None

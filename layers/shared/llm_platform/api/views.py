@@ -254,10 +254,6 @@ class KeyUsageView(TypedDict):
     usage: KeyUsageCounters
 
 
-class UsageReport(TypedDict):
-    keys: list[KeyUsageView]
-
-
 class SignInStarted(TypedDict):
     sent: Literal[True]  # for every well-formed address, known or not
 
@@ -390,10 +386,10 @@ def billing_status(status: BillingStatus) -> BillingStatusView:
         "subscriptions": [
             {
                 **subscription_summary(subscription),
-                "keyCount": len(keys),
+                "keyCount": key_count,
                 "keys": [{"id": k.key_id, "name": k.name} for k in keys],
             }
-            for subscription, keys in status.subscriptions
+            for subscription, keys, key_count in status.subscriptions
         ],
         "creditBalance": format_usd(status.credit_balance_micros),
     }

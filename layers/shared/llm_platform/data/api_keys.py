@@ -5,7 +5,12 @@ A key's item is stored under its first secret's hash. Rotation adds an alias ite
 (``keyHash`` = the new secret's hash, ``aliasOf`` = the key item's hash, no accountId, so it stays out
 of both indexes); each secret that was rotated away carries ``secretExpiresAt``. The proxy authenticates
 by hash with strongly consistent reads of the base table, so a revoke or disable is seen by the very
-next request."""
+next request.
+
+Each key also has an id pointer item (``keyHash`` = ``id#<keyId>``, ``aliasOf`` = the key item's hash, no
+accountId, so outside both indexes), put in the key's own insert transaction: the id routes (PATCH,
+DELETE, rotate) resolve an id with two strongly consistent reads instead of the eventually consistent
+``byAccount`` index, so a key revoked right after its creation is revoked, not "not found"."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from llm_platform.data.dynamo import (
     client,
     from_item,
     query_index,
+    query_index_page,
     to_values,
     transact,
     update_if,
@@ -67,41 +73,94 @@ def list_for_account(account_id: str) -> list[ApiKey]:
     return [from_record(ApiKey, item) for item in items]
 
 
+def page_for_account(
+    account_id: str, after: str | None, limit: int, live_only: bool = False
+) -> tuple[list[ApiKey], str | None]:
+    """A page of the account's keys in key-id order (revoked ones left out with ``live_only``); the key id
+    to continue after."""
+    keep = (lambda item: item.get("status") != "revoked") if live_only else None
+    items, next_after = query_index_page(_table(), "byAccount", ("accountId", account_id), "keyId", after, limit, keep)
+    return [from_record(ApiKey, item) for item in items], next_after
+
+
+def id_pointer(key_id: str) -> str:
+    """The ``keyHash`` of a key's id pointer item (never a SHA-256 hex, so never a presented secret's)."""
+    return f"id#{key_id}"
+
+
 def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
-    items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
-    return from_record(ApiKey, items[0]) if items else None
+    """The account's key with this id, read consistently: the id pointer, then the key item. A key stored
+    before pointers existed has none and is looked up in the ``byAccount`` index, as it used to be."""
+    pointer = _get(id_pointer(key_id))
+    if pointer is None:
+        items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
+        return from_record(ApiKey, items[0]) if items else None
+    item = _get(pointer["aliasOf"])
+    if item is None or item.get("accountId") != account_id or "aliasOf" in item:
+        return None
+    return from_record(ApiKey, item)
 
 
-def revoke_all_of_subscription(subscription_id: str, now: str) -> int:
-    """Revoke every key of a subscription (idempotent: already revoked keys are left as they are)."""
-    revoked = 0
-    for item in query_index(_table(), "bySubscription", ("subscriptionId", subscription_id)):
-        applied = update_if(
-            TableName=_table(),
-            Key={"keyHash": {"S": item["keyHash"]}},
-            UpdateExpression="SET #status = :revoked, revokedAt = :now, updatedAt = :now",
-            ConditionExpression="#status <> :revoked",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_values({":revoked": KeyStatus.REVOKED.value, ":now": now}),
-        )
-        revoked += applied is not None
-    return revoked
+def subscription_keys_page(
+    subscription_id: str, start: dict[str, Any] | None, limit: int
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Up to ``limit`` key hashes of a subscription from the ``bySubscription`` index, after ``start``, and
+    where the next page starts (None: no more)."""
+    request: dict[str, Any] = {
+        "TableName": _table(),
+        "IndexName": "bySubscription",
+        "KeyConditionExpression": "subscriptionId = :subscription",
+        "ExpressionAttributeValues": to_values({":subscription": subscription_id}),
+        "Limit": limit,
+    }
+    if start is not None:
+        request["ExclusiveStartKey"] = to_values(start)
+    response = client().query(**request)
+    hashes = [item["keyHash"]["S"] for item in response["Items"]]
+    return hashes, from_item(response.get("LastEvaluatedKey"))
 
 
-def put_item(key: ApiKey) -> dict[str, Any]:
-    """A transaction item inserting a new key (never overwriting one)."""
+def revoke_item(key_hash: str, now: str, account_id: str | None = None) -> dict[str, Any]:
+    """A transaction item revoking a key that is not revoked yet (and is ``account_id``'s, when given)."""
+    condition, values = "#status <> :revoked", {":revoked": KeyStatus.REVOKED.value, ":now": now}
+    if account_id is not None:
+        condition = "accountId = :account AND " + condition
+        values[":account"] = account_id
     return {
-        "Put": {
+        "Update": {
             "TableName": _table(),
-            "Item": to_record_item(key),
-            "ConditionExpression": "attribute_not_exists(keyHash)",
+            "Key": {"keyHash": {"S": key_hash}},
+            "UpdateExpression": "SET #status = :revoked, revokedAt = :now, updatedAt = :now",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(values),
         }
     }
 
 
+def put_items(key: ApiKey) -> list[dict[str, Any]]:
+    """The transaction items inserting a new key and its id pointer (never overwriting either)."""
+    return [
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_record_item(key),
+                "ConditionExpression": "attribute_not_exists(keyHash)",
+            }
+        },
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_values({"keyHash": id_pointer(key.key_id), "aliasOf": key.key_hash}),
+                "ConditionExpression": "attribute_not_exists(keyHash)",
+            }
+        },
+    ]
+
+
 def add(key: ApiKey, *guards: dict[str, Any]) -> None:
     """Insert the key together with condition checks (e.g. "the subscription is still active")."""
-    transact([*guards, put_item(key)])
+    transact([*guards, *put_items(key)])
 
 
 _LIMIT_ATTRIBUTES = {"rpm": "rpm", "tpm": "tpm", "max_budget_micros": "maxBudgetMicros",

@@ -32,6 +32,7 @@ class Receipt:
     status: int
     block_number: int
     transfers: tuple[Transfer, ...]
+    log_count: int = 0  # every log of the transaction, Transfer or not
 
 
 def _web3() -> Any:
@@ -107,7 +108,10 @@ def receipt(tx_hash: str) -> Receipt | None:
         raw = _call(lambda w3: w3.eth.get_transaction_receipt(tx_hash))
     except TransactionNotFound:
         return None
-    return Receipt(status=int(raw["status"]), block_number=int(raw["blockNumber"]), transfers=_transfers(raw["logs"]))
+    logs = raw["logs"]
+    return Receipt(
+        status=int(raw["status"]), block_number=int(raw["blockNumber"]), transfers=_transfers(logs), log_count=len(logs)
+    )
 
 
 def transaction_known(tx_hash: str) -> bool:
@@ -122,3 +126,17 @@ def transaction_known(tx_hash: str) -> bool:
 
 def latest_block() -> int:
     return int(_call(lambda w3: w3.eth.block_number))
+
+
+def safe_block() -> int | None:
+    """The chain's ``safe`` head (on an L2 such as Base: its data posted to L1), or None when the node does
+    not know the tag (then confirmations count from the latest block). A failing node is ChainUnavailable."""
+    from web3.exceptions import BlockNotFound, Web3Exception
+
+    def read(w3: Any) -> int | None:
+        try:
+            return int(w3.eth.get_block("safe")["number"])
+        except (ValueError, BlockNotFound, Web3Exception):  # the node refused the tag (not a network failure)
+            return None
+
+    return _call(read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -65,6 +66,49 @@ def query_all(**kwargs: Any) -> list[dict[str, Any]]:
     for page in paginator.paginate(**kwargs):
         items.extend(from_item(item) for item in page["Items"])
     return items
+
+
+def query_index_page(
+    table: str,
+    index: str,
+    partition: tuple[str, str],
+    sort_key: str,
+    after: str | None,
+    limit: int,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    max_read: int = 1000,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` items of a GSI partition in sort-key order, after the sort-key value ``after``, that
+    ``keep`` accepts; and the sort-key value to continue after (None: no more). Bounded work: at most
+    ``max_read`` items are read, so a page of filtered items may come back short with a cursor."""
+    names, values = {"#pk": partition[0]}, {":pk": partition[1]}
+    condition = "#pk = :pk"
+    if after is not None:
+        condition += " AND #sk > :after"
+        names["#sk"], values[":after"] = sort_key, after
+    request: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": index,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_values(values),
+    }
+    kept: list[dict[str, Any]] = []
+    read, last = 0, after
+    while True:
+        response = client().query(**request, Limit=min(limit + 1, max_read - read))
+        for raw in response["Items"]:
+            item = from_item(raw)
+            if keep is None or keep(item):
+                if len(kept) == limit:  # one more than asked exists: the next page starts after the last kept
+                    return kept, kept[-1][sort_key]
+                kept.append(item)
+            read, last = read + 1, item[sort_key]
+        if "LastEvaluatedKey" not in response:
+            return kept, None
+        if read >= max_read:
+            return kept, last
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 class WriteRefused(Exception):

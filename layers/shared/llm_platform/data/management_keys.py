@@ -1,9 +1,15 @@
-"""ManagementKeys table (pk ``keyHash``; GSI ``byAccount``: accountId + keyId)."""
+"""ManagementKeys table (pk ``keyHash``; GSI ``byAccount``: accountId + keyId).
+
+Each key has an id pointer item (``keyHash`` = ``id#<keyId>``, ``aliasOf`` = the key's hash, no accountId,
+so outside the index), written and deleted in the same transactions as the key: a delete by id reads the
+pointer and the key consistently, so a key deleted right after its creation is deleted, not "not found"."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, query_index, to_values, transact
+from llm_platform.data.dynamo import client, from_item, query_index, query_index_page, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ManagementKey
 
@@ -22,23 +28,66 @@ def list_for_account(account_id: str) -> list[ManagementKey]:
     return [from_record(ManagementKey, item) for item in items]
 
 
+def page_for_account(account_id: str, after: str | None, limit: int) -> tuple[list[ManagementKey], str | None]:
+    """A page of the account's management keys in key-id order; the key id to continue after."""
+    items, next_after = query_index_page(_table(), "byAccount", ("accountId", account_id), "keyId", after, limit)
+    return [from_record(ManagementKey, item) for item in items], next_after
+
+
+def _id_pointer(key_id: str) -> str:
+    return f"id#{key_id}"
+
+
+def _get(key_hash: str) -> dict[str, Any] | None:
+    response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
+    return from_item(response.get("Item"))
+
+
 def find_for_account(account_id: str, key_id: str) -> ManagementKey | None:
-    items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
-    return from_record(ManagementKey, items[0]) if items else None
+    """The account's key with this id, read consistently through its id pointer; a key stored before
+    pointers existed is looked up in the ``byAccount`` index, as it used to be."""
+    pointer = _get(_id_pointer(key_id))
+    if pointer is None:
+        items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
+        return from_record(ManagementKey, items[0]) if items else None
+    item = _get(pointer["aliasOf"])
+    if item is None or item.get("accountId") != account_id:
+        return None
+    return from_record(ManagementKey, item)
 
 
-def add(key: ManagementKey) -> None:
-    """Insert the key and bump the account's key count in one transaction."""
+def put_items(key: ManagementKey) -> list[dict[str, Any]]:
+    """The transaction items inserting a key and its id pointer."""
+    return [
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_record_item(key),
+                "ConditionExpression": "attribute_not_exists(keyHash)",
+            }
+        },
+        {
+            "Put": {
+                "TableName": _table(),
+                "Item": to_values({"keyHash": _id_pointer(key.key_id), "aliasOf": key.key_hash}),
+                "ConditionExpression": "attribute_not_exists(keyHash)",
+            }
+        },
+    ]
+
+
+def add(key: ManagementKey, cap: int) -> None:
+    """Insert the key (and its id pointer) and bump the account's key count in one transaction, only while
+    the account has fewer than ``cap`` keys."""
     transact(
         [
-            {
-                "Put": {
-                    "TableName": _table(),
-                    "Item": to_record_item(key),
-                    "ConditionExpression": "attribute_not_exists(keyHash)",
-                }
-            },
-            _count_update(key.account_id, +1, "attribute_exists(accountId)"),
+            *put_items(key),
+            _count_update(
+                key.account_id,
+                +1,
+                "attribute_exists(accountId) AND managementKeyCount < :cap",
+                cap=cap,
+            ),
         ]
     )
 
@@ -57,12 +106,15 @@ def remove_unless_last(key: ManagementKey) -> None:
                 }
             },
             _count_update(key.account_id, -1, "managementKeyCount > :one"),
+            {"Delete": {"TableName": _table(), "Key": {"keyHash": {"S": _id_pointer(key.key_id)}}}},
         ]
     )
 
 
-def _count_update(account_id: str, delta: int, condition: str) -> dict:
+def _count_update(account_id: str, delta: int, condition: str, cap: int | None = None) -> dict:
     values = {":delta": delta}
+    if cap is not None:
+        values[":cap"] = cap
     if ":one" in condition:
         values[":one"] = 1
     return {

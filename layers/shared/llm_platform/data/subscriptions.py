@@ -98,6 +98,63 @@ def active_check(subscription_id: str, account_id: str, now: str) -> dict[str, A
     }
 
 
+def key_slot_item(subscription_id: str, account_id: str, now: str, cap: int) -> dict[str, Any]:
+    """A transaction item counting a new key on the subscription, only while it is the account's, active,
+    and has fewer than ``cap`` live keys (the old item is returned on refusal, to tell which it was)."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"subscriptionId": {"S": subscription_id}},
+            "UpdateExpression": f"ADD liveKeyCount :one SET {_BUMP}",
+            "ConditionExpression": "accountId = :account AND #status = :active AND currentPeriodEnd > :now "
+            "AND (attribute_not_exists(liveKeyCount) OR liveKeyCount < :cap)",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(
+                {":account": account_id, ":active": "active", ":now": now, ":cap": cap, **_BUMP_VALUES}
+            ),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def key_released_item(subscription_id: str) -> dict[str, Any]:
+    """A transaction item uncounting one revoked key of the subscription."""
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"subscriptionId": {"S": subscription_id}},
+            "UpdateExpression": f"ADD liveKeyCount :minus SET {_BUMP}",
+            "ConditionExpression": "attribute_exists(subscriptionId)",
+            "ExpressionAttributeValues": to_values({":minus": -1, **_BUMP_VALUES}),
+        }
+    }
+
+
+def revocation_progress_item(subscription: Subscription, revoked: int, cursor: str | None) -> dict[str, Any]:
+    """A transaction item recording a batch of the expired subscription's keys as revoked: the cursor moves
+    on (only from where it was read, so two runs cannot both move it), and once every key is done
+    (``cursor`` None) the subscription leaves the due index."""
+    values: dict[str, Any] = {":expired": "expired", ":minus": -revoked, **_BUMP_VALUES}
+    if subscription.revoke_cursor is None:
+        condition = "attribute_not_exists(revokeCursor)"
+    else:
+        condition, values[":read"] = "revokeCursor = :read", subscription.revoke_cursor
+    if cursor is None:
+        update = f"SET {_BUMP} ADD liveKeyCount :minus REMOVE revokeCursor, periodEndBucket"
+    else:
+        update, values[":cursor"] = f"SET revokeCursor = :cursor, {_BUMP} ADD liveKeyCount :minus", cursor
+    return {
+        "Update": {
+            "TableName": _table(),
+            "Key": {"subscriptionId": {"S": subscription.subscription_id}},
+            "UpdateExpression": update,
+            "ConditionExpression": f"#status = :expired AND {condition}",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": to_values(values),
+        }
+    }
+
+
 def due(now: str) -> list[Subscription]:
     """Live subscriptions whose period has ended (the sparse byPeriodEnd index holds only live ones)."""
     items = query_all(

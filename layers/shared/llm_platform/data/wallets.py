@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, from_item, query_index, to_item, to_values, transact
+from llm_platform.data.dynamo import client, from_item, query_index, query_index_page, to_item, to_values, transact
 
 
 def _table() -> str:
@@ -73,3 +73,8 @@ def bind(account_id: str, address: str, checksummed: str, message: str, now: str
 
 def list_for_account(account_id: str) -> list[dict[str, Any]]:
     return query_index(_table(), "byAccount", ("boundAccountId", account_id))
+
+
+def page_for_account(account_id: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the wallets bound to the account in key order; the key to continue after."""
+    return query_index_page(_table(), "byAccount", ("boundAccountId", account_id), "pk", after, limit)

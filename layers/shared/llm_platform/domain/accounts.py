@@ -89,7 +89,7 @@ def create_account(name: str, email: str | None = None) -> CreatedAccount:
     try:
         accounts_table.create_with_management_key(account, key, *also)
     except WriteRefused as refused:
-        if email is not None and refused.reasons[2:3] == ["ConditionalCheckFailed"]:
+        if email is not None and refused.reasons[-1:] == ["ConditionalCheckFailed"]:  # the address is last
             raise Conflict("This email address already signs in to an account.", code="email_taken") from refused
         raise
     return CreatedAccount(account.account_id, key.key_id, plaintext)

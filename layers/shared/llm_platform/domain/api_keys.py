@@ -3,12 +3,17 @@ spend the account's prepaid balance (optionally capped by ``maxBudget``). RPM/TP
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
-from llm_platform.data.dynamo import WriteRefused
+from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
@@ -17,6 +22,23 @@ from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
 from llm_platform.domain.plans import catalog
 
 MAX_ROTATION_GRACE_SECONDS = 86_400
+KEY_LIMIT_CODE = "key_limit_reached"
+
+
+def account_key_limit() -> Conflict:
+    cap = catalog().account_limits.max_api_keys
+    return Conflict(
+        f"This account already has {cap} API keys, the most it may have; delete keys it no longer needs.",
+        code=KEY_LIMIT_CODE,
+    )
+
+
+def subscription_key_limit(subscription_id: str, cap: int) -> Conflict:
+    return Conflict(
+        f"Subscription {subscription_id} already has {cap} keys, the most its plan allows; delete keys it no "
+        "longer needs.",
+        code=KEY_LIMIT_CODE,
+    )
 
 
 def _new_key(account_id: str, name: str, kind: KeyKind, rpm: int, tpm: int, **extra) -> tuple[ApiKey, str]:
@@ -65,7 +87,12 @@ def create_credit_key(
         budget_reset=budget_reset,
         key_expires_at=_future(expires_at, utc_now()),
     )
-    api_keys_table.add(key)
+    try:
+        api_keys_table.add(key, accounts_table.key_slot_item(caller.account_id, catalog().account_limits.max_api_keys))
+    except WriteRefused as refused:
+        if refused.reasons[0] == "ConditionalCheckFailed":
+            raise account_key_limit() from refused
+        raise
     return key, plaintext
 
 
@@ -101,9 +128,20 @@ def issue_subscription_key(
     if not subscription.is_active(now):
         raise Conflict(f"Subscription {subscription.subscription_id} is not active.", code="subscription_not_active")
     key, plaintext = new_subscription_key(account_id, subscription, name, expiry)
+    cap = catalog().max_keys_of(subscription.plan_slug)
     try:
-        api_keys_table.add(key, subscriptions_table.active_check(subscription.subscription_id, account_id, to_iso(now)))
+        api_keys_table.add(
+            key,
+            subscriptions_table.key_slot_item(subscription.subscription_id, account_id, to_iso(now), cap),
+            accounts_table.key_slot_item(account_id, catalog().account_limits.max_api_keys),
+        )
     except WriteRefused as refused:
+        if refused.reasons[1] == "ConditionalCheckFailed":
+            raise account_key_limit() from refused
+        seen = refused.items[0] or {}
+        still_active = seen.get("status") == "active" and seen.get("currentPeriodEnd", "") > to_iso(now)
+        if refused.reasons[0] == "ConditionalCheckFailed" and still_active and seen.get("liveKeyCount", 0) >= cap:
+            raise subscription_key_limit(subscription.subscription_id, cap) from refused
         raise Conflict(
             f"Subscription {subscription.subscription_id} is not active.", code="subscription_not_active"
         ) from refused
@@ -117,10 +155,14 @@ def create_subscription_key(
     return issue_subscription_key(caller.account_id, subscription, name, expires_at)
 
 
-def list_keys(caller: Caller) -> list[ApiKey]:
-    """The account's keys that still exist (revoked ones only show up in usage)."""
-    keys = api_keys_table.list_for_account(caller.account_id)
-    return sorted((k for k in keys if k.status != KeyStatus.REVOKED), key=lambda k: k.created_at)
+def list_keys(caller: Caller, limit: int = listing.DEFAULT_LIMIT, cursor: str | None = None) -> listing.Listing[ApiKey]:
+    """A page of the account's keys that still exist (revoked ones only show up in usage): pages follow key
+    ids, each page in creation order."""
+    after = listing.after(caller.account_id, "keys", cursor)
+    keys, next_after = api_keys_table.page_for_account(caller.account_id, after, limit, live_only=True)
+    return listing.Listing(
+        sorted(keys, key=lambda k: k.created_at), listing.cursor(caller.account_id, "keys", next_after)
+    )
 
 
 def _owned_live_key(caller: Caller, key_id: str) -> ApiKey:
@@ -191,8 +233,77 @@ def rotate_key(caller: Caller, key_id: str, grace_period_seconds: int) -> tuple[
 
 
 def revoke_key(caller: Caller, key_id: str) -> ApiKey:
+    """Revoke the key and uncount it from the account's and its subscription's key caps, together."""
     key = _owned_live_key(caller, key_id)
+    now = to_iso(utc_now())
+    items = [api_keys_table.revoke_item(key.key_hash, now, key.account_id)]
+    items.append(accounts_table.keys_revoked_item(key.account_id, 1))
+    if key.subscription_id is not None:
+        items.append(subscriptions_table.key_released_item(key.subscription_id))
     try:
-        return api_keys_table.update(key, now=to_iso(utc_now()), status=KeyStatus.REVOKED)
+        transact(items)
     except WriteRefused as refused:
-        raise NotFound(f"Key {key_id} not found.") from refused
+        if refused.reasons[0] == "ConditionalCheckFailed":  # revoked meanwhile
+            raise NotFound(f"Key {key_id} not found.") from refused
+        raise
+    revoked = api_keys_table.get_by_hash(key.key_hash)
+    if revoked is None:  # cannot happen: keys are never deleted
+        raise NotFound(f"Key {key_id} not found.")
+    return revoked
+
+
+# Keys revoked per transaction: with the account's and the subscription's counters, DynamoDB's 100 items.
+REVOCATION_BATCH = 98
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    revoked: int  # keys revoked now
+    examined: int  # keys looked at (some may have been revoked already)
+    done: bool  # every key of the subscription is revoked; it has left the due index
+
+
+def revoke_subscription_keys(subscription_id: str, now: str, budget: int, deadline: float | None = None) -> Revocation:
+    """Revoke an expired subscription's keys from where the last call stopped (its ``revokeCursor``), in
+    transactions of up to 98 keys that also move the cursor and uncount the keys, until ``budget`` keys
+    were looked at or ``deadline`` (``time.monotonic()``) passes. Idempotent and resumable: a crash
+    between batches loses nothing, a batch is applied whole or not at all, and a key already revoked
+    (by its owner) is skipped, not counted twice."""
+    revoked = examined = 0
+    while examined < budget and (deadline is None or time.monotonic() < deadline):
+        subscription = subscriptions_table.get(subscription_id)
+        if subscription is None or subscription.status != "expired":
+            return Revocation(revoked, examined, True)
+        start = json.loads(subscription.revoke_cursor) if subscription.revoke_cursor else None
+        hashes, after = api_keys_table.subscription_keys_page(
+            subscription_id, start, min(REVOCATION_BATCH, budget - examined)
+        )
+        cursor = json.dumps(after, separators=(",", ":")) if after is not None else None
+        applied = _revoke_batch(subscription, hashes, cursor, now)
+        if applied is None:
+            continue  # another run moved the cursor meanwhile: read it again
+        revoked += applied
+        examined += len(hashes)
+        if cursor is None:
+            return Revocation(revoked, examined, True)
+    return Revocation(revoked, examined, False)
+
+
+def _revoke_batch(subscription: Subscription, hashes: list[str], cursor: str | None, now: str) -> int | None:
+    """One transaction: the keys (those not revoked yet), the account's count and the cursor. Returns how
+    many were revoked, or None when the cursor moved under it."""
+    pending = list(hashes)
+    while True:
+        items = [api_keys_table.revoke_item(key_hash, now) for key_hash in pending]
+        if pending:
+            items.append(accounts_table.keys_revoked_item(subscription.account_id, len(pending)))
+        items.append(subscriptions_table.revocation_progress_item(subscription, len(pending), cursor))
+        try:
+            transact(items)
+        except WriteRefused as refused:
+            if refused.reasons[-1] == "ConditionalCheckFailed":
+                return None
+            already = {pending[i] for i, reason in enumerate(refused.reasons[: len(pending)]) if reason != "None"}
+            pending = [key_hash for key_hash in pending if key_hash not in already]
+            continue
+        return len(pending)

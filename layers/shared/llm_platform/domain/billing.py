@@ -11,14 +11,18 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain.accounts import Caller, get_account
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import new_id
-from llm_platform.domain.entities import ApiKey, KeyStatus, PaymentMethod, Subscription, SubscriptionStatus
+from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.plans import Plan, catalog
 
 
 @dataclass(frozen=True, slots=True)
 class BillingStatus:
-    subscriptions: list[tuple[Subscription, list[ApiKey]]]
+    subscriptions: list[tuple[Subscription, list[ApiKey], int]]  # with some of its live keys, and their count
     credit_balance_micros: int
+
+
+STATUS_KEYS_READ = 1000  # live keys of the account read by GET /api/billing/status, at most
+STATUS_KEYS_PER_SUBSCRIPTION = 100  # listed under each subscription, at most
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -58,11 +62,20 @@ def status(caller: Caller) -> BillingStatus:
     subscriptions = sorted(
         subscriptions_table.list_for_account(caller.account_id), key=lambda s: s.created_at, reverse=True
     )
+    # Bounded: one page of the account's live keys (at most STATUS_KEYS_READ read), at most
+    # STATUS_KEYS_PER_SUBSCRIPTION of them listed under each subscription; keyCount is the subscription's counter.
+    live, _ = api_keys_table.page_for_account(caller.account_id, None, STATUS_KEYS_READ, live_only=True)
     live_keys: dict[str, list[ApiKey]] = {}
-    for key in sorted(api_keys_table.list_for_account(caller.account_id), key=lambda k: k.created_at):
-        if key.subscription_id and key.status != KeyStatus.REVOKED:
-            live_keys.setdefault(key.subscription_id, []).append(key)
+    for key in sorted(live, key=lambda k: k.created_at):
+        if key.subscription_id:
+            listed = live_keys.setdefault(key.subscription_id, [])
+            if len(listed) < STATUS_KEYS_PER_SUBSCRIPTION:
+                listed.append(key)
     return BillingStatus(
-        subscriptions=[(s, live_keys.get(s.subscription_id, [])) for s in subscriptions],
+        subscriptions=[
+            (s, keys, max(s.live_key_count, len(keys)))
+            for s in subscriptions
+            for keys in [live_keys.get(s.subscription_id, [])]
+        ],
         credit_balance_micros=account.credit_balance_micros,
     )

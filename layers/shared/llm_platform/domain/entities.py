@@ -47,6 +47,7 @@ class Account:
     created_at: str
     credit_balance_micros: int = 0
     management_key_count: int = 0
+    api_key_count: int = 0  # keys not revoked (capped per account); absent on accounts from before the cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,9 @@ class Subscription:
     stripe_canceled: bool = False
     # Bumped by every change, so a read-modify-write (the Stripe webhook) applies only over what it read.
     revision: int = 0
+    live_key_count: int = 0  # its keys not revoked (capped by the plan's maxKeys)
+    # Once expired: where the revocation of its keys stands (the bySubscription index's last key, JSON).
+    revoke_cursor: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         return self.status == SubscriptionStatus.ACTIVE and from_iso(self.current_period_end) > now

@@ -26,6 +26,7 @@ class Plan(_Model):
     tpm: int = Field(ge=1)
     budget_per_5h_usd: Decimal = Field(alias="budgetPer5hUsd")
     stripe_price_id: str | None = Field(alias="stripePriceId", default=None)
+    max_keys: int = Field(alias="maxKeys", ge=1, default=1000)  # keys not revoked, per subscription
 
     @property
     def price_micros(self) -> int:
@@ -44,10 +45,20 @@ class CreditKeyPolicy(_Model):
     max_budget_usd: Decimal = Field(alias="maxBudgetUsd")
 
 
+class AccountLimits(_Model):
+    max_api_keys: int = Field(alias="maxApiKeys", ge=1)  # keys not revoked, of every kind
+    max_management_keys: int = Field(alias="maxManagementKeys", ge=1)
+
+
 class Catalog(_Model):
     plans: tuple[Plan, ...]
     budget_window_hours: int = Field(alias="budgetWindowHours", ge=1)
+    account_limits: AccountLimits = Field(alias="accountLimits")
     credit_keys: CreditKeyPolicy = Field(alias="creditKeys")
+
+    def max_keys_of(self, plan_slug: str) -> int:
+        """A subscription's key cap (a withdrawn plan keeps the default)."""
+        return next((p.max_keys for p in self.plans if p.slug == plan_slug), Plan.model_fields["max_keys"].default)
 
     def plan(self, slug: str) -> Plan:
         for plan in self.plans:

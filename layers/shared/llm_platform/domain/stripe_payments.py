@@ -27,6 +27,27 @@ MAX_TOPUP_MICROS = 999_999_99 * MICROS_PER_CENT  # Stripe's largest USD charge, 
 PURPOSE_SUBSCRIPTION = "subscription"
 PURPOSE_TOPUP = "topup"
 
+# A session request is sent to Stripe with an idempotency key, so a client's retry of the same request gets the
+# same session back instead of a second one it could pay too. The key is the client's own Idempotency-Key
+# header when it sends one; else the same account asking for the same thing within this many seconds.
+IDEMPOTENCY_WINDOW_SECONDS = 60
+MAX_CLIENT_IDEMPOTENCY_KEY = 255  # Stripe's own limit on the header
+
+
+def session_idempotency_key(account_id: str, request: str, client_key: str | None, now: float | None = None) -> str:
+    """Stripe's idempotency key for ``request`` (purpose and what is bought) of ``account_id``: one per client
+    key, or per account, request and window without one. Hashed, so nothing the client sends reaches Stripe."""
+    if client_key is not None:
+        if not client_key.strip() or len(client_key) > MAX_CLIENT_IDEMPOTENCY_KEY:
+            raise BadRequest(
+                f"Idempotency-Key must be 1-{MAX_CLIENT_IDEMPOTENCY_KEY} characters.", code="invalid_idempotency_key"
+            )
+        scope = f"client:{client_key}"
+    else:
+        scope = f"window:{int(time.time() if now is None else now) // IDEMPOTENCY_WINDOW_SECONDS}"
+    digest = hashlib.sha256(f"{account_id}\n{request}\n{scope}".encode()).hexdigest()
+    return f"session-{digest[:48]}"
+
 
 def stripe_subscription_local_id(stripe_subscription_id: str) -> str:
     """Our id of a Stripe subscription, derived from Stripe's: every event about it, in any order and
@@ -34,9 +55,12 @@ def stripe_subscription_local_id(stripe_subscription_id: str) -> str:
     return "sub_" + hashlib.sha256(f"stripe:{stripe_subscription_id}".encode()).hexdigest()[:32]
 
 
-def start_checkout(caller: Caller, plan_slug: str, dashboard_url: str | None = None) -> str:
+def start_checkout(
+    caller: Caller, plan_slug: str, dashboard_url: str | None = None, client_idempotency_key: str | None = None
+) -> str:
     """A Checkout Session in subscription mode for ``plan_slug``; its URL. The subscription starts when
-    Stripe's webhook says it is paid. Checkout returns to the configured URLs, else to ``dashboard_url``."""
+    Stripe's webhook says it is paid. Checkout returns to the configured URLs, else to ``dashboard_url``. A
+    retry (same Idempotency-Key, or within the window) gets the same session."""
     plan = catalog().plan(plan_slug)
     metadata = {"accountId": caller.account_id, "planSlug": plan.slug}
     params = {
@@ -48,11 +72,15 @@ def start_checkout(caller: Caller, plan_slug: str, dashboard_url: str | None = N
         "subscription_data": {"metadata": metadata},
         **_return_urls(dashboard_url),
     }
-    return _create_session(params)["url"]
+    key = session_idempotency_key(caller.account_id, f"{PURPOSE_SUBSCRIPTION}:{plan.slug}", client_idempotency_key)
+    return _create_session(params, key)["url"]
 
 
-def start_topup(caller: Caller, amount: Decimal, dashboard_url: str | None = None) -> str:
-    """A Checkout Session in payment mode for ``amount`` USD of credit; its URL (returns as start_checkout)."""
+def start_topup(
+    caller: Caller, amount: Decimal, dashboard_url: str | None = None, client_idempotency_key: str | None = None
+) -> str:
+    """A Checkout Session in payment mode for ``amount`` USD of credit; its URL (returns as start_checkout,
+    the same one for a retry)."""
     micros = usd_to_micros(amount)
     if micros < MIN_TOPUP_MICROS:
         raise BadRequest(f"The minimum card top-up is ${format_usd(MIN_TOPUP_MICROS)}.", code="amount_below_minimum")
@@ -78,7 +106,8 @@ def start_topup(caller: Caller, amount: Decimal, dashboard_url: str | None = Non
         "payment_intent_data": {"metadata": metadata},
         **_return_urls(dashboard_url),
     }
-    return _create_session(params)["url"]
+    key = session_idempotency_key(caller.account_id, f"{PURPOSE_TOPUP}:{micros}", client_idempotency_key)
+    return _create_session(params, key)["url"]
 
 
 def cancel_at_period_end(caller: Caller, subscription: Subscription) -> Subscription:
@@ -127,8 +156,8 @@ def _return_urls(dashboard_url: str | None) -> dict[str, str]:
     return {"success_url": success, "cancel_url": cancel or success}
 
 
-def _create_session(params: dict[str, Any]) -> dict[str, Any]:
-    session = _stripe_call(stripe_api.create_checkout_session, params)
+def _create_session(params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+    session = _stripe_call(stripe_api.create_checkout_session, params, idempotency_key)
     if not session.get("url"):
         raise ServiceUnavailable("Stripe returned a session without a URL.", code="stripe_unavailable")
     return session

@@ -21,10 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llm_platform.data import api_keys as api_keys_table
-from llm_platform.data import payments, stripe_api
+from llm_platform.data import accounts as accounts_table
+from llm_platform.data import ledger, payments, stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
+from llm_platform.domain.api_keys import REVOCATION_BATCH, revoke_subscription_keys
 from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.errors import BadRequest, ServiceUnavailable
@@ -79,6 +80,24 @@ class CheckoutSession(_Stripe):
     subscription: str | None = None
     amount_subtotal: int | None = None
     currency: str | None = None
+    payment_intent: str | None = None
+
+
+class Charge(_Stripe):
+    id: str = Field(max_length=255)
+    amount_refunded: int = Field(ge=0)
+    currency: str | None = None
+    payment_intent: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Dispute(_Stripe):
+    id: str = Field(max_length=255)
+    amount: int = Field(ge=0)
+    currency: str | None = None
+    charge: str | None = None
+    payment_intent: str | None = None
+    status: str
 
 
 class _Period(_Stripe):
@@ -262,9 +281,10 @@ def apply_fact(fact: SubscriptionFact, event_key: str | None, event_type: str) -
 
 
 def _finish_ended(subscription: Subscription | None) -> None:
-    """Revoke the keys of a subscription Stripe ended (idempotent, so a redelivery finishes a crash)."""
+    """Revoke the keys of a subscription Stripe ended: one bounded batch here (admission already refuses
+    them, as the subscription is expired); the expiry job revokes any rest, resumably."""
     if subscription is not None and subscription.stripe_canceled:
-        revoked = api_keys_table.revoke_all_of_subscription(subscription.subscription_id, to_iso(utc_now()))
+        revoked = revoke_subscription_keys(subscription.subscription_id, to_iso(utc_now()), REVOCATION_BATCH).revoked
         if revoked:
             logger.info(
                 "stripe subscription ended, keys revoked",
@@ -365,6 +385,19 @@ def _credit_topup(event: Event, session: CheckoutSession) -> Outcome:
         )
         return Outcome.IGNORED
     reference = f"stripe#checkout#{session.id}"
+    now = to_iso(utc_now())
+    details = {"stripeEventId": event.id, "checkoutSessionId": session.id}
+    also = []
+    if session.payment_intent:  # what a later refund or dispute of its charge finds the account by
+        also.append(
+            payments.mapping_item(
+                _payment_key(session.payment_intent),
+                account_id,
+                kind="stripe_payment",
+                now=now,
+                details={**details, "creditMicros": session.amount_subtotal * MICROS_PER_CENT},
+            )
+        )
     try:
         payments.credit_once(
             [_event_key(event), reference],  # the event once, and the session once whichever event pays it
@@ -372,8 +405,9 @@ def _credit_topup(event: Event, session: CheckoutSession) -> Outcome:
             session.amount_subtotal * MICROS_PER_CENT,
             kind="topup_stripe",
             reference=reference,
-            now=to_iso(utc_now()),
-            details={"stripeEventId": event.id, "checkoutSessionId": session.id},
+            now=now,
+            details=details,
+            also=also,
         )
     except WriteRefused as refused:
         if "ConditionalCheckFailed" in refused.reasons[:2]:
@@ -382,6 +416,125 @@ def _credit_topup(event: Event, session: CheckoutSession) -> Outcome:
         logger.error("stripe top-up for an unknown account", extra={"checkoutSessionId": session.id})
         return Outcome.IGNORED
     return Outcome.APPLIED
+
+
+# ---------------------------------------------------------------- refunds and disputes of card top-ups
+def _payment_key(payment_intent: str) -> str:
+    return f"stripe#payment#{payment_intent}"
+
+
+def _topup_account(payment_intent: str | None, metadata: dict[str, str]) -> str | None:
+    """The account a card top-up's charge credited: from the payment's record (written with the credit), or
+    the charge's own metadata; None for a payment that is not a top-up of this platform."""
+    if payment_intent:
+        paid = payments.record(_payment_key(payment_intent))
+        if paid is not None:
+            return paid["accountId"]
+    if metadata.get("purpose") == PURPOSE_TOPUP:
+        return metadata.get("accountId")
+    return None
+
+
+def _debit(account_id: str, amount_micros: int, *, kind: str, reference: str, now: str) -> list[dict[str, Any]]:
+    """The balance change (it may go negative: the money is gone) and its ledger entry."""
+    return [
+        accounts_table.credit_balance_update(account_id, amount_micros),
+        ledger.entry_put(account_id, amount_micros=amount_micros, kind=kind, reference=reference, now=now,
+                         unique=reference),
+    ]  # fmt: skip
+
+
+def _charge_refunded(event: Event) -> Outcome:
+    """Debit what was refunded of a top-up's charge since the last refund seen: once per refund, whatever
+    the order (``amount_refunded`` is cumulative; the charge's record keeps what was debited)."""
+    charge = Charge.model_validate(event.data.object)
+    account_id = _topup_account(charge.payment_intent, charge.metadata)
+    if account_id is None:
+        logger.info("stripe refund of a payment that is not a top-up", extra={"chargeId": charge.id})
+        return Outcome.IGNORED
+    if charge.currency not in (None, "usd"):
+        logger.error("stripe refund not debited: unexpected currency", extra={"chargeId": charge.id})
+        return Outcome.IGNORED
+    refunded = charge.amount_refunded * MICROS_PER_CENT
+    key = f"stripe#charge#{charge.id}"
+    for _ in range(_MERGE_ATTEMPTS):
+        state = payments.record(key)
+        debited = int(state.get("refundedMicros", 0)) if state else 0
+        if refunded <= debited:
+            return Outcome.DUPLICATE
+        now = to_iso(utc_now())
+        items = [
+            payments.record_item(_event_key(event), account_id, kind="stripe_event", now=now,
+                                 details={"eventType": event.type}),
+            payments.state_item(key, account_id, kind="stripe_charge", now=now,
+                                expected=None if state is None else {"refundedMicros": debited},
+                                refundedMicros=refunded, chargeId=charge.id),
+            *_debit(account_id, debited - refunded, kind="refund", reference=f"{key}#refunded#{refunded}", now=now),
+        ]  # fmt: skip
+        try:
+            transact(items)
+        except WriteRefused as refused:
+            if refused.reasons[0] == "ConditionalCheckFailed":
+                return Outcome.DUPLICATE
+            continue  # another refund of this charge was applied meanwhile: read it again
+        logger.info("stripe refund debited", extra={"chargeId": charge.id, "debitedMicros": refunded - debited})
+        return Outcome.APPLIED
+    raise ConcurrentChange(f"charge {charge.id} kept changing")
+
+
+# A dispute's record: "debited" (funds withdrawn), "reinstated" (won: credited back), "closed" (closed in
+# our favour before its opening arrived: nothing to debit).
+_DISPUTE_DEBITED, _DISPUTE_REINSTATED, _DISPUTE_CLOSED = "debited", "reinstated", "closed"
+
+
+def _dispute(event: Event) -> Outcome:
+    """``charge.dispute.created``: the disputed amount is debited once (Stripe withdraws it at once).
+    ``charge.dispute.closed``: won, it is credited back once; lost, the debit stays (and is made if the
+    opening never arrived). Inquiries (``warning_*``) move no money. Nothing else is revoked."""
+    dispute = Dispute.model_validate(event.data.object)
+    if dispute.status.startswith("warning_"):
+        return Outcome.IGNORED
+    account_id = _topup_account(dispute.payment_intent, {})
+    if account_id is None:
+        logger.info("stripe dispute of a payment that is not a top-up", extra={"disputeId": dispute.id})
+        return Outcome.IGNORED
+    if dispute.currency not in (None, "usd"):
+        logger.error("stripe dispute not applied: unexpected currency", extra={"disputeId": dispute.id})
+        return Outcome.IGNORED
+    key, amount = f"stripe#dispute#{dispute.id}", dispute.amount * MICROS_PER_CENT
+    won = event.type == "charge.dispute.closed" and dispute.status == "won"
+    for _ in range(_MERGE_ATTEMPTS):
+        state = payments.record(key)
+        current = state.get("state") if state else None
+        now = to_iso(utc_now())
+        items = [
+            payments.record_item(_event_key(event), account_id, kind="stripe_event", now=now,
+                                 details={"eventType": event.type}),
+        ]  # fmt: skip
+        expected = None if state is None else {"state": current}
+        if current is None and won:  # closed in our favour before its opening arrived
+            items.append(payments.state_item(key, account_id, kind="stripe_dispute", now=now, expected=None,
+                                             state=_DISPUTE_CLOSED, amountMicros=amount))  # fmt: skip
+        elif current is None:
+            items.append(payments.state_item(key, account_id, kind="stripe_dispute", now=now, expected=None,
+                                             state=_DISPUTE_DEBITED, amountMicros=amount))  # fmt: skip
+            items.extend(_debit(account_id, -amount, kind="chargeback", reference=key, now=now))
+        elif current == _DISPUTE_DEBITED and won:
+            debited = int(state.get("amountMicros", amount))
+            items.append(payments.state_item(key, account_id, kind="stripe_dispute", now=now, expected=expected,
+                                             state=_DISPUTE_REINSTATED, amountMicros=debited))  # fmt: skip
+            items.extend(_debit(account_id, debited, kind="chargeback_reversed", reference=f"{key}#won", now=now))
+        else:
+            return Outcome.DUPLICATE
+        try:
+            transact(items)
+        except WriteRefused as refused:
+            if refused.reasons[0] == "ConditionalCheckFailed":
+                return Outcome.DUPLICATE
+            continue
+        logger.info("stripe dispute applied", extra={"disputeId": dispute.id, "status": dispute.status})
+        return Outcome.APPLIED
+    raise ConcurrentChange(f"dispute {dispute.id} kept changing")
 
 
 def _invoice(status: SubscriptionStatus) -> Any:
@@ -432,6 +585,9 @@ HANDLERS = {
     "customer.subscription.created": _subscription_changed,
     "customer.subscription.updated": _subscription_changed,
     "customer.subscription.deleted": _subscription_deleted,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute,
+    "charge.dispute.closed": _dispute,
 }
 
 

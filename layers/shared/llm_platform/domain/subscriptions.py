@@ -4,7 +4,8 @@ end, and the scheduled expiry run (renew from credits, otherwise revoke the keys
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from llm_platform.config import get_settings
@@ -15,7 +16,12 @@ from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import stripe_payments
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.api_keys import new_subscription_key, owned_subscription
+from llm_platform.domain.api_keys import (
+    account_key_limit,
+    new_subscription_key,
+    owned_subscription,
+    revoke_subscription_keys,
+)
 from llm_platform.domain.billing import add_months, new_subscription
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
@@ -32,8 +38,11 @@ def subscribe_with_credit(
     key commit together: a short balance (402) or a concurrent spend leaves nothing behind."""
     plan = catalog().plan(plan_slug)
     subscription = new_subscription(caller.account_id, plan, PaymentMethod.CREDIT, utc_now())
+    if create_key:
+        subscription = replace(subscription, live_key_count=1)
+    key_cap = catalog().account_limits.max_api_keys if create_key else None
     items = [
-        accounts_table.charge_item(caller.account_id, plan.price_micros),
+        accounts_table.charge_item(caller.account_id, plan.price_micros, new_key_cap=key_cap),
         subscriptions_table.put_item(subscription),
         ledger.entry_put(
             caller.account_id,
@@ -47,13 +56,16 @@ def subscribe_with_credit(
     issued = None
     if create_key:
         issued = new_subscription_key(caller.account_id, subscription, key_name or f"{plan.slug}-key")
-        items.append(api_keys_table.put_item(issued[0]))
+        items.extend(api_keys_table.put_items(issued[0]))
     try:
         # The token makes a retry after a lost response (botocore retries timeouts) apply once and succeed.
         transact(items, ClientRequestToken=subscription.subscription_id[:36])
     except WriteRefused as refused:
         if refused.reasons[0] != "ConditionalCheckFailed":
             raise
+        seen = refused.items[0] or {}
+        if key_cap is not None and seen.get("creditBalanceMicros", 0) >= plan.price_micros:
+            raise account_key_limit() from refused
         raise InsufficientCredit(
             f"The {plan.slug} plan costs ${format_usd(plan.price_micros)} a period; your credit balance does not "
             "cover it. Top up first.",
@@ -84,23 +96,45 @@ class ExpiryReport:
     renewed: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     keys_revoked: int = 0
+    revocations_pending: list[str] = field(default_factory=list)  # expired, keys left for the next run
 
 
-def run_expiry(now: datetime | None = None) -> ExpiryReport:
-    """Idempotent, in three steps per lapsed subscription: mark it expired (only if its period end is
-    unchanged, so a concurrent renewal wins and keeps its keys), revoke its keys, leave the due index.
-    A run that stops half-way leaves it due, and the next run finishes it."""
+def run_expiry(now: datetime | None = None, deadline: float | None = None) -> ExpiryReport:
+    """Idempotent, in two passes. First every due subscription is renewed or marked expired (only if its
+    period end is unchanged, so a concurrent renewal wins and keeps its keys): admission checks the
+    subscription, so expiring it is what stops its keys, and no customer's key count can delay another's
+    renewal. Then the expired ones' keys are revoked in batches, resumably, at most
+    ``EXPIRY_REVOCATIONS_PER_RUN`` keys a run and until ``deadline`` (``time.monotonic()``); a
+    subscription leaves the due index once all its keys are revoked, so the next run finishes the rest."""
     now = now or utc_now()
+    now_iso = to_iso(now)
     report = ExpiryReport()
     failed: list[str] = []
-    for subscription in subscriptions_table.due(to_iso(now)):
+    expired: list[str] = []
+    for subscription in subscriptions_table.due(now_iso):
         try:
-            _settle_lapsed(subscription, now, report)
+            if _settle_lapsed(subscription, now, report):
+                expired.append(subscription.subscription_id)
         except Exception:
             # One bad subscription must not hold up the others; the run still fails at the end, so
             # Lambda retries it and the on-failure destination and alarm see it.
             logger.exception("expiry failed", extra={"subscriptionId": subscription.subscription_id})
             failed.append(subscription.subscription_id)
+    budget = get_settings().expiry_revocations_per_run
+    for subscription_id in expired:
+        if budget <= 0 or (deadline is not None and time.monotonic() >= deadline):
+            report.revocations_pending.append(subscription_id)
+            continue
+        try:
+            revocation = revoke_subscription_keys(subscription_id, now_iso, budget, deadline)
+        except Exception:
+            logger.exception("revocation failed", extra={"subscriptionId": subscription_id})
+            failed.append(subscription_id)
+            continue
+        budget -= revocation.examined
+        report.keys_revoked += revocation.revoked
+        if not revocation.done:
+            report.revocations_pending.append(subscription_id)
     if failed:
         raise ExpiryIncomplete(failed, report)
     return report
@@ -112,10 +146,12 @@ class ExpiryIncomplete(RuntimeError):
         self.failed, self.report = failed, report
 
 
-def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:
+def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryReport) -> bool:
+    """Renew or expire one due subscription; True when it is expired and its keys are to be revoked."""
     if subscription.payment_method == PaymentMethod.STRIPE and subscription.status != SubscriptionStatus.EXPIRED:
         _ask_stripe(subscription, now, report)
-        return
+        after = subscriptions_table.get(subscription.subscription_id)
+        return after is not None and after.status == SubscriptionStatus.EXPIRED
     now_iso = to_iso(now)
     renewal = _renews_from_credit(subscription, now)
     if renewal is not None:
@@ -123,12 +159,12 @@ def _settle_lapsed(subscription: Subscription, now: datetime, report: ExpiryRepo
         if outcome == "renewed":
             report.renewed.append(subscription.subscription_id)
         if outcome != "short":
-            return  # renewed, or changed by someone else: leave it to the next run
+            return False  # renewed, or changed by someone else: leave it to the next run
+    # (Repeated for one an earlier run or Stripe expired: harmless, and it is still due for its keys.)
     if not subscriptions_table.mark_expired(subscription):
-        return  # renewed or changed since it was read
-    report.keys_revoked += api_keys_table.revoke_all_of_subscription(subscription.subscription_id, now_iso)
-    subscriptions_table.leave_due_index(subscription.subscription_id)
+        return False  # renewed or changed since it was read
     report.expired.append(subscription.subscription_id)
+    return True
 
 
 def _ask_stripe(subscription: Subscription, now: datetime, report: ExpiryReport) -> None:

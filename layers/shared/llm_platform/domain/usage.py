@@ -9,6 +9,7 @@ from typing import Any
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
+from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import utc_now
 from llm_platform.domain.entities import ApiKey, Subscription
@@ -26,10 +27,20 @@ class KeyUsage:
     budget_counters: dict[str, Any]
 
 
-def usage_report(caller: Caller) -> list[KeyUsage]:
+def usage_report(
+    caller: Caller, limit: int = listing.DEFAULT_LIMIT, cursor: str | None = None
+) -> listing.Listing[KeyUsage]:
+    """A page of every key's usage (revoked keys included): pages follow key ids, each page in creation order;
+    only the subscriptions of the page's keys are read."""
     now = utc_now()
-    keys = sorted(api_keys_table.list_for_account(caller.account_id), key=lambda k: k.created_at)
-    subscriptions = {s.subscription_id: s for s in subscriptions_table.list_for_account(caller.account_id)}
+    after = listing.after(caller.account_id, "usage", cursor)
+    page, next_after = api_keys_table.page_for_account(caller.account_id, after, limit)
+    keys = sorted(page, key=lambda k: k.created_at)
+    subscriptions: dict[str, Subscription] = {}
+    for subscription_id in dict.fromkeys(k.subscription_id for k in keys if k.subscription_id):
+        subscription = subscriptions_table.get(subscription_id)
+        if subscription is not None and subscription.account_id == caller.account_id:
+            subscriptions[subscription_id] = subscription
     minute = minute_window(now)
     hours = catalog().budget_window_hours
     windows = {sub_id: budget_window(sub.created_at, now, hours) for sub_id, sub in subscriptions.items()}
@@ -57,4 +68,4 @@ def usage_report(caller: Caller) -> list[KeyUsage]:
                 budget_counters=window_counters,
             )
         )
-    return report
+    return listing.Listing(report, listing.cursor(caller.account_id, "usage", next_after))

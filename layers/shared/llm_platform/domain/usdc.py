@@ -20,6 +20,7 @@ from llm_platform.domain.money import format_usd, usd_to_micros
 from llm_platform.domain.wallets import owner_of
 
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+MAX_RECEIPT_LOGS = 100  # logs of one transaction looked at, at most
 _MAX_TRANSFERS = 90  # a DynamoDB transaction holds 100 items: one per transfer, plus balance and ledger
 
 
@@ -89,17 +90,29 @@ def verify_topup(caller: Caller, raw_hash: str, amount_usd: Decimal) -> TopupRes
             if chain.transaction_known(tx_hash):
                 return TopupResult(tx_hash, pending=True, required=settings.usdc_confirmations)
             raise NotFound("No such transaction on this chain.", code="transaction_not_found")
-        latest = chain.latest_block()
+        # Confirmations count from the chain's safe head where it has one, else from the latest block.
+        safe = chain.safe_block()
+        head = safe if safe is not None else chain.latest_block()
     except chain.ChainUnavailable as error:
         raise ServiceUnavailable(str(error), code="chain_unavailable") from error
     if receipt.status != 1:
         raise BadRequest("The transaction failed on chain.", code="transaction_failed")
+    # Bounded work: each sender is a DynamoDB read, so a receipt's size is checked before any.
+    if receipt.log_count > MAX_RECEIPT_LOGS:
+        raise BadRequest(
+            f"The transaction has more than {MAX_RECEIPT_LOGS} logs; send the top-up in a plain transfer.",
+            code="too_many_logs",
+        )
     usdc = settings.usdc_contract_address.lower()
     to_deposit = [t for t in receipt.transfers if t.token == usdc and t.recipient == deposit]
     if not to_deposit:
         raise BadRequest("The transaction has no USDC transfer to the deposit address.", code="no_usdc_transfer")
     # The deposit wallet paying itself brings no money in; other senders must be bound to the caller
     # (a consistent read of each sender's binding: a wallet bound a moment ago counts at once).
+    if len(to_deposit) > _MAX_TRANSFERS:
+        raise BadRequest(
+            f"More than {_MAX_TRANSFERS} transfers in one transaction; split them.", code="too_many_transfers"
+        )
     senders = {t.sender for t in to_deposit if t.sender != deposit}
     mine = {sender for sender in senders if owner_of(sender) == caller.account_id}
     claimed = [t for t in to_deposit if t.sender in mine]
@@ -117,13 +130,9 @@ def verify_topup(caller: Caller, raw_hash: str, amount_usd: Decimal) -> TopupRes
             f"The transaction transferred {format_usd(credited)} USDC from your wallets, not {amount_usd}.",
             code="amount_mismatch",
         )
-    confirmations = latest - receipt.block_number + 1
+    confirmations = max(head - receipt.block_number + 1, 0)
     if confirmations < settings.usdc_confirmations:
         return TopupResult(tx_hash, pending=True, confirmations=confirmations, required=settings.usdc_confirmations)
-    if len(claimed) > _MAX_TRANSFERS:
-        raise BadRequest(
-            f"More than {_MAX_TRANSFERS} transfers in one transaction; split them.", code="too_many_transfers"
-        )
     try:
         # One record per transfer: co-payers in one transaction each claim their own share, once.
         payments.credit_once(

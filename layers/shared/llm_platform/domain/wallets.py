@@ -11,6 +11,7 @@ from datetime import timedelta
 from llm_platform.config import get_settings
 from llm_platform.data import wallets as wallets_table
 from llm_platform.data.dynamo import WriteRefused
+from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.errors import BadRequest, Conflict, Forbidden
@@ -109,8 +110,15 @@ def bind(caller: Caller, raw_address: str, signature: str) -> dict:
     return wallets_table.get_binding(address)
 
 
-def list_wallets(caller: Caller) -> list[dict]:
-    return sorted(wallets_table.list_for_account(caller.account_id), key=lambda w: w["boundAt"])
+def list_wallets(
+    caller: Caller, limit: int = listing.DEFAULT_LIMIT, cursor: str | None = None
+) -> listing.Listing[dict]:
+    """A page of the wallets bound to the account: pages follow addresses, each page in binding order."""
+    after = listing.after(caller.account_id, "wallets", cursor)
+    found, next_after = wallets_table.page_for_account(caller.account_id, after, limit)
+    return listing.Listing(
+        sorted(found, key=lambda w: w["boundAt"]), listing.cursor(caller.account_id, "wallets", next_after)
+    )
 
 
 def owner_of(address: str) -> str | None:
