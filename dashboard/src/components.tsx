@@ -1,7 +1,7 @@
 import type { ButtonHTMLAttributes, ComponentChildren } from "preact";
 import { useCallback, useEffect, useId, useRef, useState } from "preact/hooks";
 
-import { ApiError } from "./api";
+import { ApiError, api } from "./api";
 
 // ------------------------------------------------------------------ loading data
 
@@ -356,5 +356,56 @@ export function EmptyState({ title, children }: { title: string; children?: Comp
       <p class="empty-title">{title}</p>
       {children ? <div class="empty-body">{children}</div> : null}
     </div>
+  );
+}
+
+/** A dialog form's actions: Cancel, and the submit button (busy while the request runs). */
+export function FormActions({ onCancel, submitLabel, busy }: { onCancel: () => void; submitLabel: string; busy: boolean }) {
+  return (
+    <footer class="dialog-actions">
+      <Button onClick={onCancel}>Cancel</Button>
+      <Button type="submit" variant="primary" busy={busy}>
+        {submitLabel}
+      </Button>
+    </footer>
+  );
+}
+
+/** The one action once a secret has been shown: Done. */
+export function DoneActions({ onDone }: { onDone: () => void }) {
+  return (
+    <footer class="dialog-actions">
+      <Button variant="primary" onClick={onDone}>
+        Done
+      </Button>
+    </footer>
+  );
+}
+
+/** Delete a key (API or management) by its DELETE route, after confirmation. */
+export function DeleteKeyDialog({
+  apiKey,
+  path,
+  consequence,
+  onClose,
+  onDeleted,
+}: {
+  apiKey: { id: string; name: string; prefix: string };
+  path: string;
+  consequence: string;
+  onClose: () => void;
+  onDeleted: () => void;
+}) {
+  const { busy, error, run } = useAction();
+  const confirm = async () => {
+    const result = await run(() => api.del(`${path}/${encodeURIComponent(apiKey.id)}`));
+    if (result !== undefined) onDeleted();
+  };
+  return (
+    <ConfirmDialog title={`Delete ${apiKey.name}?`} open onClose={onClose} onConfirm={confirm} confirmLabel="Delete key" danger busy={busy} error={error}>
+      <p>
+        Requests with <code>{apiKey.prefix}…</code> are refused from now on. {consequence}
+      </p>
+    </ConfirmDialog>
   );
 }

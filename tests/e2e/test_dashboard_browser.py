@@ -8,52 +8,26 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from local_stack.template import api_routes, load_template
+from tests.support.stacks import local_stack_process
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = REPO / "functions" / "dashboard" / "site"
 SCREENSHOTS = REPO / ".local" / "screenshots"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     state_dir = tmp_path_factory.mktemp("dashboard-state")
-    env = {**os.environ, "PORT": str(_free_port()), "LOCAL_STACK_STATE_DIR": str(state_dir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    stack_file = state_dir / "stack.json"
-    deadline = time.monotonic() + 120
-    while not stack_file.exists():  # readiness: the stack writes this file once it serves
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "local stack did not become ready in 120 s"
-        time.sleep(0.2)
-    yield {**json.loads(stack_file.read_text()), "file": stack_file}
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with local_stack_process(state_dir) as (_, info):
+        yield {**info, "file": state_dir / "stack.json"}
 
 
 def test_the_built_site_is_exactly_the_files_the_template_routes() -> None:

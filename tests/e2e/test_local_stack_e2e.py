@@ -8,20 +8,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.stacks import local_stack_process
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(url: str) -> bool:
@@ -34,26 +28,8 @@ def _port_open(url: str) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     state_dir = tmp_path_factory.mktemp("state")
-    env = {**os.environ, "PORT": str(_free_port()), "LOCAL_STACK_STATE_DIR": str(state_dir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    stack_file = state_dir / "stack.json"
-    deadline = time.monotonic() + 120
-    while not stack_file.exists():  # readiness: the stack writes this file once it serves
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "local stack did not become ready in 120 s"
-        time.sleep(0.2)
-    info = json.loads(stack_file.read_text())
-    info["process"], info["stateDir"] = process, state_dir
-    yield info
-    if process.poll() is None:
-        process.kill()
+    with local_stack_process(state_dir) as (process, info):
+        yield {**info, "process": process, "stateDir": state_dir}
 
 
 def curl(*args: str) -> dict:

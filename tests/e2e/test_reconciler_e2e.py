@@ -8,11 +8,6 @@ charge its prompt's cost, release the rest and log it, with no help from the tes
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,38 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.stacks import local_stack_process
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     state_dir = tmp_path_factory.mktemp("reconciler-state")
-    env = {
-        **os.environ,
-        "PORT": str(_free_port()),
-        "LOCAL_STACK_STATE_DIR": str(state_dir),
-        "LOCAL_SCHEDULE_SECONDS": "1",
-        "RESERVATION_TIMEOUT_SECONDS": "2",
-        "RECONCILE_GRACE_SECONDS": "0",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    stack_file = state_dir / "stack.json"
-    deadline = time.monotonic() + 120
-    while not stack_file.exists():  # readiness: the stack writes this file once it serves
-        assert process.poll() is None, "the local stack exited"
-        assert time.monotonic() < deadline, "local stack did not become ready in 120 s"
-        time.sleep(0.2)
-    yield json.loads(stack_file.read_text())
-    process.terminate()
-    process.wait(timeout=60)
+    settings = {"LOCAL_SCHEDULE_SECONDS": "1", "RESERVATION_TIMEOUT_SECONDS": "2", "RECONCILE_GRACE_SECONDS": "0"}
+    with local_stack_process(state_dir, **settings) as (_, info):
+        yield info
 
 
 @pytest.fixture

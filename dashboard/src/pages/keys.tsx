@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ApiKey, type BillingStatus, type BudgetReset, type CreatedKey, type Plan, type RotatedKey } from "../api";
-import { Badge, Button, ConfirmDialog, Dialog, EmptyState, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource, Card } from "../components";
+import { Badge, Button, Card, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource } from "../components";
 import { day, number, planName, usd, when } from "../format";
 
 type Dialogs =
@@ -131,7 +131,7 @@ export function KeysPage() {
       <CreateKeyDialog open={dialog.kind === "create"} status={status.data} plans={plans.data} onClose={close} onCreated={() => void keys.reload()} />
       {dialog.kind === "edit" ? <EditLimitsDialog apiKey={dialog.key} onClose={close} onSaved={() => done(`Limits of ${dialog.key.name} saved. They apply to its next request.`)} /> : null}
       {dialog.kind === "rotate" ? <RotateDialog apiKey={dialog.key} onClose={() => done()} /> : null}
-      {dialog.kind === "delete" ? <DeleteKeyDialog apiKey={dialog.key} onClose={close} onDeleted={() => done(`${dialog.key.name} is deleted: it stopped working at once.`)} /> : null}
+      {dialog.kind === "delete" ? <DeleteKeyDialog apiKey={dialog.key} path="api/keys" consequence="This cannot be undone." onClose={close} onDeleted={() => done(`${dialog.key.name} is deleted: it stopped working at once.`)} /> : null}
     </>
   );
 }
@@ -198,11 +198,7 @@ function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: bo
       {created ? (
         <>
           <SecretOnce label={`API key ${created.name}`} secret={created.apiKey} note={<>Use it as <code>Authorization: Bearer …</code>, or as <code>api_key</code> in an OpenAI SDK.</>} />
-          <footer class="dialog-actions">
-            <Button variant="primary" onClick={close}>
-              Done
-            </Button>
-          </footer>
+          <DoneActions onDone={close} />
         </>
       ) : (
         <form onSubmit={submit}>
@@ -265,12 +261,7 @@ function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: bo
             </>
           )}
           <ErrorNotice error={error} title="Could not create the key." />
-          <footer class="dialog-actions">
-            <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" busy={busy}>
-              Create key
-            </Button>
-          </footer>
+          <FormActions onCancel={close} submitLabel="Create key" busy={busy} />
         </form>
       )}
     </Dialog>
@@ -347,12 +338,7 @@ function EditLimitsDialog({ apiKey, onClose, onSaved }: { apiKey: ApiKey; onClos
           <input id={`${base}-expires`} type="datetime-local" value={expiresAt} onInput={(e) => setExpiresAt(e.currentTarget.value)} aria-describedby={`${base}-expires-hint`} />
         </Field>
         <ErrorNotice error={error} title="Could not save the limits." />
-        <footer class="dialog-actions">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={busy}>
-            Save
-          </Button>
-        </footer>
+        <FormActions onCancel={onClose} submitLabel="Save" busy={busy} />
       </form>
     </Dialog>
   );
@@ -377,11 +363,7 @@ function RotateDialog({ apiKey, onClose }: { apiKey: ApiKey; onClose: () => void
             secret={rotated.apiKey}
             note={rotated.previousKeyExpiresAt ? `The old secret keeps working until ${when(rotated.previousKeyExpiresAt)}.` : "The old secret stopped working."}
           />
-          <footer class="dialog-actions">
-            <Button variant="primary" onClick={onClose}>
-              Done
-            </Button>
-          </footer>
+          <DoneActions onDone={onClose} />
         </>
       ) : (
         <form onSubmit={rotate}>
@@ -394,29 +376,10 @@ function RotateDialog({ apiKey, onClose }: { apiKey: ApiKey; onClose: () => void
             </select>
           </Field>
           <ErrorNotice error={error} title="Could not rotate the key." />
-          <footer class="dialog-actions">
-            <Button onClick={onClose}>Cancel</Button>
-            <Button type="submit" variant="primary" busy={busy}>
-              Rotate key
-            </Button>
-          </footer>
+          <FormActions onCancel={onClose} submitLabel="Rotate key" busy={busy} />
         </form>
       )}
     </Dialog>
   );
 }
 
-function DeleteKeyDialog({ apiKey, onClose, onDeleted }: { apiKey: ApiKey; onClose: () => void; onDeleted: () => void }) {
-  const { busy, error, run } = useAction();
-  const confirm = async () => {
-    const result = await run(() => api.del(`api/keys/${encodeURIComponent(apiKey.id)}`));
-    if (result !== undefined) onDeleted();
-  };
-  return (
-    <ConfirmDialog title={`Delete ${apiKey.name}?`} open onClose={onClose} onConfirm={confirm} confirmLabel="Delete key" danger busy={busy} error={error}>
-      <p>
-        Requests with <code>{apiKey.prefix}…</code> are refused from now on. This cannot be undone.
-      </p>
-    </ConfirmDialog>
-  );
-}

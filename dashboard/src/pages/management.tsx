@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ManagementKey } from "../api";
-import { Badge, Button, Card, ConfirmDialog, Dialog, EmptyState, ErrorNotice, Field, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
+import { Badge, Button, Card, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
 import { when } from "../format";
 
 export function ManagementKeysPage() {
@@ -82,8 +82,10 @@ export function ManagementKeysPage() {
       </Card>
       <CreateManagementKeyDialog open={creating} onClose={() => setCreating(false)} onCreated={() => void keys.reload()} />
       {deleting ? (
-        <DeleteManagementKeyDialog
+        <DeleteKeyDialog
           apiKey={deleting}
+          path="api/management-keys"
+          consequence="API keys it created keep working."
           onClose={() => setDeleting(undefined)}
           onDeleted={() => {
             setMessage(`${deleting.name} is deleted: scripts using it are refused from now on.`);
@@ -120,11 +122,7 @@ function CreateManagementKeyDialog({ open, onClose, onCreated }: { open: boolean
       {created ? (
         <>
           <SecretOnce label={`Management key ${created.name}`} secret={created.managementKey} note={<>Send it as <code>Authorization: Bearer …</code> to <code>/api</code>.</>} />
-          <footer class="dialog-actions">
-            <Button variant="primary" onClick={close}>
-              Done
-            </Button>
-          </footer>
+          <DoneActions onDone={close} />
         </>
       ) : (
         <form onSubmit={submit}>
@@ -132,29 +130,10 @@ function CreateManagementKeyDialog({ open, onClose, onCreated }: { open: boolean
             <input autoFocus id={id} required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} aria-describedby={`${id}-hint`} />
           </Field>
           <ErrorNotice error={error} title="Could not create the key." />
-          <footer class="dialog-actions">
-            <Button onClick={close}>Cancel</Button>
-            <Button type="submit" variant="primary" busy={busy}>
-              Create key
-            </Button>
-          </footer>
+          <FormActions onCancel={close} submitLabel="Create key" busy={busy} />
         </form>
       )}
     </Dialog>
   );
 }
 
-function DeleteManagementKeyDialog({ apiKey, onClose, onDeleted }: { apiKey: ManagementKey; onClose: () => void; onDeleted: () => void }) {
-  const { busy, error, run } = useAction();
-  const confirm = async () => {
-    const result = await run(() => api.del(`api/management-keys/${encodeURIComponent(apiKey.id)}`));
-    if (result !== undefined) onDeleted();
-  };
-  return (
-    <ConfirmDialog title={`Delete ${apiKey.name}?`} open onClose={onClose} onConfirm={confirm} confirmLabel="Delete key" danger busy={busy} error={error}>
-      <p>
-        Requests with <code>{apiKey.prefix}…</code> are refused from now on. API keys it created keep working.
-      </p>
-    </ConfirmDialog>
-  );
-}

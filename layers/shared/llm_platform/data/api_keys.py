@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.data import key_items
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
@@ -38,8 +39,7 @@ def _table() -> str:
 
 
 def _get(key_hash: str) -> dict[str, Any] | None:
-    response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
-    return from_item(response.get("Item"))
+    return key_items.get(_table(), key_hash)
 
 
 def get_by_hash(key_hash: str) -> ApiKey | None:
@@ -83,22 +83,12 @@ def page_for_account(
     return [from_record(ApiKey, item) for item in items], next_after
 
 
-def id_pointer(key_id: str) -> str:
-    """The ``keyHash`` of a key's id pointer item (never a SHA-256 hex, so never a presented secret's)."""
-    return f"id#{key_id}"
+id_pointer = key_items.id_pointer
 
 
 def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
-    """The account's key with this id, read consistently: the id pointer, then the key item. A key stored
-    before pointers existed has none and is looked up in the ``byAccount`` index, as it used to be."""
-    pointer = _get(id_pointer(key_id))
-    if pointer is None:
-        items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
-        return from_record(ApiKey, items[0]) if items else None
-    item = _get(pointer["aliasOf"])
-    if item is None or item.get("accountId") != account_id or "aliasOf" in item:
-        return None
-    return from_record(ApiKey, item)
+    item = key_items.find_for_account(_table(), account_id, key_id)
+    return None if item is None else from_record(ApiKey, item)
 
 
 def subscription_keys_page(
@@ -140,22 +130,7 @@ def revoke_item(key_hash: str, now: str, account_id: str | None = None) -> dict[
 
 def put_items(key: ApiKey) -> list[dict[str, Any]]:
     """The transaction items inserting a new key and its id pointer (never overwriting either)."""
-    return [
-        {
-            "Put": {
-                "TableName": _table(),
-                "Item": to_record_item(key),
-                "ConditionExpression": "attribute_not_exists(keyHash)",
-            }
-        },
-        {
-            "Put": {
-                "TableName": _table(),
-                "Item": to_values({"keyHash": id_pointer(key.key_id), "aliasOf": key.key_hash}),
-                "ConditionExpression": "attribute_not_exists(keyHash)",
-            }
-        },
-    ]
+    return key_items.put_items(_table(), to_record_item(key), key.key_id, key.key_hash)
 
 
 def add(key: ApiKey, *guards: dict[str, Any]) -> None:

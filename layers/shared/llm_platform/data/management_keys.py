@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data.dynamo import client, from_item, query_index, query_index_page, to_values, transact
+from llm_platform.data import key_items
+from llm_platform.data.dynamo import client, query_index, query_index_page, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
 from llm_platform.domain.entities import ManagementKey
 
@@ -34,46 +35,14 @@ def page_for_account(account_id: str, after: str | None, limit: int) -> tuple[li
     return [from_record(ManagementKey, item) for item in items], next_after
 
 
-def _id_pointer(key_id: str) -> str:
-    return f"id#{key_id}"
-
-
-def _get(key_hash: str) -> dict[str, Any] | None:
-    response = client().get_item(TableName=_table(), Key={"keyHash": {"S": key_hash}}, ConsistentRead=True)
-    return from_item(response.get("Item"))
-
-
 def find_for_account(account_id: str, key_id: str) -> ManagementKey | None:
-    """The account's key with this id, read consistently through its id pointer; a key stored before
-    pointers existed is looked up in the ``byAccount`` index, as it used to be."""
-    pointer = _get(_id_pointer(key_id))
-    if pointer is None:
-        items = query_index(_table(), "byAccount", ("accountId", account_id), ("keyId", key_id))
-        return from_record(ManagementKey, items[0]) if items else None
-    item = _get(pointer["aliasOf"])
-    if item is None or item.get("accountId") != account_id:
-        return None
-    return from_record(ManagementKey, item)
+    item = key_items.find_for_account(_table(), account_id, key_id)
+    return None if item is None else from_record(ManagementKey, item)
 
 
 def put_items(key: ManagementKey) -> list[dict[str, Any]]:
     """The transaction items inserting a key and its id pointer."""
-    return [
-        {
-            "Put": {
-                "TableName": _table(),
-                "Item": to_record_item(key),
-                "ConditionExpression": "attribute_not_exists(keyHash)",
-            }
-        },
-        {
-            "Put": {
-                "TableName": _table(),
-                "Item": to_values({"keyHash": _id_pointer(key.key_id), "aliasOf": key.key_hash}),
-                "ConditionExpression": "attribute_not_exists(keyHash)",
-            }
-        },
-    ]
+    return key_items.put_items(_table(), to_record_item(key), key.key_id, key.key_hash)
 
 
 def add(key: ManagementKey, cap: int) -> None:
@@ -106,7 +75,7 @@ def remove_unless_last(key: ManagementKey) -> None:
                 }
             },
             _count_update(key.account_id, -1, "managementKeyCount > :one"),
-            {"Delete": {"TableName": _table(), "Key": {"keyHash": {"S": _id_pointer(key.key_id)}}}},
+            {"Delete": {"TableName": _table(), "Key": {"keyHash": {"S": key_items.id_pointer(key.key_id)}}}},
         ]
     )
 
