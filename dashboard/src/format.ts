@@ -1,12 +1,13 @@
 // Money arrives as decimal strings (never floats in the API); it is only formatted here, never summed.
 
-export function usd(amount: string | null | undefined, { signed = false } = {}): string {
+/** "$1,234.5678": up to 6 decimals (usage spend), trailing zeros past the cents dropped. With `cents`,
+ * cut to whole cents (a balance headline: never shows more than there is; the exact value goes in a title). */
+export function usd(amount: string | null | undefined, { signed = false, cents: toCents = false } = {}): string {
   if (amount === null || amount === undefined) return "—";
   const negative = amount.startsWith("-");
   const digits = amount.replace(/^[-+]/, "");
   const [whole, fraction = ""] = digits.split(".");
-  const cents = fraction.padEnd(2, "0");
-  // Up to 6 decimals for usage spend; trailing zeros past the cents dropped.
+  const cents = toCents ? fraction.padEnd(2, "0").slice(0, 2) : fraction.padEnd(2, "0");
   const shown = cents.length > 2 ? cents.replace(/0+$/, "").padEnd(2, "0") : cents;
   const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
   const sign = negative ? "−" : signed ? "+" : "";

@@ -46,8 +46,8 @@ export function BillingPage() {
           <Loaded resource={status} label="the balance">
             {(data) => (
               <>
-                <p class="stat" data-testid="billing-balance">
-                  {usd(data.creditBalance)}
+                <p class="stat" data-testid="billing-balance" title={`${usd(data.creditBalance)} exactly`}>
+                  {usd(data.creditBalance, { cents: true })}
                 </p>
                 <p class="muted">Spent by credit keys per request, or on a plan with “Pay from credits”.</p>
               </>

@@ -21,8 +21,8 @@ export function OverviewPage() {
           <Loaded resource={status} label="the balance">
             {(data) => (
               <>
-                <p class="stat" data-testid="credit-balance">
-                  {usd(data.creditBalance)}
+                <p class="stat" data-testid="credit-balance" title={`${usd(data.creditBalance)} exactly`}>
+                  {usd(data.creditBalance, { cents: true })}
                 </p>
                 <p class="muted">Credit keys spend it per request. Subscriptions can be paid from it too.</p>
                 <a class="btn btn-secondary btn-small" href="#/billing">

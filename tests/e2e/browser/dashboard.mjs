@@ -325,6 +325,12 @@ try {
   // 9. Overview: balance, Pro with its 5-hour budget bar, the quick start.
   await go("Overview", "Overview");
   await page.getByRole("meter", { name: /5-hour budget used, Pro/ }).waitFor();
+  // The balance headline is in whole cents after metered spend (the exact micro-dollars in its title)
+  const headline = page.getByTestId("credit-balance");
+  const shown = await headline.innerText();
+  const exact = await headline.getAttribute("title");
+  check(/^\$[\d,]+\.\d\d$/.test(shown), `the balance headline shows cents, not micro-dollars: ${shown}`);
+  check(exact.endsWith(" exactly") && exact.startsWith(shown.slice(0, -1)), `the exact balance is in the title: ${exact}`);
   await page.getByRole("tab", { name: "Python" }).click();
   await page.getByRole("tabpanel").getByText(`base_url="${base}/v1"`).waitFor();
   await shot("09-overview");
@@ -357,6 +363,12 @@ try {
   await page.getByRole("button", { name: "Sign in" }).click();
   await onPage("Overview");
   await go("API keys", "API keys");
+  const cutOff = await page
+    .getByRole("navigation")
+    .first()
+    .getByRole("link")
+    .evaluateAll((links) => links.filter((link) => { const box = link.getBoundingClientRect(); return box.left < 0 || box.right > window.innerWidth; }).map((link) => link.textContent));
+  check(cutOff.length === 0, `navigation links cut off at phone width: ${cutOff.join(", ")}`);
   await shot("11-mobile-api-keys");
   console.log(JSON.stringify(findings));
 } catch (error) {
