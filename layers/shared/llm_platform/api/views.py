@@ -12,9 +12,9 @@ from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic reads only this one on Python < 3.12
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import ApiKey, KeyStatus, ManagementKey, Subscription
 from llm_platform.domain.billing import BillingStatus
-from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.entities import ApiKey, KeyStatus, ManagementKey, Subscription
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import Plan
 from llm_platform.domain.usage import KeyUsage

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import Subscription, SubscriptionStatus
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
@@ -18,7 +19,6 @@ from llm_platform.data.dynamo import (
     update_if,
 )
 from llm_platform.data.records import from_record, from_record_item, to_record_item
-from llm_platform.domain.entities import Subscription, SubscriptionStatus
 
 LIVE_BUCKET = "live"
 # Every change bumps ``revision`` (see ``write_over``); items from other tools may lack it.

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import Account, ManagementKey
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import auth as auth_table
 from llm_platform.data import ledger
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import sessions
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
-from llm_platform.domain.entities import Account, ManagementKey
 from llm_platform.domain.errors import Conflict, NotFound, Unauthenticated
 
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import ApiKey, BudgetReset, KeyKind, KeyStatus, Subscription
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
-from llm_platform.domain.entities import ApiKey, BudgetReset, KeyKind, KeyStatus, Subscription
 from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
 from llm_platform.domain.plans import catalog
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import ledger, payments, stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain.api_keys import REVOCATION_BATCH, revoke_subscription_keys
-from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.errors import BadRequest, ServiceUnavailable
 from llm_platform.domain.plans import catalog
 from llm_platform.domain.stripe_payments import (

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import from_iso, to_iso, utc_now
 from llm_platform.data import wallets as wallets_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.errors import BadRequest, Conflict, Forbidden
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
