@@ -1,6 +1,6 @@
 """What the route decorators say about their responses, for the OpenAPI document of the whole API:
 the success envelope ``{"data": <shape>}`` (shapes are TypedDicts of ``llm_platform.api.views``) and the
-route's own error codes. ``local_stack/openapi.py`` builds the document from the handlers
+route's own error codes. ``openapi_doc/document.py`` (dev tooling) builds the document from the handlers
 (``bin/generate-openapi``); this module stays in the layer because the handlers import it, so it
 imports nothing beyond the standard library.
 """
