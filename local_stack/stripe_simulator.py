@@ -55,7 +55,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 
 try:
     from stripe import api_version as STRIPE_API_VERSION

@@ -17,7 +17,7 @@ from llm_platform.domain import accounts, api_keys, billing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.money import format_usd
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, prompt_tokens
 from tests.support.proxies import catalog_model, proxy_on_catalog
 
