@@ -224,7 +224,7 @@ def cancel_at_period_end(subscription_id: str, account_id: str, stripe_observed_
     subscription, ``stripe_observed_at`` is when Stripe accepted the cancellation (older events then
     lose), and a past-due one can be cancelled too."""
     state = ", stripeCancelFlagAt = :observed" if stripe_observed_at is not None else ""
-    extra = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
+    extra: dict[str, Any] = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
     statuses = "(:active, :past_due)" if stripe_observed_at is not None else "(:active)"
     if stripe_observed_at is not None:
         extra[":past_due"] = SubscriptionStatus.PAST_DUE.value

@@ -199,7 +199,7 @@ def _check_subscription_limits(key: ApiKey, limits: dict[str, Any]) -> None:
     for field, label in (("max_budget_micros", "maxBudget"), ("budget_reset", "budgetReset")):
         if limits.get(field) is not None:
             raise Unprocessable(f"{label} applies to credit keys; a subscription key spends its subscription's budget.")
-    subscription = subscriptions_table.get(key.subscription_id)
+    subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
     plan_rpm = subscription.rpm if subscription else key.rpm
     plan_tpm = subscription.tpm if subscription else key.tpm
     for field, ceiling in (("rpm", plan_rpm), ("tpm", plan_tpm)):

@@ -63,7 +63,7 @@ def start_checkout(
     retry (same Idempotency-Key, or within the window) gets the same session."""
     plan = catalog().plan(plan_slug)
     metadata = {"accountId": caller.account_id, "planSlug": plan.slug}
-    params = {
+    params: dict[str, Any] = {
         "mode": "subscription",
         "line_items": [_plan_line_item(plan)],
         "client_reference_id": caller.account_id,

@@ -52,9 +52,9 @@ def usage_report(
     report = []
     for key in keys:
         subscription = subscriptions.get(key.subscription_id) if key.subscription_id else None
-        window = windows.get(key.subscription_id) if subscription else None
+        window = windows.get(subscription.subscription_id) if subscription else None
         window_counters: dict[str, Any] = {}
-        if window is not None:
+        if subscription is not None and window is not None:
             window_counters = counters.get(
                 usage_counters.window_counter(subscription.subscription_id, window.index), {}
             )

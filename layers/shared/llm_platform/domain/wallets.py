@@ -107,7 +107,9 @@ def bind(caller: Caller, raw_address: str, signature: str) -> dict:
         raise BadRequest(
             "The challenge was used or replaced; request a new one.", code="challenge_required"
         ) from refused
-    return wallets_table.get_binding(address)
+    bound = wallets_table.get_binding(address)
+    assert bound is not None, "a binding just written (bindings are never removed)"
+    return bound
 
 
 def list_wallets(

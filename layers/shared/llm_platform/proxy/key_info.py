@@ -25,7 +25,7 @@ def read(snapshot: KeySnapshot, now: datetime) -> dict[str, Any] | None:
         return None
     window_view = None
     if key.kind == KeyKind.SUBSCRIPTION:
-        subscription = subscriptions_table.get(key.subscription_id)
+        subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
         if subscription is None:
             return None
         window = budget_window(subscription.created_at, now, budget_window_hours())

@@ -88,7 +88,7 @@ def _load(secret_hash: str) -> KeySnapshot | None:
     key = presented.key
     subscription = None
     if key.kind == KeyKind.SUBSCRIPTION:
-        subscription = subscriptions_table.get(key.subscription_id)
+        subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
         if subscription is None:
             return None
     return KeySnapshot(
