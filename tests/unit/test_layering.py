@@ -64,3 +64,39 @@ def test_the_checker_sees_lazy_and_from_package_imports() -> None:
         "llm_platform.proxy.keys",
     }
     assert "json" not in imported_platform_modules(source)
+
+
+def test_the_local_stack_has_no_import_cycle() -> None:
+    """Modules of local_stack import each other one way only (lazy imports count): the servers the stack starts
+    (Stripe simulator, upstream, outbox) never import the stack back."""
+    root = PACKAGE.parents[2] / "local_stack"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("local_stack"):
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names if alias.name.startswith("local_stack"))
+        graph[name] = imported
+    edges = {
+        name: {target for target in imported if target in graph and target != name} for name, imported in graph.items()
+    }
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for target in edges[node]:
+                if target == start:
+                    return [*trail, start]
+                if target not in seen:
+                    seen.add(target)
+                    stack.append((target, [*trail, target]))
+        return None
+
+    assert "local_stack.server_thread" in graph and "local_stack.stripe_simulator.state" in graph
+    assert [cycle for name in sorted(graph) if (cycle := cycle_from(name))] == []
