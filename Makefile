@@ -72,6 +72,7 @@ bench: install
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 validate: $(TOOLS)/.installed layer-requirements
 	$(TOOLS)/bin/sam validate --lint

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from llm_platform.domain.clock import to_iso, utc_now
+from llm_platform.core.clock import to_iso, utc_now
 
 
 class Outbox:

@@ -48,7 +48,7 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 
 UPSTREAM_MODELS: tuple[str, ...] = (
     "test/echo",

@@ -10,6 +10,7 @@ from llm_platform.api import views
 from llm_platform.api.app import build_app, ok
 from llm_platform.api.openapi import responses
 from llm_platform.api.schemas import CreateCreditKeyRequest
+from llm_platform.core.entities import BudgetReset
 from llm_platform.domain import api_keys
 from llm_platform.domain.money import usd_to_micros
 from llm_platform.observability import logger, metrics, tracer
@@ -36,7 +37,13 @@ app = build_app()
 def create_credit_key(body: CreateCreditKeyRequest):
     max_budget = None if body.max_budget is None else usd_to_micros(body.max_budget)
     key, plaintext = api_keys.create_credit_key(
-        app.caller, body.name, max_budget, body.rpm, body.tpm, body.budget_reset, body.expires_at
+        app.caller,
+        body.name,
+        max_budget,
+        body.rpm,
+        body.tpm,
+        BudgetReset(body.budget_reset) if body.budget_reset else None,
+        body.expires_at,
     )
     metrics.add_metric(name="ApiKeysCreated", unit=MetricUnit.Count, value=1)
     return ok(views.created_api_key(key, plaintext), HTTPStatus.CREATED)

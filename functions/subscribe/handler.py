@@ -41,7 +41,7 @@ def subscribe(body: SubscribeRequest):
         app.caller, body.plan_slug, body.create_key, body.key_name
     )
     metrics.add_metric(name="SubscriptionsFromCredit", unit=MetricUnit.Count, value=1)
-    data = {"subscription": views.subscription_summary(subscription)}
+    data: views.Subscribed = {"subscription": views.subscription_summary(subscription)}
     if issued is not None:
         data["key"] = views.created_api_key(*issued)
     return ok(data, HTTPStatus.CREATED)

@@ -56,9 +56,9 @@ def platform(stack, monkeypatch) -> Iterator[None]:
 
 
 def test_a_request_that_dies_is_reconciled_by_the_scheduled_function(stack, platform) -> None:
+    from llm_platform.core.clock import utc_now
     from llm_platform.domain import accounts, api_keys
     from llm_platform.domain.accounts import Caller
-    from llm_platform.domain.clock import utc_now
     from llm_platform.proxy.keys import KeyCache
     from llm_platform.proxy.metering import Meter, Pending
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from llm_platform.core.clock import to_iso
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import api_keys, billing, management_keys
 from llm_platform.domain.accounts import Caller, create_account
-from llm_platform.domain.clock import to_iso
 from llm_platform.domain.errors import Conflict, NotFound
 
 

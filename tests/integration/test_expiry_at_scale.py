@@ -8,13 +8,13 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from llm_platform.core.entities import PaymentMethod
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import client
 from llm_platform.data.records import to_record_item
 from llm_platform.domain import accounts, billing, subscriptions
 from llm_platform.domain.accounts import create_account
 from llm_platform.domain.api_keys import new_subscription_key
-from llm_platform.domain.entities import PaymentMethod
 from llm_platform.domain.plans import catalog
 
 MANY = 5_000

@@ -17,11 +17,11 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from llm_platform.core.clock import utc_now
 from llm_platform.data import metering as store
 from llm_platform.data.dynamo import client
 from llm_platform.domain import accounts, api_keys, reservations
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import utc_now
 from local_stack.upstream import UpstreamServer
 from tests.support.proxies import catalog_model, proxy_on_catalog
 

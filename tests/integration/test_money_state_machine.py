@@ -71,6 +71,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from llm_platform.core.clock import from_iso, to_iso, utc_now
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
 from llm_platform.data.dynamo import client, query_all
@@ -78,7 +79,6 @@ from llm_platform.domain import accounts as accounts_domain
 from llm_platform.domain import api_keys, management_keys, plans, reservations, subscriptions
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.billing import add_months
-from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.errors import Conflict, InsufficientCredit
 from llm_platform.domain.plans import catalog
 from llm_platform.domain.windows import budget_period

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.data import wallets as wallets_table
 from llm_platform.domain import api_keys, management_keys
 from llm_platform.domain.accounts import Caller, CreatedAccount, create_account
-from llm_platform.domain.clock import to_iso, utc_now
 
 LISTS = ["/api/keys", "/api/management-keys", "/api/usage", "/api/billing/wallets"]
 

@@ -17,7 +17,7 @@ from llm_platform.domain import accounts, api_keys, billing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.money import format_usd
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, prompt_tokens
 from tests.support.proxies import catalog_model, proxy_on_catalog
 
@@ -344,6 +344,54 @@ def test_models_lists_the_catalog_for_a_valid_key(proxy) -> None:
     assert response.status_code == 200
     assert {"test/echo", "test/story"} <= {m["id"] for m in response.json()["data"]}
     assert httpx.get(f"{proxy.url}/v1/models").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Basic dXNlcjpwdw==", "Bearer", "Bearer sk_live_unknown", "Bearer mk_wrongkind"]
+)
+def test_models_and_chat_refuse_a_bad_key_alike(proxy, authorization) -> None:
+    # Given a request without a usable API key
+    headers = {"Authorization": authorization} if authorization else {}
+    # When it lists the models, reads one, or asks for a completion
+    responses = [
+        httpx.get(f"{proxy.url}/v1/models", headers=headers),
+        httpx.get(f"{proxy.url}/v1/models/test/echo", headers=headers),
+        httpx.post(
+            f"{proxy.url}/v1/chat/completions",
+            headers=headers,
+            json={"model": "test/echo", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ]
+    # Then each is the same 401 in OpenAI's format
+    assert {r.status_code for r in responses} == {401}
+    assert len({json.dumps(r.json(), sort_keys=True) for r in responses}) == 1
+    assert responses[0].json()["error"]["type"] == "authentication_error"
+
+
+def test_models_reads_the_key_through_the_chat_key_cache(proxy) -> None:
+    """A key /v1/models has seen is warm for chat, and the other way round: one snapshot cache."""
+    from llm_platform.data.dynamo import client
+
+    listed_first, _, _ = credit_key(1)
+    chatted_first, _, _ = credit_key(1)
+    operations: list[str] = []
+
+    def record(event_name: str, **_: object) -> None:
+        operations.append(event_name.rsplit(".", 1)[-1])
+
+    headers = {"Authorization": f"Bearer {listed_first}"}
+    assert httpx.get(f"{proxy.url}/v1/models", headers=headers).status_code == 200  # cold: read once
+    assert chat(proxy, chatted_first, model="test/echo").status_code == 200
+    client().meta.events.register("before-call.dynamodb", record)
+    try:
+        # When the key first seen by /v1/models asks for a completion, and the other lists the models
+        assert chat(proxy, listed_first, model="test/echo").status_code == 200
+        for path in ("/v1/models", "/v1/models/test/echo"):
+            assert httpx.get(f"{proxy.url}{path}", headers={"Authorization": f"Bearer {chatted_first}"}).is_success
+    finally:
+        client().meta.events.unregister("before-call.dynamodb", record)
+    # Then no key is read again: only the completion's admission and settle reach DynamoDB
+    assert operations == ["TransactWriteItems", "TransactWriteItems"]
 
 
 # ------------------------------------------------------------------ exact limits under concurrency

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_platform.domain import clock, sign_in
+from llm_platform.core import clock
+from llm_platform.domain import sign_in
 from llm_platform.domain.accounts import create_account
 from llm_platform.domain.errors import DomainError
 from local_stack.template import api_routes, load_template

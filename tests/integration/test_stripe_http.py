@@ -80,7 +80,7 @@ def test_checkout_pay_key_and_inference_as_the_docs_show(api, stripe, buyer) -> 
         "active",
         False,
     )
-    from llm_platform.domain.clock import from_iso
+    from llm_platform.core.clock import from_iso
 
     assert int(from_iso(subscription["currentPeriodEnd"]).timestamp()) == period_end
     # And a key on it serves inference
@@ -198,9 +198,9 @@ def test_a_lost_renewal_webhook_is_caught_up_from_stripes_api(api, stripe, buyer
     """What the expiry job does once Stripe's word is overdue: ask Stripe (the SDK, over HTTP)."""
     from datetime import timedelta
 
+    from llm_platform.core.clock import from_iso
     from llm_platform.data import subscriptions as subscriptions_table
     from llm_platform.domain import stripe_webhooks
-    from llm_platform.domain.clock import from_iso
 
     subscription, key, stripe_sub = _subscribed(api, stripe, buyer)
     # Given Stripe renews it while our webhook endpoint is unreachable

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 from local_stack.stripe_simulator import StripeSimulatorServer, add_interval
 
 PAY_BUTTON = '<button id="pay" type="submit">Pay</button>'

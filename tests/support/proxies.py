@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 
 
 def catalog_model(

@@ -9,11 +9,30 @@ from decimal import Decimal
 import pytest
 
 from llm_platform.domain.billing import add_months
-from llm_platform.domain.credentials import API_KEY_PREFIX, MANAGEMENT_KEY_PREFIX, issue_secret, new_id
+from llm_platform.domain.credentials import API_KEY_PREFIX, MANAGEMENT_KEY_PREFIX, bearer_token, issue_secret, new_id
 from llm_platform.domain.errors import BadRequest
 from llm_platform.domain.money import format_usd, usd_to_micros
 from llm_platform.domain.plans import catalog
 from llm_platform.domain.windows import budget_window, minute_window
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer mk_abc", "mk_abc"),
+        ("  bearer   sk_live_x  ", "sk_live_x"),
+        ("BEARER t", "t"),
+        (None, None),
+        ("", None),
+        ("Bearer", None),
+        ("Bearer   ", None),
+        ("Basic dXNlcjpwdw==", None),
+        ("mk_abc", None),
+    ],
+)
+def test_one_bearer_parser_reads_the_token_or_nothing(header, token) -> None:
+    # The management API and the proxy both read the header through this parser
+    assert bearer_token(header) == token
 
 
 @pytest.mark.parametrize("prefix", [API_KEY_PREFIX, MANAGEMENT_KEY_PREFIX])

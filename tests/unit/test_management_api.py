@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
+from llm_platform.core.clock import to_iso
+from llm_platform.core.entities import PaymentMethod, SubscriptionStatus
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import billing
 from llm_platform.domain.accounts import create_account
-from llm_platform.domain.clock import to_iso
-from llm_platform.domain.entities import PaymentMethod, SubscriptionStatus
 from llm_platform.domain.plans import catalog
 
 # ------------------------------------------------------------------ billing status

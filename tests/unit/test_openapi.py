@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from local_stack.openapi import build_document, document_path, render
 from local_stack.template import api_routes, load_template
+from openapi_doc.document import build_document, document_path, render
 
 REPO = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -120,10 +120,10 @@ def test_inference_errors_use_openai_shape(document: dict[str, Any]) -> None:
 
 
 def test_chat_parameters_are_the_accepted_ones() -> None:
-    from llm_platform.proxy import openapi as proxy_openapi
     from llm_platform.proxy import parameters
+    from openapi_doc import inference
 
-    assert set(proxy_openapi.CHAT_PARAMETERS) == set(parameters.ACCEPTED)
+    assert set(inference.CHAT_PARAMETERS) == set(parameters.ACCEPTED)
 
 
 def test_path_parameters_take_the_template_names(document: dict[str, Any]) -> None:

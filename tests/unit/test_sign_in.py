@@ -16,7 +16,7 @@ from conftest import REPO, SIGN_IN_SENDER
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from llm_platform.domain import clock
+from llm_platform.core import clock
 from tests.support.lambda_events import FakeContext, api_event
 
 HOST = "abc123.execute-api.us-east-1.amazonaws.com"

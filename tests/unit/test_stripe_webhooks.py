@@ -10,12 +10,12 @@ from datetime import datetime, timedelta
 import boto3
 import pytest
 
+from llm_platform.core.entities import KeyStatus, PaymentMethod
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import accounts, api_keys, subscriptions
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.entities import KeyStatus, PaymentMethod
 from llm_platform.domain.stripe_payments import stripe_subscription_local_id
 from tests.support.stripe_events import body_of, sample, signed, webhook_function
 

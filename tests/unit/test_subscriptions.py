@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
+from llm_platform.core.entities import PaymentMethod
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import accounts, billing, subscriptions
 from llm_platform.domain.accounts import Caller, create_account
 from llm_platform.domain.credentials import hash_secret
-from llm_platform.domain.entities import PaymentMethod
 from llm_platform.domain.plans import catalog
 
 

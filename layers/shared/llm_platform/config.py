@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ def _parse(kind: object, raw: str) -> object:
 def get_settings() -> Settings:
     """Settings from the environment (``ACCOUNTS_TABLE``, ``MAX_BODY_BYTES``…: the field name in
     upper case); a missing table name fails loudly on first use."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for field in fields(Settings):
         raw = os.environ.get(field.name.upper())
         if raw:

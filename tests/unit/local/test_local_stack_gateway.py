@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from local_stack.gateway import MAX_BODY_BYTES, build_gateway
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 
 TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31

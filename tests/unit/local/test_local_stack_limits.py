@@ -20,7 +20,7 @@ import yaml
 
 from local_stack.gateway import build_gateway
 from local_stack.limits import RateLimiter, RequestFacts
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 from local_stack.template import load_template, method_throttles, rate_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -17,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from local_stack.gateway import asgi_target, build_gateway
-from local_stack.stack import ServerThread
+from local_stack.server_thread import ServerThread
 
 TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31

@@ -193,7 +193,7 @@ def _check_size(raw: bytes, limit: int) -> None:
 _METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
-def _check_json(event: dict[str, Any], raw: bytes) -> None:
+def _check_json(event: Mapping[str, Any], raw: bytes) -> None:
     """A body must be JSON in UTF-8 (the resolver would otherwise parse a form); a body sent with a GET
     or DELETE is ignored, as before. The Content-Type is normalised to what the resolver's validation
     expects (it compares case-sensitively), so ``Application/JSON`` and ``application/…+json`` pass."""
@@ -206,8 +206,8 @@ def _check_json(event: dict[str, Any], raw: bytes) -> None:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise BadRequest("Request body is not valid JSON.", code="invalid_json") from error
-    for headers in (event.get("headers"), event.get("multiValueHeaders")):
-        for key in [k for k in (headers or {}) if k.lower() == "content-type"]:
+    for headers in (event.get("headers") or {}, event.get("multiValueHeaders") or {}):
+        for key in [k for k in headers if k.lower() == "content-type"]:
             headers[key] = ["application/json"] if isinstance(headers[key], list) else "application/json"
 
 
@@ -216,7 +216,7 @@ class ManagementApi(APIGatewayRestResolver):
         super().__init__(**kwargs)
         self.public = public  # the sign-in routes: nobody is signed in yet
 
-    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         try:
             raw = raw_body(event)
             _check_size(raw, get_settings().max_body_bytes)

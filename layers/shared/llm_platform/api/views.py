@@ -12,15 +12,45 @@ from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic reads only this one on Python < 3.12
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import (
+    ApiKey,
+    BudgetReset,
+    KeyKind,
+    KeyStatus,
+    ManagementKey,
+    Subscription,
+    SubscriptionStatus,
+)
 from llm_platform.domain.billing import BillingStatus
-from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.entities import ApiKey, KeyStatus, ManagementKey, Subscription
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import Plan
 from llm_platform.domain.usage import KeyUsage
 
 Usd = str  # US dollars as a decimal string: "25.00"; usage spend may carry 6 decimals
 Timestamp = str  # ISO 8601 UTC with Z
+
+# The entities' enums as the shapes' literal types (the document lists these values); tests/unit/test_views.py
+# fails when an enum gains a member that is missing here.
+KEY_TYPES: dict[KeyKind, Literal["subscription", "credit"]] = {
+    KeyKind.SUBSCRIPTION: "subscription",
+    KeyKind.CREDIT: "credit",
+}
+KEY_STATUSES: dict[KeyStatus, Literal["active", "disabled", "revoked"]] = {
+    KeyStatus.ACTIVE: "active",
+    KeyStatus.DISABLED: "disabled",
+    KeyStatus.REVOKED: "revoked",
+}
+SUBSCRIPTION_STATUSES: dict[SubscriptionStatus, Literal["active", "past_due", "expired"]] = {
+    SubscriptionStatus.ACTIVE: "active",
+    SubscriptionStatus.PAST_DUE: "past_due",
+    SubscriptionStatus.EXPIRED: "expired",
+}
+BUDGET_RESETS: dict[BudgetReset, Literal["daily", "weekly", "monthly"]] = {
+    BudgetReset.DAILY: "daily",
+    BudgetReset.WEEKLY: "weekly",
+    BudgetReset.MONTHLY: "monthly",
+}
 
 
 # ---------------------------------------------------------------------------------- shapes
@@ -288,15 +318,15 @@ def api_key(key: ApiKey) -> ApiKeyView:
     return {
         "id": key.key_id,
         "name": key.name,
-        "type": key.kind,
+        "type": KEY_TYPES[key.kind],
         "prefix": key.display_prefix,
-        "status": "expired" if expired else key.status,
+        "status": "expired" if expired else KEY_STATUSES[key.status],
         "disabled": key.status == KeyStatus.DISABLED,
         "subscriptionId": key.subscription_id,
         "rpm": key.rpm,
         "tpm": key.tpm,
         "maxBudget": _usd(key.max_budget_micros),
-        "budgetReset": key.budget_reset,
+        "budgetReset": BUDGET_RESETS[key.budget_reset] if key.budget_reset else None,
         "expiresAt": key.key_expires_at,
         "spend": format_usd(key.spend_micros),
         "createdAt": key.created_at,
@@ -345,7 +375,7 @@ def ledger_entry(entry: dict[str, Any]) -> LedgerEntry:
     }
 
 
-def management_key(key: ManagementKey, current_key_id: str) -> ManagementKeyView:
+def management_key(key: ManagementKey, current_key_id: str | None) -> ManagementKeyView:
     return {
         "id": key.key_id,
         "name": key.name,
@@ -363,7 +393,7 @@ def subscription_summary(subscription: Subscription) -> SubscriptionSummary:
     return {
         "id": subscription.subscription_id,
         "planSlug": subscription.plan_slug,
-        "status": subscription.status,
+        "status": SUBSCRIPTION_STATUSES[subscription.status],
         "currentPeriodEnd": subscription.current_period_end,
         "cancelAtPeriodEnd": subscription.cancel_at_period_end,
     }
@@ -398,7 +428,7 @@ def billing_status(status: BillingStatus) -> BillingStatusView:
 def key_usage(entry: KeyUsage) -> KeyUsageView:
     key, subscription = entry.key, entry.subscription
     minute_tokens = entry.minute_counters.get("tokens", 0)
-    budget_window = None
+    budget_window: BudgetWindowUsage | None = None
     if entry.budget_window is not None and subscription is not None:
         spent = entry.budget_counters.get("spendMicros", 0)
         budget_window = {
@@ -413,8 +443,8 @@ def key_usage(entry: KeyUsage) -> KeyUsageView:
     return {
         "id": key.key_id,
         "name": key.name,
-        "type": key.kind,
-        "status": key.status,
+        "type": KEY_TYPES[key.kind],
+        "status": KEY_STATUSES[key.status],
         "subscription": subscription_summary(subscription) if subscription else None,
         "limits": {
             "rpm": key.rpm,

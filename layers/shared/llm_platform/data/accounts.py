@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import Account, ManagementKey
 from llm_platform.data import management_keys
 from llm_platform.data.dynamo import client, to_values, transact
 from llm_platform.data.records import from_record_item, to_record_item
-from llm_platform.domain.entities import Account, ManagementKey
 
 
 def _table() -> str:

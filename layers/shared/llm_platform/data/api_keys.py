@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import ApiKey, KeyStatus
 from llm_platform.data import key_items
 from llm_platform.data.dynamo import (
     WriteRefused,
@@ -31,7 +32,6 @@ from llm_platform.data.dynamo import (
     update_if,
 )
 from llm_platform.data.records import from_record, to_record_item
-from llm_platform.domain.entities import ApiKey, KeyStatus
 
 
 def _table() -> str:

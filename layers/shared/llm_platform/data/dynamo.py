@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, overload
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -43,7 +43,11 @@ def to_values(values: dict[str, Any]) -> dict[str, Any]:
     return {name: _serializer.serialize(value) for name, value in values.items()}
 
 
-def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
+@overload
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]: ...
+@overload
+def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None: ...
+def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
     return {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}

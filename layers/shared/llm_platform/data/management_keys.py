@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import ManagementKey
 from llm_platform.data import key_items
 from llm_platform.data.dynamo import client, query_index, query_index_page, to_values, transact
 from llm_platform.data.records import from_record, from_record_item, to_record_item
-from llm_platform.domain.entities import ManagementKey
 
 
 def _table() -> str:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import fields
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llm_platform.data.dynamo import from_item, to_item
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def camel(name: str) -> str:

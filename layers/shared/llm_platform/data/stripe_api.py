@@ -49,10 +49,11 @@ def _secret(reference: str | None, what: str) -> str:
 def _client_for(api_key: str, api_base: str | None) -> Any:
     import stripe  # ~190 ms: only the functions that take payments pay for it
 
-    base = {"api": api_base} if api_base else None
     # Well inside the functions' own timeouts (10-20 s): a slow Stripe is a clear 503, not a gateway 504.
     http = stripe.RequestsClient(timeout=(3, 6))
-    return stripe.StripeClient(api_key, base_addresses=base, max_network_retries=1, http_client=http)
+    return stripe.StripeClient(
+        api_key, base_addresses={"api": api_base} if api_base else None, max_network_retries=1, http_client=http
+    )
 
 
 def _client() -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import Subscription, SubscriptionStatus
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
@@ -18,7 +19,6 @@ from llm_platform.data.dynamo import (
     update_if,
 )
 from llm_platform.data.records import from_record, from_record_item, to_record_item
-from llm_platform.domain.entities import Subscription, SubscriptionStatus
 
 LIVE_BUCKET = "live"
 # Every change bumps ``revision`` (see ``write_over``); items from other tools may lack it.
@@ -224,7 +224,7 @@ def cancel_at_period_end(subscription_id: str, account_id: str, stripe_observed_
     subscription, ``stripe_observed_at`` is when Stripe accepted the cancellation (older events then
     lose), and a past-due one can be cancelled too."""
     state = ", stripeCancelFlagAt = :observed" if stripe_observed_at is not None else ""
-    extra = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
+    extra: dict[str, Any] = {":observed": stripe_observed_at} if stripe_observed_at is not None else {}
     statuses = "(:active, :past_due)" if stripe_observed_at is not None else "(:active)"
     if stripe_observed_at is not None:
         extra[":past_due"] = SubscriptionStatus.PAST_DUE.value

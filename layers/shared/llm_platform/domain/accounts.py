@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import Account, ManagementKey
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import auth as auth_table
 from llm_platform.data import ledger
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import sessions
-from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, hash_secret, issue_secret, new_id
-from llm_platform.domain.entities import Account, ManagementKey
+from llm_platform.domain.credentials import MANAGEMENT_KEY_PREFIX, bearer_token, hash_secret, issue_secret, new_id
 from llm_platform.domain.errors import Conflict, NotFound, Unauthenticated
 
 
@@ -34,15 +34,6 @@ class CreatedAccount:
         return f"CreatedAccount(account_id={self.account_id!r})"
 
 
-def bearer_token(authorization: str | None, *, missing_code: str) -> str:
-    if not authorization:
-        raise Unauthenticated("Missing Authorization header: send 'Authorization: Bearer <key>'.", code=missing_code)
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Authorization header must be 'Bearer <key>'.", code=missing_code)
-    return token.strip()
-
-
 def authenticate(authorization: str | None, browser: sessions.BrowserRequest | None = None) -> Caller:
     """``Authorization: Bearer mk_…`` when sent (a wrong one is 401 whatever else comes with it); else the
     session cookie, under the origin rule of ``sessions``; neither: 401 ``missing_management_key``."""
@@ -53,7 +44,9 @@ def authenticate(authorization: str | None, browser: sessions.BrowserRequest | N
             "Missing credentials: send 'Authorization: Bearer <management key>', or sign in (session cookie).",
             code="missing_management_key",
         )
-    token = bearer_token(authorization, missing_code="missing_management_key")
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthenticated("Authorization header must be 'Bearer <key>'.", code="missing_management_key")
     key = None
     if token.startswith(MANAGEMENT_KEY_PREFIX) and len(token) <= 128:
         key = management_keys_table.get_by_hash(hash_secret(token))

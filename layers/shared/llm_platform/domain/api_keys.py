@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import ApiKey, BudgetReset, KeyKind, KeyStatus, Subscription
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
-from llm_platform.domain.entities import ApiKey, BudgetReset, KeyKind, KeyStatus, Subscription
 from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
 from llm_platform.domain.plans import catalog
 
@@ -199,7 +199,7 @@ def _check_subscription_limits(key: ApiKey, limits: dict[str, Any]) -> None:
     for field, label in (("max_budget_micros", "maxBudget"), ("budget_reset", "budgetReset")):
         if limits.get(field) is not None:
             raise Unprocessable(f"{label} applies to credit keys; a subscription key spends its subscription's budget.")
-    subscription = subscriptions_table.get(key.subscription_id)
+    subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
     plan_rpm = subscription.rpm if subscription else key.rpm
     plan_tpm = subscription.tpm if subscription else key.tpm
     for field, ceiling in (("rpm", plan_rpm), ("tpm", plan_tpm)):

@@ -6,12 +6,12 @@ import calendar
 from dataclasses import dataclass
 from datetime import datetime
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain.accounts import Caller, get_account
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import new_id
-from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.plans import Plan, catalog
 
 

@@ -25,6 +25,15 @@ class IssuedSecret:
         return f"IssuedSecret(display_prefix={self.display_prefix!r})"
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case), or None when the
+    header is absent, names another scheme or carries no token: the one parser of the management API and
+    the proxy, which each refuse None in their own error format."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def hash_secret(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import ledger as ledger_table
 from llm_platform.data import request_log, usage_counters
 from llm_platform.data.pages import InvalidCursor, Page, decode_cursor
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.credentials import is_id
 from llm_platform.domain.errors import BadRequest, NotFound
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from llm_platform.core.entities import ManagementKey
 from llm_platform.data import management_keys as management_keys_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller, new_management_key
 from llm_platform.domain.credentials import is_id
-from llm_platform.domain.entities import ManagementKey
 from llm_platform.domain.errors import Conflict, NotFound
 from llm_platform.domain.plans import catalog
 

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import from_iso, to_iso, utc_now
 from llm_platform.data import metering as store
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.data.usage_counters import daily_counter
-from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.observability import logger
 
 # A request the proxy could not settle gets this status in the log: it ended without an answer we know of.

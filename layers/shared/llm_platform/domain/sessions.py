@@ -21,8 +21,8 @@ import secrets
 from dataclasses import dataclass
 
 from llm_platform.config import get_settings
+from llm_platform.core import clock
 from llm_platform.data import auth as auth_table
-from llm_platform.domain import clock
 from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.errors import Forbidden, Unauthenticated
 

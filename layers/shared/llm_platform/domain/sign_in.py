@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from llm_platform.config import get_settings
+from llm_platform.core import clock
+from llm_platform.core.entities import Account
 from llm_platform.data import auth as auth_table
 from llm_platform.data import mail
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.data.records import to_record_item
-from llm_platform.domain import clock, sessions
+from llm_platform.domain import sessions
 from llm_platform.domain.credentials import new_id
-from llm_platform.domain.entities import Account
 from llm_platform.domain.errors import BadRequest, Conflict, ServiceUnavailable, TooManyRequests
 from llm_platform.observability import logger
 

@@ -10,11 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.core.entities import Subscription
 from llm_platform.data import stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.entities import Subscription
 from llm_platform.domain.errors import BadRequest, Conflict, ServiceUnavailable
 from llm_platform.domain.money import format_usd, usd_to_micros
 from llm_platform.domain.plans import Plan, catalog
@@ -63,7 +63,7 @@ def start_checkout(
     retry (same Idempotency-Key, or within the window) gets the same session."""
     plan = catalog().plan(plan_slug)
     metadata = {"accountId": caller.account_id, "planSlug": plan.slug}
-    params = {
+    params: dict[str, Any] = {
         "mode": "subscription",
         "line_items": [_plan_line_item(plan)],
         "client_reference_id": caller.account_id,

@@ -21,13 +21,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.core.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import ledger, payments, stripe_api
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data.dynamo import WriteRefused, transact
 from llm_platform.domain.api_keys import REVOCATION_BATCH, revoke_subscription_keys
-from llm_platform.domain.clock import to_iso, utc_now
-from llm_platform.domain.entities import PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.errors import BadRequest, ServiceUnavailable
 from llm_platform.domain.plans import catalog
 from llm_platform.domain.stripe_payments import (
@@ -260,10 +260,11 @@ def apply_fact(fact: SubscriptionFact, event_key: str | None, event_type: str) -
                 event_key, account, kind="stripe_event", now=to_iso(now), details={"eventType": event_type}
             )
             items.append(record)
-        changed = merged is not None and merged != current
-        if changed:
+        revised = None
+        if merged is not None and merged != current:
             revised = replace(merged, revision=current.revision + 1 if current else 0)
             items.append(subscriptions_table.write_over_item(revised, current))
+        changed = revised is not None
         if not items:
             return Outcome.IGNORED
         try:
@@ -519,7 +520,7 @@ def _dispute(event: Event) -> Outcome:
             items.append(payments.state_item(key, account_id, kind="stripe_dispute", now=now, expected=None,
                                              state=_DISPUTE_DEBITED, amountMicros=amount))  # fmt: skip
             items.extend(_debit(account_id, -amount, kind="chargeback", reference=key, now=now))
-        elif current == _DISPUTE_DEBITED and won:
+        elif state is not None and current == _DISPUTE_DEBITED and won:
             debited = int(state.get("amountMicros", amount))
             items.append(payments.state_item(key, account_id, kind="stripe_dispute", now=now, expected=expected,
                                              state=_DISPUTE_REINSTATED, amountMicros=debited))  # fmt: skip
@@ -558,11 +559,14 @@ def _subscription_deleted(event: Event) -> Outcome:
 def reconcile(subscription: Subscription, now: datetime) -> Outcome:
     """Apply Stripe's current state of ``subscription`` (the expiry job, when Stripe's word about a
     period end is overdue: a lost or very late webhook). Stripe decides; nothing is guessed here."""
+    stripe_id = subscription.stripe_subscription_id
+    if stripe_id is None:  # not paid through Stripe: nothing to ask it
+        return Outcome.IGNORED
     try:
-        raw = stripe_api.retrieve_subscription(subscription.stripe_subscription_id)
+        raw = stripe_api.retrieve_subscription(stripe_id)
     except stripe_api.StripeNotFound:
         # Deleted on Stripe's side (e.g. its test data was wiped): nothing will be paid any more.
-        fact = SubscriptionFact(subscription.stripe_subscription_id, _observed(now), canceled=True)
+        fact = SubscriptionFact(stripe_id, _observed(now), canceled=True)
         return apply_fact(fact, None, "reconcile")
     fact = subscription_fact(StripeSubscription.model_validate(raw), _observed(now))
     return apply_fact(fact, None, "reconcile")

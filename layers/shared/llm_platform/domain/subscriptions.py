@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import from_iso, to_iso, utc_now
+from llm_platform.core.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import ledger
@@ -23,8 +25,6 @@ from llm_platform.domain.api_keys import (
     revoke_subscription_keys,
 )
 from llm_platform.domain.billing import add_months, new_subscription
-from llm_platform.domain.clock import from_iso, to_iso, utc_now
-from llm_platform.domain.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.domain.errors import Conflict, InsufficientCredit
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.plans import catalog

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llm_platform.core.clock import utc_now
+from llm_platform.core.entities import ApiKey, Subscription
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import utc_now
-from llm_platform.domain.entities import ApiKey, Subscription
 from llm_platform.domain.plans import catalog
 from llm_platform.domain.windows import Window, budget_window, minute_window
 
@@ -52,9 +52,9 @@ def usage_report(
     report = []
     for key in keys:
         subscription = subscriptions.get(key.subscription_id) if key.subscription_id else None
-        window = windows.get(key.subscription_id) if subscription else None
+        window = windows.get(subscription.subscription_id) if subscription else None
         window_counters: dict[str, Any] = {}
-        if window is not None:
+        if subscription is not None and window is not None:
             window_counters = counters.get(
                 usage_counters.window_counter(subscription.subscription_id, window.index), {}
             )

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.data import chain, payments
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain.accounts import Caller, get_account
-from llm_platform.domain.clock import to_iso, utc_now
 from llm_platform.domain.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
 from llm_platform.domain.money import format_usd, usd_to_micros
 from llm_platform.domain.wallets import owner_of

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import from_iso, to_iso, utc_now
 from llm_platform.data import wallets as wallets_table
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
-from llm_platform.domain.clock import from_iso, to_iso, utc_now
 from llm_platform.domain.errors import BadRequest, Conflict, Forbidden
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -107,7 +107,9 @@ def bind(caller: Caller, raw_address: str, signature: str) -> dict:
         raise BadRequest(
             "The challenge was used or replaced; request a new one.", code="challenge_required"
         ) from refused
-    return wallets_table.get_binding(address)
+    bound = wallets_table.get_binding(address)
+    assert bound is not None, "a binding just written (bindings are never removed)"
+    return bound
 
 
 def list_wallets(

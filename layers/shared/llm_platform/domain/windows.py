@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from llm_platform.catalog import load
-from llm_platform.domain.clock import from_iso
+from llm_platform.core.clock import from_iso
 
 
 def budget_window_hours() -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from llm_platform.config import get_settings
+from llm_platform.domain.credentials import bearer_token
 from llm_platform.domain.money import format_usd
 from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
@@ -538,13 +539,11 @@ def _headers(admission: Admission) -> dict[str, str]:
 
 
 def _bearer(scope: Scope) -> str:
-    for name, value in scope.get("headers") or []:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            break
-    raise unauthorized("Missing API key: send 'Authorization: Bearer sk_live_…'.")
+    header = next((value for name, value in scope.get("headers") or [] if name == b"authorization"), None)
+    token = bearer_token(header.decode("latin-1") if header is not None else None)
+    if token is None:
+        raise unauthorized("Missing API key: send 'Authorization: Bearer sk_live_…'.")
+    return token
 
 
 _MAX_JSON_DEPTH = 64

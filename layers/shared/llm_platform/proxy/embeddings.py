@@ -75,7 +75,8 @@ def _bad_input() -> ProxyError:
     )
 
 
-def _validate(body: dict, model: catalog.Model | None) -> tuple[_Inputs, str, int | None]:
+def _validate(body: dict, model: catalog.Model | None) -> tuple[catalog.Model, _Inputs, str, int | None]:
+    """The request's model (it exists and embeds), inputs, encoding and dimensions; or a 4xx."""
     check_fields(body, ACCEPTED)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
@@ -95,20 +96,21 @@ def _validate(body: dict, model: catalog.Model | None) -> tuple[_Inputs, str, in
                 code="unsupported_parameter",
                 param="dimensions",
             )
-        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= model.dimensions:
+        largest = model.dimensions or 0
+        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= largest:
             raise bad_request(f"'dimensions' must be an integer from 1 to {model.dimensions}.", param="dimensions")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise bad_request("'user' must be a string.", param="user")
-    return inputs, encoding, dimensions
+    return model, inputs, encoding, dimensions
 
 
 async def create_embeddings(app: ProxyApp, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
     raw = await asgi._read_body(receive, get_settings().max_proxy_body_bytes)
     key = await app._authenticate(scope, asgi._now())
     body = asgi._parse_json(raw)
-    model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
-    inputs, encoding, dimensions = _validate(body, model)
+    name = body.get("model")
+    model, inputs, encoding, dimensions = _validate(body, catalog.models().get(name) if isinstance(name, str) else None)
     prices = Prices(model.input_price, 0)
     reserve = asgi.cost_micros(inputs.token_bound(), 0, prices.input, 0)
     tokens = inputs.token_estimate()

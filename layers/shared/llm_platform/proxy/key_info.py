@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from llm_platform.core.clock import to_iso
+from llm_platform.core.entities import KeyKind, KeyStatus
 from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.data import usage_counters
-from llm_platform.domain.clock import to_iso
-from llm_platform.domain.entities import KeyKind, KeyStatus
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.windows import budget_period, budget_window, budget_window_hours
 from llm_platform.proxy.keys import KeySnapshot
@@ -25,7 +25,7 @@ def read(snapshot: KeySnapshot, now: datetime) -> dict[str, Any] | None:
         return None
     window_view = None
     if key.kind == KeyKind.SUBSCRIPTION:
-        subscription = subscriptions_table.get(key.subscription_id)
+        subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
         if subscription is None:
             return None
         window = budget_window(subscription.created_at, now, budget_window_hours())

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from threading import Lock
 
+from llm_platform.core.clock import from_iso
+from llm_platform.core.entities import KeyKind, KeyStatus
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
-from llm_platform.domain.clock import from_iso
 from llm_platform.domain.credentials import API_KEY_PREFIX, hash_secret
-from llm_platform.domain.entities import KeyKind, KeyStatus
 
 _MAX_CACHED = 10_000
 
@@ -88,7 +88,7 @@ def _load(secret_hash: str) -> KeySnapshot | None:
     key = presented.key
     subscription = None
     if key.kind == KeyKind.SUBSCRIPTION:
-        subscription = subscriptions_table.get(key.subscription_id)
+        subscription = subscriptions_table.get(key.subscription_id) if key.subscription_id else None
         if subscription is None:
             return None
     return KeySnapshot(

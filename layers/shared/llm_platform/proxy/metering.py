@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from llm_platform.config import get_settings
+from llm_platform.core.clock import to_iso
 from llm_platform.data import metering as store
 from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
-from llm_platform.domain.clock import to_iso
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.windows import Window, budget_period, budget_window, budget_window_hours, minute_window
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from llm_platform.domain.clock import from_iso
+from llm_platform.core.clock import from_iso
 
 
 class KeyKind(StrEnum):

@@ -1,6 +1,6 @@
 """The OpenAPI description of ``/v1`` (OpenAI's wire format), merged into the whole API's document by
-``llm_platform.api.openapi``. Static data: the proxy is a raw ASGI app with no schema of its own, and it
-never imports this module. The parameters listed are exactly ``parameters.ACCEPTED`` (a unit test checks
+``openapi_doc.document``. Static data: the proxy is a raw ASGI app with no schema of its own, and this
+dev package is not deployed with it. The parameters listed are exactly ``parameters.ACCEPTED`` (a unit test checks
 it); anything else is refused, as the request schema says."""
 
 from __future__ import annotations

@@ -1,79 +1,61 @@
-"""A local Stripe: the slice of the Stripe API the platform uses, a hosted-checkout page and signed webhooks.
-
-The platform's code is the same on AWS and locally; only the API base URL and the keys differ, so this
-speaks Stripe's wire format (API version `stripe.api_version`): form-encoded requests, Bearer auth, JSON
-objects of the current API (subscription periods on the items, `invoice.parent.subscription_details`),
-Stripe's error bodies, idempotent replays, and webhook deliveries signed like Stripe's
-(`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of "{t}.{body}" keyed by the endpoint secret).
-
-API (`Authorization: Bearer <api_key>`):
-- POST /v1/checkout/sessions, GET /v1/checkout/sessions/{id}, GET …/{id}/line_items, POST …/{id}/expire
-- GET|POST|DELETE /v1/subscriptions/{id} (POST: `cancel_at_period_end`, `metadata`, `cancellation_details`)
-- POST /v1/prices, POST /v1/products, and GET of any object it holds (prices, products, customers,
-  invoices, payment_intents, subscription_items, events); `expand[]` works on the ids it holds.
-Events caused by an API call are delivered asynchronously by one background worker, in order: the caller
-is often a handler inside the local gateway holding its one-at-a-time lock, which a synchronous delivery
-to the gateway would deadlock. `drain()` (or POST /sim/drain) waits until every queued delivery is done.
-
-Pages: GET /c/pay/{session} (the checkout page: what is bought and a **Pay** button), POST /c/pay/{session}
-(pays, delivers the events synchronously, then 303 to `success_url`), GET /done and /cancelled (landing
-pages for the local stack's success and cancel URLs), GET /sim (a dashboard with Renew / Fail payment /
-Retry payment / Cancel buttons, Refund / Dispute / Dispute won buttons on paid top-ups, and the event log).
-
-Test controls (no auth, JSON, deliveries synchronous): POST /sim/sessions/{id}/pay,
-POST /sim/sessions/{id}/refund | dispute | dispute-won | dispute-lost (a paid top-up's charge),
-POST /sim/subscriptions/{id}/renew | fail-payment | retry-payment | cancel, GET /sim/events,
-POST /sim/events/{id}/resend, POST /sim/drain. The same as Python methods of `StripeSimulator`.
-"""
+"""The simulator's state: every Stripe object it holds (sessions, subscriptions, invoices, payment intents,
+charges, customers, prices, products, events), the API operations that change them, the test controls
+(pay, renew, fail a payment, refund, dispute, …) and the events each change emits, in order."""
 
 from __future__ import annotations
 
 import calendar
 import copy
-import hashlib
-import hmac
-import html
 import json
-import queue
 import re
 import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-import httpx
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from local_stack.stripe_simulator.delivery import (
+    EventRecord,
+    Job,
+    WebhookDeliveries,
+    delivery_summary,
+    wait_for_deliveries,
+)
+from local_stack.stripe_simulator.forms import (
+    STRIPE_API_VERSION,
+    StripeError,
+    as_bool,
+    as_dict,
+    as_int,
+    as_metadata,
+    as_str,
+    as_url,
+    check_keys,
+    diff,
+    invalid,
+    missing,
+    no_such,
+    param_name,
+)
 
-from local_stack.stack import ServerThread
-
-try:
-    from stripe import api_version as STRIPE_API_VERSION
-except ImportError:  # pragma: no cover - stripe is a dev dependency; the simulator itself does not need it
-    STRIPE_API_VERSION = "2026-10-28.endive"
-
-WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
-WEBHOOK_TIMEOUT_SECONDS = 30.0
 SESSION_LIFETIME_SECONDS = 24 * 3600
 ACCOUNT_NAME = "Local Stripe simulator"
-_ALNUM = string.ascii_letters + string.digits
+ALNUM = string.ascii_letters + string.digits
 _INTERVALS = ("day", "week", "month", "year")
-_DOC_URL = "https://stripe.com/docs/error-codes/"
 
 
 def new_id(prefix: str, length: int = 24) -> str:
     """A Stripe-looking id: the prefix and random alphanumerics (test-mode ids start with "1" after it)."""
-    return prefix + "1" + "".join(secrets.choice(_ALNUM) for _ in range(length - 1))
+    return prefix + "1" + "".join(secrets.choice(ALNUM) for _ in range(length - 1))
+
+
+def format_amount(amount: int, currency: str) -> str:
+    if currency.lower() == "usd":
+        return f"${amount / 100:,.2f}"
+    return f"{amount / 100:,.2f} {currency.upper()}"
 
 
 def add_interval(anchor: int, interval: str, count: int, periods: int = 1) -> int:
@@ -88,240 +70,6 @@ def add_interval(anchor: int, interval: str, count: int, periods: int = 1) -> in
     year, month = start.year + years, month0 + 1
     day = min(start.day, calendar.monthrange(year, month)[1])
     return int(start.replace(year=year, month=month, day=day).timestamp())
-
-
-def sign_payload(body: str, secret: str, timestamp: int) -> str:
-    """The `Stripe-Signature` header value for a webhook body."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def format_amount(amount: int, currency: str) -> str:
-    if currency.lower() == "usd":
-        return f"${amount / 100:,.2f}"
-    return f"{amount / 100:,.2f} {currency.upper()}"
-
-
-def format_interval(recurring: dict[str, Any] | None) -> str:
-    if not recurring:
-        return ""
-    interval, count = recurring["interval"], recurring["interval_count"]
-    return f"per {interval}" if count == 1 else f"every {count} {interval}s"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Errors and parameters
-
-
-class StripeError(Exception):
-    """An API error, rendered as Stripe renders it: {"error": {"type", "message", "code"?, "param"?, …}}."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",  # noqa: A002 - Stripe's field name
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
-
-    def body(self, request_id: str | None = None) -> dict[str, Any]:
-        error: dict[str, Any] = {}
-        if self.code:
-            error["code"] = self.code
-            error["doc_url"] = _DOC_URL + self.code.replace("_", "-")
-        error["message"] = self.message
-        if self.param:
-            error["param"] = self.param
-        if request_id:
-            error["request_log_url"] = f"https://dashboard.stripe.com/test/logs/{request_id}"
-        error["type"] = self.type
-        return {"error": error}
-
-
-def missing(param: str) -> StripeError:
-    return StripeError(400, f"Missing required param: {param}.", code="parameter_missing", param=param)
-
-
-def invalid(param: str, message: str, code: str | None = None) -> StripeError:
-    return StripeError(400, message, code=code, param=param)
-
-
-def no_such(kind: str, object_id: str, param: str = "id") -> StripeError:
-    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
-
-
-_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
-
-
-def parse_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Stripe's form encoding to nested values: `a[b][0][c]=v` -> {"a": {"b": [{"c": "v"}]}}; `a[]=v`
-    appends. Dicts whose keys are all indexes become lists, except under `metadata` (any key is allowed)."""
-    root: dict[str, Any] = {}
-    for key, value in pairs:
-        match = _KEY.match(key)
-        if not match:
-            raise StripeError(400, f"Invalid parameter name: {key}", param=key)
-        parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))]
-        node = root
-        for depth, part in enumerate(parts):
-            if part == "":
-                part = str(len(node))
-            if depth == len(parts) - 1:
-                if isinstance(node.get(part), dict):
-                    raise StripeError(400, f"Invalid value for {key}: a hash was expected", param=key)
-                node[part] = value
-            else:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
-                    raise StripeError(400, f"Invalid value for {key}: a hash was expected", param=key)
-                node = child
-    return _listify(root, None)
-
-
-def _listify(node: Any, key: str | None) -> Any:
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _listify(v, k) for k, v in node.items()}
-    if key != "metadata" and converted and all(k.isdigit() for k in converted):
-        return [converted[k] for k in sorted(converted, key=int)]
-    return converted
-
-
-def _name(prefix: str, key: str | int) -> str:
-    return f"{prefix}[{key}]" if prefix else str(key)
-
-
-def check_keys(params: dict[str, Any], allowed: Iterable[str], prefix: str = "") -> None:
-    for key in params:
-        if key not in allowed:
-            raise StripeError(
-                400,
-                f"Received unknown parameter: {_name(prefix, key)} (or one the Stripe simulator does not implement)",
-                code="parameter_unknown",
-                param=_name(prefix, key),
-            )
-
-
-def as_dict(params: dict[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
-    value = params.get(key)
-    if value is None:
-        return {}
-    if value == "":  # Stripe: an empty string unsets a hash
-        return {}
-    if not isinstance(value, dict):
-        raise invalid(_name(prefix, key), f"Invalid object: {_name(prefix, key)} must be a hash")
-    return value
-
-
-def as_str(params: dict[str, Any], key: str, prefix: str = "", *, required: bool = False) -> str | None:
-    value = params.get(key)
-    if value is None or value == "":
-        if required:
-            raise missing(_name(prefix, key))
-        return None
-    if not isinstance(value, str):
-        raise invalid(_name(prefix, key), f"Invalid string: {_name(prefix, key)} must be a string")
-    return value
-
-
-def as_int(
-    params: dict[str, Any], key: str, prefix: str = "", *, required: bool = False, minimum: int = 0
-) -> int | None:
-    raw = as_str(params, key, prefix, required=required)
-    if raw is None:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(_name(prefix, key), f"Invalid integer: {raw}", code="parameter_invalid_integer") from None
-    if value < minimum:
-        raise invalid(
-            _name(prefix, key),
-            f"Invalid {_name(prefix, key)}: must be at least {minimum}",
-            code="parameter_invalid_integer",
-        )
-    return value
-
-
-def as_bool(params: dict[str, Any], key: str, prefix: str = "") -> bool | None:
-    raw = as_str(params, key, prefix)
-    if raw is None:
-        return None
-    if raw not in ("true", "false"):
-        raise invalid(_name(prefix, key), f"Invalid boolean: {raw}")
-    return raw == "true"
-
-
-def as_metadata(params: dict[str, Any], key: str = "metadata", prefix: str = "") -> dict[str, str]:
-    metadata = as_dict(params, key, prefix)
-    name = _name(prefix, key)
-    if len(metadata) > 50:
-        raise invalid(name, "Invalid metadata: metadata can have up to 50 keys")
-    for meta_key, value in metadata.items():
-        if not isinstance(value, str):
-            raise invalid(f"{name}[{meta_key}]", f"Invalid value for {name}[{meta_key}]: must be a string")
-        if len(meta_key) > 40:
-            raise invalid(name, f"Invalid metadata: keys can be up to 40 characters long ({meta_key!r})")
-        if len(value) > 500:
-            raise invalid(name, f"Invalid metadata: values can be up to 500 characters long ({meta_key!r})")
-    return dict(metadata)
-
-
-def as_url(params: dict[str, Any], key: str) -> str | None:
-    url = as_str(params, key)
-    if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
-        raise invalid(key, "Not a valid URL", code="url_invalid")
-    return url
-
-
-def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """`previous_attributes` as Stripe reports them: the old values of what changed (hashes recursively)."""
-    previous: dict[str, Any] = {}
-    for key in list(old) + [k for k in new if k not in old]:
-        before, after = old.get(key), new.get(key)
-        if before == after:
-            continue
-        previous[key] = diff(before, after) if isinstance(before, dict) and isinstance(after, dict) else before
-    return previous
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Events and their delivery
-
-
-@dataclass
-class EventRecord:
-    event: dict[str, Any]
-    body: str  # the exact JSON text delivered (and re-delivered by resend)
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return str(self.event["id"])
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.event["type"], "deliveries": list(self.deliveries), "event": self.event}
-
-
-@dataclass
-class _Job:
-    record: EventRecord
-    done: threading.Event = field(default_factory=threading.Event)
-    delivery: dict[str, Any] | None = None
-
-
-def delivery_summary(job: _Job) -> dict[str, Any]:
-    delivery = job.delivery or {}
-    return {
-        "id": job.record.id,
-        "type": job.record.event["type"],
-        "status": delivery.get("status"),
-        "error": delivery.get("error"),
-    }
 
 
 @dataclass
@@ -342,7 +90,7 @@ class _SubscriptionState:
 
 
 @dataclass
-class _Context:
+class Context:
     request_id: str | None = None
     idempotency_key: str | None = None
 
@@ -350,14 +98,12 @@ class _Context:
         return {"id": self.request_id, "idempotency_key": self.idempotency_key}
 
 
-_IDEMPOTENCY_KEEP = 1000
-
-
 class StripeSimulator:
-    """The simulator's state and its ASGI app (the instance is the app). Thread-safe: state under one lock.
+    """The simulator's objects, the operations of its API and its test controls, and the events they
+    cause. Thread-safe: state under one lock. Served over HTTP by ``server.StripeSimulatorServer``.
 
     `webhook_url` may be set after construction; `base_url` (this server's URL, used for checkout page
-    URLs) is set by `StripeSimulatorServer`, and otherwise taken from each request's Host.
+    URLs) is set by `StripeSimulatorServer`, and otherwise taken from the first request's Host.
     """
 
     def __init__(
@@ -371,25 +117,14 @@ class StripeSimulator:
         self._sessions: dict[str, _SessionState] = {}
         self._subscriptions: dict[str, _SubscriptionState] = {}
         self._events: dict[str, EventRecord] = {}  # in creation order
-        self._idempotent: dict[str, tuple[tuple[str, str, bytes], int, bytes]] = {}
         self._invoice_numbers = 0
         self._invoice_prefix = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
-        # One worker delivers every event, in order; _pending counts queued and running deliveries.
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._pending = 0
-        self._idle = threading.Condition()
-        self._worker = threading.Thread(target=self._deliver_forever, name="stripe-simulator-webhooks", daemon=True)
-        self._worker.start()
-        self.app = self._build_app()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        # One worker delivers every event, in order (delivery.py).
+        self._deliveries = WebhookDeliveries(lambda: (self.webhook_url, self.webhook_secret), self._lock)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stops the delivery worker (after the deliveries already queued)."""
-        if self._worker.is_alive():
-            self._queue.put(None)
-            self._worker.join(timeout)
+        self._deliveries.close(timeout)
 
     # ----------------------------------------------------------------------------------------- queries
 
@@ -417,10 +152,76 @@ class StripeSimulator:
 
     # ---------------------------------------------------------------------------------- webhook delivery
 
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        """A copy of a checkout session, or None if there is none by that id."""
+        with self._lock:
+            return copy.deepcopy(self._objects[session_id]) if session_id in self._sessions else None
+
+    def checkout_lines(
+        self, session_id: str
+    ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], int]], dict[str, Any] | None] | None:
+        """A checkout session, its lines as (product name, price, quantity) and its first price's
+        `recurring`, for its page; None if there is no session by that id."""
+        with self._lock:
+            if session_id not in self._sessions:
+                return None
+            session = copy.deepcopy(self._objects[session_id])
+            lines = []
+            for item in self._sessions[session_id].line_items:
+                price, quantity = item["price"], item["quantity"]
+                name = self._objects.get(price["product"], {}).get("name", price["product"])
+                lines.append((name, copy.deepcopy(price), quantity))
+            recurring = copy.deepcopy(self._sessions[session_id].line_items[0]["price"]["recurring"])
+        return session, lines, recurring
+
+    def lookup(self, kind: str, object_id: str) -> dict[str, Any]:
+        """A copy of the object `object_id` when it is a `kind` (GET /v1/<resource>/<id>); else Stripe's 404."""
+        with self._lock:
+            obj = self._objects.get(object_id)
+            if obj is None or obj.get("object") != kind:
+                raise no_such(kind, object_id, "session" if kind == "checkout.session" else "id")
+            return copy.deepcopy(obj)
+
+    def expand(self, obj: dict[str, Any], paths: list[Any]) -> dict[str, Any]:
+        """A copy of `obj` with the ids at `paths` (`expand[]`, dotted) replaced by the objects they name."""
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            for path in paths:
+                if not isinstance(path, str) or not path:
+                    raise invalid("expand", "Invalid expand: expected a list of strings")
+                self._expand_path(obj, path.split("."), path)
+            return obj
+
+    def _expand_path(self, node: Any, parts: list[str], path: str) -> None:
+        if isinstance(node, list):
+            for element in node:
+                self._expand_path(element, parts, path)
+            return
+        if not isinstance(node, dict):
+            return
+        key = parts[0]
+        if key == "line_items" and node.get("object") == "checkout.session":
+            node[key] = self.session_line_items(node["id"])
+        elif key not in node:
+            raise invalid("expand", f"This property cannot be expanded ({path}).")
+        elif isinstance(node[key], str):
+            target = self._objects.get(node[key])
+            if target is None:
+                raise invalid("expand", f"This property cannot be expanded ({path}).")
+            node[key] = copy.deepcopy(target)
+        if len(parts) > 1:
+            self._expand_path(node[key], parts[1:], path)
+
+    def remember_base_url(self, url: str) -> None:
+        """This server's URL as a request reached it, unless it is known already (checkout page URLs)."""
+        if self.base_url is None:
+            self.base_url = url.rstrip("/")
+
+    # ---------------------------------------------------------------------------------- webhook delivery
+
     def drain(self, timeout: float = 10.0) -> bool:
         """Blocks until every queued delivery is done; False if that takes longer than `timeout` seconds."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        return self._deliveries.drain(timeout)
 
     def resend(self, event_id: str) -> dict[str, Any]:
         """Delivers an event again (same body, fresh signature timestamp), synchronously.
@@ -429,7 +230,7 @@ class StripeSimulator:
             if event_id not in self._events:
                 raise no_such("event", event_id)
             record = self._events[event_id]
-            job = self._enqueue(record)
+            job = self._deliveries.enqueue(record)
         job.done.wait()
         return delivery_summary(job)
 
@@ -438,8 +239,8 @@ class StripeSimulator:
         type: str,  # noqa: A002 - Stripe's word
         obj: dict[str, Any],
         previous: dict[str, Any] | None = None,
-        context: _Context | None = None,
-    ) -> _Job:
+        context: Context | None = None,
+    ) -> Job:
         """Records an event (a snapshot of `obj`) and queues its delivery. Call with the lock held, so the
         queue order is the creation order."""
         data: dict[str, Any] = {"object": copy.deepcopy(obj)}
@@ -453,69 +254,13 @@ class StripeSimulator:
             "data": data,
             "livemode": False,
             "pending_webhooks": 1,
-            "request": (context or _Context()).request(),
+            "request": (context or Context()).request(),
             "type": type,
         }
         record = EventRecord(event=event, body=json.dumps(event, indent=2))
         self._events[record.id] = record
         self._objects[record.id] = event
-        return self._enqueue(record)
-
-    def _enqueue(self, record: EventRecord) -> _Job:
-        job = _Job(record)
-        with self._idle:
-            self._pending += 1
-        self._queue.put(job)
-        return job
-
-    @staticmethod
-    def _wait(jobs: list[_Job]) -> list[dict[str, Any]]:
-        for job in jobs:
-            job.done.wait()
-        return [delivery_summary(job) for job in jobs]
-
-    def _deliver_forever(self) -> None:
-        with httpx.Client(timeout=WEBHOOK_TIMEOUT_SECONDS) as client:
-            while (job := self._queue.get()) is not None:
-                try:
-                    job.delivery = self._deliver(client, job.record)
-                except Exception as exc:  # noqa: BLE001 - a delivery failure must never stop the worker
-                    job.delivery = {"status": None, "error": f"{type(exc).__name__}: {exc}"}
-                finally:
-                    job.done.set()
-                    with self._idle:
-                        self._pending -= 1
-                        self._idle.notify_all()
-
-    def _deliver(self, client: httpx.Client, record: EventRecord) -> dict[str, Any]:
-        url = self.webhook_url
-        timestamp = int(time.time())
-        delivery: dict[str, Any] = {
-            "attempt": len(record.deliveries) + 1,
-            "url": url,
-            "timestamp": timestamp,
-            "status": None,
-            "error": None,
-            "response": None,
-        }
-        if not url:
-            delivery["error"] = "not delivered: no webhook_url"
-        else:
-            headers = {
-                "Content-Type": "application/json; charset=utf-8",
-                "User-Agent": WEBHOOK_USER_AGENT,
-                "Accept": "*/*; q=0.5, application/xml",
-                "Cache-Control": "no-cache",
-                "Stripe-Signature": sign_payload(record.body, self.webhook_secret, timestamp),
-            }
-            try:
-                response = client.post(url, content=record.body.encode("utf-8"), headers=headers)
-                delivery["status"], delivery["response"] = response.status_code, response.text[:1000]
-            except httpx.HTTPError as exc:
-                delivery["error"] = f"{type(exc).__name__}: {exc}"
-        with self._lock:
-            record.deliveries.append(delivery)
-        return delivery
+        return self._deliveries.enqueue(record)
 
     # ---------------------------------------------------------------------------------- object builders
 
@@ -556,38 +301,38 @@ class StripeSimulator:
         currency = as_str(params, "currency", prefix, required=True)
         assert currency is not None
         if not re.fullmatch(r"[A-Za-z]{3}", currency):
-            raise invalid(_name(prefix, "currency"), f"Invalid currency: {currency}")
+            raise invalid(param_name(prefix, "currency"), f"Invalid currency: {currency}")
         unit_amount = as_int(params, "unit_amount", prefix, required=True)
         product_id = as_str(params, "product", prefix)
         product_data = as_dict(params, "product_data", prefix)
         if product_id and product_data:
             raise StripeError(
                 400,
-                f"You may only specify one of these parameters: {_name(prefix, 'product')}, "
-                f"{_name(prefix, 'product_data')}.",
+                f"You may only specify one of these parameters: {param_name(prefix, 'product')}, "
+                f"{param_name(prefix, 'product_data')}.",
             )
         if product_id:
             if self._objects.get(product_id, {}).get("object") != "product":
-                raise no_such("product", product_id, _name(prefix, "product"))
+                raise no_such("product", product_id, param_name(prefix, "product"))
         elif product_data:
-            product_id = self._product(product_data, _name(prefix, "product_data"))["id"]
+            product_id = self._product(product_data, param_name(prefix, "product_data"))["id"]
         else:
-            raise missing(_name(prefix, "product_data") if inline else _name(prefix, "product"))
+            raise missing(param_name(prefix, "product_data") if inline else param_name(prefix, "product"))
         recurring = None
         recurring_params = as_dict(params, "recurring", prefix)
         if recurring_params:
-            rprefix = _name(prefix, "recurring")
+            rprefix = param_name(prefix, "recurring")
             check_keys(recurring_params, ("interval", "interval_count"), rprefix)
             interval = as_str(recurring_params, "interval", rprefix, required=True)
             if interval not in _INTERVALS:
                 raise invalid(
-                    _name(rprefix, "interval"),
-                    f"Invalid {_name(rprefix, 'interval')}: must be one of day, week, month, or year",
+                    param_name(rprefix, "interval"),
+                    f"Invalid {param_name(rprefix, 'interval')}: must be one of day, week, month, or year",
                 )
             count = as_int(recurring_params, "interval_count", rprefix, minimum=1) or 1
             limit = {"day": 365, "week": 52, "month": 12, "year": 1}[interval]
             if count > limit:
-                raise invalid(_name(rprefix, "interval_count"), "The maximum billing interval is one year.")
+                raise invalid(param_name(rprefix, "interval_count"), "The maximum billing interval is one year.")
             recurring = {
                 "interval": interval,
                 "interval_count": count,
@@ -868,7 +613,7 @@ class StripeSimulator:
                     del self._objects[key]
                 raise
 
-    def create_checkout_session(self, params: dict[str, Any], context: _Context | None = None) -> dict[str, Any]:
+    def create_checkout_session(self, params: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
         """POST /v1/checkout/sessions (params as parsed from the form body)."""
         return self._atomic(lambda: self._create_checkout_session(params))
 
@@ -993,7 +738,7 @@ class StripeSimulator:
                 )
 
         amount = sum(item["price"]["unit_amount"] * item["quantity"] for item in line_items)
-        session_id = "cs_test_a1" + "".join(secrets.choice(_ALNUM) for _ in range(56))
+        session_id = "cs_test_a1" + "".join(secrets.choice(ALNUM) for _ in range(56))
         session = {
             "id": session_id,
             "object": "checkout.session",
@@ -1092,7 +837,7 @@ class StripeSimulator:
                 "url": f"/v1/checkout/sessions/{session_id}/line_items",
             }
 
-    def expire_session(self, session_id: str, context: _Context | None = None) -> dict[str, Any]:
+    def expire_session(self, session_id: str, context: Context | None = None) -> dict[str, Any]:
         """POST /v1/checkout/sessions/{id}/expire: emits checkout.session.expired (asynchronously)."""
         with self._lock:
             if session_id not in self._sessions:
@@ -1109,7 +854,7 @@ class StripeSimulator:
             return copy.deepcopy(session)
 
     def update_subscription(
-        self, subscription_id: str, params: dict[str, Any], context: _Context | None = None
+        self, subscription_id: str, params: dict[str, Any], context: Context | None = None
     ) -> dict[str, Any]:
         """POST /v1/subscriptions/{id}: emits customer.subscription.updated (asynchronously) if anything changed."""
         check_keys(params, ("cancel_at_period_end", "metadata", "cancellation_details", "proration_behavior", "expand"))
@@ -1147,8 +892,8 @@ class StripeSimulator:
             return copy.deepcopy(subscription)
 
     def cancel_subscription(
-        self, subscription_id: str, params: dict[str, Any] | None = None, context: _Context | None = None
-    ) -> tuple[dict[str, Any], _Job]:
+        self, subscription_id: str, params: dict[str, Any] | None = None, context: Context | None = None
+    ) -> tuple[dict[str, Any], Job]:
         """DELETE /v1/subscriptions/{id}: canceled now; customer.subscription.deleted is queued (the job)."""
         params = params or {}
         check_keys(params, ("cancellation_details", "invoice_now", "prorate", "expand"))
@@ -1187,20 +932,20 @@ class StripeSimulator:
             if session_id not in self._sessions:
                 raise no_such("checkout.session", session_id, "session")
             session, state = self._objects[session_id], self._sessions[session_id]
-            jobs: list[_Job] = []
+            jobs: list[Job] = []
             if session["status"] == "expired":
                 raise StripeError(400, f"Checkout session {session_id} has expired.")
             if session["status"] == "open":
                 jobs = self._complete(session, state, email)
             result = {"session": copy.deepcopy(session), "redirect_url": self._success_url(session)}
-        result["events"] = self._wait(jobs)
+        result["events"] = wait_for_deliveries(jobs)
         return result
 
     def _success_url(self, session: dict[str, Any]) -> str:
         url = session["success_url"] or f"{self.base_url}/done?session_id={{CHECKOUT_SESSION_ID}}"
         return url.replace("{CHECKOUT_SESSION_ID}", session["id"])
 
-    def _complete(self, session: dict[str, Any], state: _SessionState, email: str | None) -> list[_Job]:
+    def _complete(self, session: dict[str, Any], state: _SessionState, email: str | None) -> list[Job]:
         now = int(time.time())
         if session["customer"]:
             customer = self._objects[session["customer"]]
@@ -1350,7 +1095,7 @@ class StripeSimulator:
             self._emit("checkout.session.completed", session),
         ]
 
-    def _advance(self, subscription_id: str, *, paid: bool) -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+    def _advance(self, subscription_id: str, *, paid: bool) -> tuple[dict[str, Any], dict[str, Any] | None, list[Job]]:
         """The subscription reaches its period end: renewed (the next period's invoice, paid or failed), or
         ended when cancel_at_period_end is set. Lock held by the caller."""
         subscription, state = self._require_subscription(subscription_id)
@@ -1407,7 +1152,7 @@ class StripeSimulator:
         paid, the subscription active again, the period unchanged; events invoice.paid,
         invoice.payment_succeeded, customer.subscription.updated. Same return value as `renew`."""
 
-        def retry() -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+        def retry() -> tuple[dict[str, Any], dict[str, Any] | None, list[Job]]:
             subscription, _state = self._require_subscription(subscription_id)
             invoice = self._objects.get(subscription["latest_invoice"] or "")
             if subscription["status"] != "past_due" or not invoice or invoice["status"] != "open":
@@ -1437,7 +1182,7 @@ class StripeSimulator:
         """Cancels now, as DELETE /v1/subscriptions/{id} does, but delivers customer.subscription.deleted
         synchronously. Same return value as `renew` (invoice None)."""
 
-        def cancel() -> tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]:
+        def cancel() -> tuple[dict[str, Any], dict[str, Any] | None, list[Job]]:
             subscription, job = self.cancel_subscription(subscription_id)
             return subscription, None, [job]
 
@@ -1489,7 +1234,7 @@ class StripeSimulator:
             charge["refunded"] = charge["amount_refunded"] == charge["amount"]
             jobs = [self._emit("charge.refunded", charge)]
             result: dict[str, Any] = {"charge": copy.deepcopy(charge)}
-        result["events"] = self._wait(jobs)
+        result["events"] = wait_for_deliveries(jobs)
         return result
 
     def dispute(self, session_id: str, outcome: str | None = None) -> dict[str, Any]:
@@ -1528,521 +1273,12 @@ class StripeSimulator:
                 dispute["status"] = outcome
                 jobs = [self._emit("charge.dispute.closed", dispute)]
             result: dict[str, Any] = {"dispute": copy.deepcopy(dispute)}
-        result["events"] = self._wait(jobs)
+        result["events"] = wait_for_deliveries(jobs)
         return result
 
-    def _control(
-        self, action: Callable[[], tuple[dict[str, Any], dict[str, Any] | None, list[_Job]]]
-    ) -> dict[str, Any]:
+    def _control(self, action: Callable[[], tuple[dict[str, Any], dict[str, Any] | None, list[Job]]]) -> dict[str, Any]:
         with self._lock:
             subscription, invoice, jobs = action()
             result: dict[str, Any] = {"subscription": copy.deepcopy(subscription), "invoice": copy.deepcopy(invoice)}
-        result["events"] = self._wait(jobs)
+        result["events"] = wait_for_deliveries(jobs)
         return result
-
-    # ------------------------------------------------------------------------------------------- HTTP
-
-    def _build_app(self) -> Starlette:
-        routes = [
-            Route("/v1/{path:path}", self._api_endpoint, methods=["GET", "POST", "DELETE"]),
-            Route("/c/pay/{session_id}", self._checkout_page, methods=["GET"]),
-            Route("/c/pay/{session_id}", self._checkout_pay, methods=["POST"]),
-            Route("/done", self._done_page, methods=["GET"]),
-            Route("/cancelled", self._cancelled_page, methods=["GET"]),
-            Route("/", lambda request: RedirectResponse("/sim", status_code=303), methods=["GET"]),
-            Route("/sim", self._dashboard, methods=["GET"]),
-            Route("/sim/events", self._sim_events, methods=["GET"]),
-            Route("/sim/events/{event_id}/resend", self._sim_resend, methods=["POST"]),
-            Route("/sim/drain", self._sim_drain, methods=["POST"]),
-            Route("/sim/sessions/{session_id}/pay", self._sim_pay, methods=["POST"]),
-            Route("/sim/sessions/{session_id}/{action}", self._sim_chargeback, methods=["POST"]),
-            Route("/sim/subscriptions/{subscription_id}/{action}", self._sim_subscription, methods=["POST"]),
-        ]
-        return Starlette(routes=routes)
-
-    def _base(self, request: Request) -> None:
-        if self.base_url is None:
-            self.base_url = str(request.base_url).rstrip("/")
-
-    # Stripe API ---------------------------------------------------------------------------------------
-
-    async def _api_endpoint(self, request: Request) -> Response:
-        self._base(request)
-        body = await request.body()
-        status, payload, headers = await run_in_threadpool(
-            self._handle_api, request.method, request.url.path, request.url.query, dict(request.headers), body
-        )
-        return Response(payload, status_code=status, media_type="application/json", headers=headers)
-
-    def _handle_api(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes, dict[str, str]]:
-        request_id = "req_" + "".join(secrets.choice(_ALNUM) for _ in range(14))
-        response_headers = {"Request-Id": request_id, "Stripe-Version": STRIPE_API_VERSION}
-        idempotency_key = headers.get("idempotency-key")
-        try:
-            self._authenticate(headers.get("authorization"))
-            cache_key = f"{self.api_key}:{idempotency_key}" if idempotency_key and method != "GET" else None
-            fingerprint = (method, path, body)
-            if cache_key:
-                with self._lock:
-                    cached = self._idempotent.get(cache_key)
-                if cached is not None:
-                    if cached[0] != fingerprint:
-                        raise StripeError(
-                            400,
-                            "Keys for idempotent requests can only be used with the same parameters they were "
-                            f"first used with. Try using a key other than '{idempotency_key}' if you meant to "
-                            "execute a different request.",
-                            type="idempotency_error",
-                        )
-                    response_headers.update({"Idempotent-Replayed": "true", "Idempotency-Key": idempotency_key})
-                    return cached[1], cached[2], response_headers
-            if method == "POST":
-                content_type = headers.get("content-type", "")
-                if body and not content_type.startswith("application/x-www-form-urlencoded"):
-                    raise StripeError(
-                        400, "Invalid request: the body must be form-encoded (application/x-www-form-urlencoded)"
-                    )
-                pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(
-                    body.decode("utf-8"), keep_blank_values=True
-                )
-            else:
-                pairs = parse_qsl(query, keep_blank_values=True)
-            params = parse_params(pairs)
-            context = _Context(request_id, idempotency_key)
-            result = self._route(method, path, params, context)
-            expand = params.get("expand")
-            if expand:
-                if not isinstance(expand, list):
-                    raise invalid("expand", "Invalid array: expand must be an array")
-                with self._lock:
-                    result = self._expand(result, expand)
-            payload = json.dumps(result, indent=2).encode("utf-8")
-            if cache_key:
-                response_headers["Idempotency-Key"] = idempotency_key or ""
-                with self._lock:
-                    self._idempotent[cache_key] = (fingerprint, 200, payload)
-                    while len(self._idempotent) > _IDEMPOTENCY_KEEP:
-                        self._idempotent.pop(next(iter(self._idempotent)))
-            return 200, payload, response_headers
-        except StripeError as error:
-            return error.status, json.dumps(error.body(request_id), indent=2).encode("utf-8"), response_headers
-
-    def _authenticate(self, authorization: str | None) -> None:
-        key = None
-        if authorization:
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer":
-                key = credentials.strip()
-            elif scheme.lower() == "basic":  # curl -u sk_test_…:
-                import base64
-
-                try:
-                    key = base64.b64decode(credentials).decode().partition(":")[0]
-                except ValueError:
-                    key = ""
-        if not key:
-            raise StripeError(
-                401,
-                "You did not provide an API key. You need to provide your API key in the Authorization header, "
-                "using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#"
-                "authentication for details, or we can help at https://support.stripe.com/.",
-            )
-        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
-            masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "*" * len(key)
-            raise StripeError(401, f"Invalid API Key provided: {masked}")
-
-    _RESOURCES = {
-        "checkout/sessions": "checkout.session",
-        "subscriptions": "subscription",
-        "subscription_items": "subscription_item",
-        "invoices": "invoice",
-        "customers": "customer",
-        "payment_intents": "payment_intent",
-        "prices": "price",
-        "products": "product",
-        "events": "event",
-    }
-
-    def _route(self, method: str, path: str, params: dict[str, Any], context: _Context) -> dict[str, Any]:
-        parts = path.removeprefix("/v1/").strip("/").split("/")
-        resource = "/".join(parts[:2]) if parts[0] == "checkout" else parts[0]
-        rest = parts[2:] if parts[0] == "checkout" else parts[1:]
-        if method == "POST" and resource == "checkout/sessions" and not rest:
-            return self.create_checkout_session(params, context)
-        if resource == "checkout/sessions" and len(rest) == 2:
-            if method == "GET" and rest[1] == "line_items":
-                check_keys(params, ("expand", "limit", "starting_after", "ending_before"))
-                return self.session_line_items(rest[0])
-            if method == "POST" and rest[1] == "expire":
-                check_keys(params, ("expand",))
-                return self.expire_session(rest[0], context)
-        if method == "POST" and resource == "prices" and not rest:
-            return self.create_price(params)
-        if method == "POST" and resource == "products" and not rest:
-            return self.create_product(params)
-        if resource == "subscriptions" and len(rest) == 1:
-            if method == "POST":
-                return self.update_subscription(rest[0], params, context)
-            if method == "DELETE":
-                return self.cancel_subscription(rest[0], params, context)[0]
-        if method == "GET" and resource in self._RESOURCES and len(rest) == 1:
-            check_keys(params, ("expand",))
-            kind = self._RESOURCES[resource]
-            with self._lock:
-                obj = self._objects.get(rest[0])
-                if obj is None or obj.get("object") != kind:
-                    raise no_such(kind, rest[0], "session" if kind == "checkout.session" else "id")
-                return copy.deepcopy(obj)
-        raise StripeError(
-            404,
-            f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at "
-            "https://support.stripe.com/.",
-        )
-
-    def _expand(self, obj: dict[str, Any], paths: list[Any]) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
-        for path in paths:
-            if not isinstance(path, str) or not path:
-                raise invalid("expand", "Invalid expand: expected a list of strings")
-            self._expand_path(obj, path.split("."), path)
-        return obj
-
-    def _expand_path(self, node: Any, parts: list[str], path: str) -> None:
-        if isinstance(node, list):
-            for element in node:
-                self._expand_path(element, parts, path)
-            return
-        if not isinstance(node, dict):
-            return
-        key = parts[0]
-        if key == "line_items" and node.get("object") == "checkout.session":
-            node[key] = self.session_line_items(node["id"])
-        elif key not in node:
-            raise invalid("expand", f"This property cannot be expanded ({path}).")
-        elif isinstance(node[key], str):
-            target = self._objects.get(node[key])
-            if target is None:
-                raise invalid("expand", f"This property cannot be expanded ({path}).")
-            node[key] = copy.deepcopy(target)
-        if len(parts) > 1:
-            self._expand_path(node[key], parts[1:], path)
-
-    # Checkout pages -----------------------------------------------------------------------------------
-
-    def _describe(self, session_id: str) -> tuple[dict[str, Any], list[tuple[str, str]], str] | None:
-        """The session, its lines as (what, price) and the total as text, for the page; None if unknown."""
-        with self._lock:
-            if session_id not in self._sessions:
-                return None
-            session = copy.deepcopy(self._objects[session_id])
-            lines = []
-            for item in self._sessions[session_id].line_items:
-                price, quantity = item["price"], item["quantity"]
-                name = self._objects.get(price["product"], {}).get("name", price["product"])
-                what = f"{name} × {quantity}" if quantity != 1 else name
-                amount = format_amount(price["unit_amount"] * quantity, price["currency"])
-                lines.append((what, f"{amount} {format_interval(price['recurring'])}".strip()))
-            recurring = self._sessions[session_id].line_items[0]["price"]["recurring"]
-        total = format_amount(session["amount_total"], session["currency"])
-        return session, lines, f"{total} {format_interval(recurring)}".strip()
-
-    async def _checkout_page(self, request: Request) -> Response:
-        self._base(request)
-        session_id = request.path_params["session_id"]
-        described = self._describe(session_id)
-        if described is None:
-            return _page("Checkout session not found", "<h1>Not found</h1><p>No such checkout session.</p>", 404)
-        session, lines, total_text = described
-        rows = "".join(
-            f'<tr><td class="what">{html.escape(what)}</td><td class="price">{html.escape(price)}</td></tr>'
-            for what, price in lines
-        )
-        summary = (
-            f'<table id="items">{rows}</table>'
-            f'<p id="total">Total due today: <strong>{html.escape(total_text)}</strong></p>'
-        )
-        cancel = (
-            f'<p><a id="cancel" href="{html.escape(session["cancel_url"])}">Cancel and go back</a></p>'
-            if session["cancel_url"]
-            else ""
-        )
-        if session["status"] == "complete":
-            body = f'<h1>Paid</h1>{summary}<p id="status">This checkout session is paid.</p>'
-        elif session["status"] == "expired":
-            body = f'<h1>Expired</h1>{summary}<p id="status">This checkout session has expired.</p>{cancel}'
-        else:
-            email = session["customer_email"] or ""
-            body = (
-                f"<h1>{'Subscribe' if session['mode'] == 'subscription' else 'Pay'}</h1>{summary}"
-                f'<form method="post" action="/c/pay/{html.escape(session_id)}">'
-                f'<label>Email <input name="email" type="email" value="{html.escape(email)}" '
-                f'placeholder="customer@example.com"></label>'
-                '<p class="card">Card: 4242 4242 4242 4242 (test mode, nothing is charged)</p>'
-                '<button id="pay" type="submit">Pay</button></form>'
-                f"{cancel}"
-            )
-        return _page(f"Pay {total_text} — Stripe simulator", body)
-
-    async def _checkout_pay(self, request: Request) -> Response:
-        self._base(request)
-        session_id = request.path_params["session_id"]
-        form = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
-        try:
-            result = await run_in_threadpool(self.pay, session_id, form.get("email") or None)
-        except StripeError as error:
-            if error.status == 404:
-                return _page("Checkout session not found", "<h1>Not found</h1><p>No such checkout session.</p>", 404)
-            return _page("Checkout session expired", "<h1>Expired</h1><p>This checkout session has expired.</p>", 400)
-        return RedirectResponse(result["redirect_url"], status_code=303)
-
-    async def _done_page(self, request: Request) -> Response:
-        session_id = request.query_params.get("session_id", "")
-        with self._lock:
-            session = self._objects.get(session_id) if session_id in self._sessions else None
-        status = f" ({session['status']}, payment {session['payment_status']})" if session else ""
-        sent = (
-            f"Its events were sent to {self.webhook_url}."
-            if self.webhook_url
-            else "No webhook URL is set: its events were recorded, not delivered."
-        )
-        return _page(
-            "Payment complete",
-            f'<h1>Payment complete</h1><p>Checkout session <code id="session-id">{html.escape(session_id)}</code>'
-            f"{html.escape(status)}</p><p>{html.escape(sent)}"
-            ' See the <a href="/sim">simulator dashboard</a>.</p>',
-        )
-
-    async def _cancelled_page(self, request: Request) -> Response:
-        return _page("Payment cancelled", "<h1>Payment cancelled</h1><p>Nothing was charged.</p>")
-
-    # Test controls ------------------------------------------------------------------------------------
-
-    async def _sim_events(self, request: Request) -> Response:
-        return JSONResponse({"events": self.events(request.query_params.get("type"))})
-
-    async def _sim_resend(self, request: Request) -> Response:
-        try:
-            delivery = await run_in_threadpool(self.resend, request.path_params["event_id"])
-        except StripeError as error:
-            return JSONResponse(error.body(), error.status)
-        return await _control_response(request, {"events": [delivery]})
-
-    async def _sim_drain(self, request: Request) -> Response:
-        timeout = float(request.query_params.get("timeout", "10"))
-        drained = await run_in_threadpool(self.drain, timeout)
-        return JSONResponse({"drained": drained}, 200 if drained else 504)
-
-    async def _sim_pay(self, request: Request) -> Response:
-        self._base(request)
-        try:
-            result = await run_in_threadpool(self.pay, request.path_params["session_id"])
-        except StripeError as error:
-            return JSONResponse(error.body(), error.status)
-        return JSONResponse(result)
-
-    async def _sim_chargeback(self, request: Request) -> Response:
-        actions: dict[str, Callable[[str], dict[str, Any]]] = {
-            "refund": self.refund,
-            "dispute": self.dispute,
-            "dispute-won": lambda session_id: self.dispute(session_id, "won"),
-            "dispute-lost": lambda session_id: self.dispute(session_id, "lost"),
-        }
-        action = actions.get(request.path_params["action"])
-        if action is None:
-            return JSONResponse({"error": {"message": "Unknown action", "type": "invalid_request_error"}}, 404)
-        try:
-            result = await run_in_threadpool(action, request.path_params["session_id"])
-        except StripeError as error:
-            return JSONResponse(error.body(), error.status)
-        return await _control_response(request, result)
-
-    async def _sim_subscription(self, request: Request) -> Response:
-        actions = {
-            "renew": self.renew,
-            "fail-payment": self.fail_payment,
-            "retry-payment": self.retry_payment,
-            "cancel": self.cancel,
-        }
-        action = actions.get(request.path_params["action"])
-        if action is None:
-            return JSONResponse({"error": {"message": "Unknown action", "type": "invalid_request_error"}}, 404)
-        try:
-            result = await run_in_threadpool(action, request.path_params["subscription_id"])
-        except StripeError as error:
-            return JSONResponse(error.body(), error.status)
-        return await _control_response(request, result)
-
-    async def _dashboard(self, request: Request) -> Response:
-        self._base(request)
-        with self._lock:
-            sessions = [copy.deepcopy(self._objects[sid]) for sid in reversed(self._sessions)]
-            subscriptions = [copy.deepcopy(self._objects[sid]) for sid in reversed(self._subscriptions)]
-            events = [copy.deepcopy(record.to_json()) for record in reversed(self._events.values())][:100]
-        esc = html.escape
-
-        def when(ts: int | None) -> str:
-            return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
-
-        def button(path: str, label: str) -> str:
-            return (
-                f'<form method="post" action="{esc(path)}" class="inline"><input type="hidden" name="next" '
-                f'value="/sim"><button type="submit">{esc(label)}</button></form>'
-            )
-
-        session_rows = "".join(
-            f'<tr><td><a href="/c/pay/{esc(s["id"])}">{esc(s["id"][:24])}…</a></td><td>{esc(s["mode"])}</td>'
-            f"<td>{esc(s['status'])} / {esc(s['payment_status'])}</td>"
-            f"<td>{esc(format_amount(s['amount_total'], s['currency']))}</td>"
-            f"<td>{esc(s['client_reference_id'] or '')}</td><td>{esc(json.dumps(s['metadata']))}</td>"
-            f"<td>{esc(s['subscription'] or s['payment_intent'] or '')}</td><td>"
-            + (
-                button(f"/sim/sessions/{s['id']}/refund", "Refund")
-                + button(f"/sim/sessions/{s['id']}/dispute", "Dispute")
-                + button(f"/sim/sessions/{s['id']}/dispute-won", "Dispute won")
-                if s["mode"] == "payment" and s["payment_status"] == "paid"
-                else ""
-            )
-            + "</td></tr>"
-            for s in sessions
-        )
-        subscription_rows = "".join(
-            f"<tr><td>{esc(s['id'])}</td><td>{esc(s['status'])}</td>"
-            f"<td>{esc(when(s['items']['data'][0]['current_period_start']))} → "
-            f"{esc(when(s['items']['data'][0]['current_period_end']))}</td>"
-            f"<td>{'yes' if s['cancel_at_period_end'] else 'no'}</td><td>{esc(json.dumps(s['metadata']))}</td><td>"
-            + (
-                ""
-                if s["status"] == "canceled"
-                else button(f"/sim/subscriptions/{s['id']}/renew", "Renew")
-                + button(f"/sim/subscriptions/{s['id']}/fail-payment", "Fail payment")
-                + (
-                    button(f"/sim/subscriptions/{s['id']}/retry-payment", "Retry payment")
-                    if s["status"] == "past_due"
-                    else ""
-                )
-                + button(f"/sim/subscriptions/{s['id']}/cancel", "Cancel")
-            )
-            + "</td></tr>"
-            for s in subscriptions
-        )
-
-        def statuses(deliveries: list[dict[str, Any]]) -> str:
-            return ", ".join(str(d["status"] or d["error"]) for d in deliveries) or "queued"
-
-        event_rows = "".join(
-            f"<tr><td>{esc(e['id'])}</td><td>{esc(e['type'])}</td><td>{esc(when(e['event']['created']))}</td>"
-            f"<td>{esc(statuses(e['deliveries']))}</td><td>{button('/sim/events/' + e['id'] + '/resend', 'Resend')}"
-            "</td></tr>"
-            for e in events
-        )
-        body = (
-            "<h1>Stripe simulator</h1>"
-            f"<p>API base: <code>{esc(self.base_url or '')}</code> · webhooks to "
-            f"<code>{esc(self.webhook_url or '(not set)')}</code> · "
-            f"API version <code>{esc(STRIPE_API_VERSION)}</code></p>"
-            "<h2>Checkout sessions</h2><table><tr><th>id</th><th>mode</th><th>status</th><th>amount</th>"
-            f"<th>client_reference_id</th><th>metadata</th><th>result</th><th></th></tr>{session_rows}</table>"
-            "<h2>Subscriptions</h2><table><tr><th>id</th><th>status</th><th>current period</th>"
-            f"<th>cancel at period end</th><th>metadata</th><th></th></tr>{subscription_rows}</table>"
-            "<h2>Events (newest first)</h2><table><tr><th>id</th><th>type</th><th>created</th><th>deliveries</th>"
-            f"<th></th></tr>{event_rows}</table>"
-        )
-        return _page("Stripe simulator", body)
-
-
-async def _control_response(request: Request, result: dict[str, Any]) -> Response:
-    """JSON, or back to the dashboard for its forms (they send next=/sim)."""
-    body = (await request.body()).decode("utf-8", "replace")
-    target = dict(parse_qsl(body)).get("next") if body else None
-    if target and target.startswith("/"):
-        return RedirectResponse(target, status_code=303)
-    return JSONResponse(result)
-
-
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:80rem;margin:2rem auto;padding:0 1rem;color:#1a1f36}"
-    "table{border-collapse:collapse;margin:.5rem 0}td,th{border-bottom:1px solid #e3e8ee;padding:.3rem .6rem;"
-    "text-align:left;font-size:.9rem}button{background:#635bff;color:#fff;border:0;border-radius:4px;"
-    "padding:.5rem 1.2rem;font-size:1rem;cursor:pointer}form.inline{display:inline-block;margin:.1rem .3rem .1rem 0}"
-    "form.inline button{font-size:.8rem;padding:.2rem .6rem}.card{color:#697386}label{display:block;margin:.5rem 0}"
-)
-
-
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body>{body}</body></html>",
-        status_code=status,
-    )
-
-
-class StripeSimulatorServer:
-    """A `StripeSimulator` served over HTTP on 127.0.0.1 (a free port unless given).
-
-    `.url` is the Stripe API base (`base_addresses={"api": url}`), `.simulator` the state and controls.
-    Keys are generated when not given (`.api_key`, `.webhook_secret`).
-    """
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        webhook_secret: str | None = None,
-        webhook_url: str | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        log_level: str = "warning",
-    ) -> None:
-        self.simulator = StripeSimulator(
-            api_key or "sk_test_local_" + secrets.token_hex(12),
-            webhook_secret or "whsec_" + secrets.token_hex(24),
-            webhook_url,
-        )
-        self._server = ServerThread(self.simulator, host=host, port=port, log_level=log_level)
-        self._server.thread.name = "stripe-simulator-http"
-        self.simulator.base_url = self._server.url
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    @property
-    def api_key(self) -> str:
-        return self.simulator.api_key
-
-    @property
-    def webhook_secret(self) -> str:
-        return self.simulator.webhook_secret
-
-    def start(self) -> StripeSimulatorServer:
-        try:
-            self._server.start()
-        except BaseException:
-            self.simulator.close()
-            raise
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-        self.simulator.close()
-
-    def __enter__(self) -> StripeSimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-__all__ = [
-    "STRIPE_API_VERSION",
-    "StripeError",
-    "StripeSimulator",
-    "StripeSimulatorServer",
-    "add_interval",
-    "parse_params",
-    "sign_payload",
-]

@@ -12,7 +12,7 @@ How it is put together (``build_document``):
   (401), the body cap (413), throttling (429) and, for routes with a body, 400 ``invalid_json``, 415 and
   422 (Powertools' own 422 shape is never sent: the resolver answers with the error envelope);
 - the Stripe webhook, a raw handler without a resolver, is described here (``WEBHOOK``);
-- ``/v1`` comes from the proxy's static description (``llm_platform.proxy.openapi``);
+- ``/v1`` comes from the proxy's static description (``openapi_doc.inference``);
 - path parameters take the template's names (``/api/keys/{id}``), which API Gateway uses; Powertools
   names them after the handler's argument and matches the path itself, so the name is not part of
   the contract there.
@@ -387,8 +387,8 @@ def _prune(document: dict[str, Any]) -> None:
 
 def build_document(root: Path | None = None) -> dict[str, Any]:
     """The whole API's OpenAPI document (a JSON-ready dict)."""
-    from llm_platform.proxy import openapi as proxy_openapi
     from local_stack.template import api_routes, load_template
+    from openapi_doc import inference
 
     root = root or _repo_root()
     routes = api_routes(load_template(root / "template.yaml"))
@@ -398,9 +398,9 @@ def build_document(root: Path | None = None) -> dict[str, Any]:
     paths.setdefault("/api/billing/webhook", {}).update(copy.deepcopy(WEBHOOK))
     for path, item in DASHBOARD.items():
         paths.setdefault(path, {}).update(copy.deepcopy(item))
-    for path, item in proxy_openapi.PATHS.items():
+    for path, item in inference.PATHS.items():
         paths.setdefault(path, {}).update(copy.deepcopy(item))
-    schemas.update(copy.deepcopy(proxy_openapi.SCHEMAS))
+    schemas.update(copy.deepcopy(inference.SCHEMAS))
 
     missing = _refs(paths) - set(schemas)
     for _ in range(3):  # shapes refer to shapes
