@@ -93,6 +93,18 @@ def standard_wcu(size: int) -> int:
 _GROWN_NUMBER = {"N": "123456789012"}
 
 
+def updated_names(update: dict[str, Any]) -> set[str]:
+    """The attributes an Update's expression writes."""
+    names = update.get("ExpressionAttributeNames", {})
+    found = set()
+    for clause in re.split(r"\s(?=SET |ADD )", update["UpdateExpression"]):
+        _, _, body = clause.strip().partition(" ")
+        for part in body.split(","):
+            name = part.split("=")[0].split()[0].strip()
+            found.add(names.get(name, name))
+    return found
+
+
 def apply_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """The stored item after a transaction's Update (the simple ADD/SET expressions the proxy writes)."""
     item = {**base, **update["Key"]}
@@ -177,7 +189,9 @@ def configure_environment() -> None:
     get_settings.cache_clear()
 
 
-def _index_writes(table: str, action: str, before: dict | None, after: dict | None) -> tuple[IndexWrite, ...]:
+def _index_writes(
+    table: str, action: str, before: dict | None, after: dict | None, changed: set[str]
+) -> tuple[IndexWrite, ...]:
     """The GSI writes one base-table write causes: a Put or Delete of an indexed item writes the index once,
     an Update writes it when a projected attribute changed (ALL: any; KEYS_ONLY: a key attribute)."""
     writes = []
@@ -187,7 +201,6 @@ def _index_writes(table: str, action: str, before: dict | None, after: dict | No
         if action == "ConditionCheck" or present is None or not all(k in present for k in keys):
             continue
         if action == "Update":
-            changed = {k for k in (after or {}) if (before or {}).get(k) != after[k]}
             projected = index["Projection"]["ProjectionType"]
             if not changed or (projected == "KEYS_ONLY" and not changed & set(keys)):
                 continue
@@ -364,6 +377,7 @@ def writes_of(step: str, items: list[dict[str, Any]], records: Records, puts: di
         ((action, body),) = entry.items()
         table = body["TableName"]
         schema = KEY_SCHEMA[table]
+        changed: set[str] = set()
         if action == "Put":
             after = body["Item"]
             before = None
@@ -373,11 +387,21 @@ def writes_of(step: str, items: list[dict[str, Any]], records: Records, puts: di
             key = body["Key"]
             before = _stored_before(table, key, records, puts)
             after = apply_update(before, body) if action == "Update" else None
+            changed = updated_names(body) if action == "Update" else set()
         size = max(item_size(before or {}), item_size(after or {}))
         partition = next(iter(key[schema[0]].values()))
         sort = next(iter(key[schema[1]].values())) if len(schema) > 1 else None
         writes.append(
-            Write(step, action, table, partition, sort, size, per_request, _index_writes(table, action, before, after))
+            Write(
+                step,
+                action,
+                table,
+                partition,
+                sort,
+                size,
+                per_request,
+                _index_writes(table, action, before, after, changed),
+            )
         )
     return writes
 

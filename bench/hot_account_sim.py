@@ -1,0 +1,708 @@
+"""Discrete-event simulation of one hot account (issue 16): prints figures, asserts nothing. Run with
+`make bench-capacity` (or `python bench/hot_account_sim.py [--rates 500 2000 10000] [--seed N]`).
+
+N requests/s from one account and one credit key, spread over 200 proxy instances, each request an LLM
+generation of a few seconds, against a model of DynamoDB:
+  - every TransactWriteItems takes a network round trip plus a server-side hold (p50 ~6-7 ms end to end,
+    a lognormal body and a rare slow tail); while a transaction holds an item, another transaction on that
+    item fails with TransactionConflict (only overlapping transactions conflict), and the proxy retries it as
+    ``data/dynamo.py``'s ``transact`` does (up to 8 attempts, jittered exponential sleep);
+  - every partition key value (table or GSI) has 1,000 WCU/s (a token bucket holding one second): the best
+    case, where adaptive capacity has isolated each hot key on its own partition; a transaction that
+    finds a partition without capacity is cancelled (ThrottlingError), which ``transact`` does not retry:
+    the request fails (admission) or is left to the reconciler (settle);
+  - items written: the capacity model's (bench/capacity_model.py prints their sizes: all under 1 KB,
+    so 2 WCU per transactional item and 1 WCU per GSI write; tests/unit/test_hot_account_sim.py keeps the
+    two in step).
+Two designs: "direct" (today: one admission and one settle transaction on the central items per request)
+and "lease" (issue 16's agreed sketch: per-instance leases taken from the central items in one transaction,
+admit and settle on the instance's own lease item, unspent money returned when the lease ends; leases
+switch on above an EWMA of 2 req/s on an instance, slices adapt to the instance's rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+PARTITION_WCU = 1000.0
+_MEDIAN_DURATION = math.log(1.5)
+TX_ITEM_WCU = 2  # a transactional write of an item under 1 KB
+GSI_WCU = 1  # a GSI write of an item under 1 KB
+CONFLICT_ATTEMPTS = 8  # data/dynamo.py: _CONFLICT_ATTEMPTS
+
+
+@dataclass
+class Config:
+    rate: float  # requests per second from the one key
+    design: str = "lease"  # "direct" | "lease"
+    instances: int = 200
+    seconds: float = 6.0  # requests arrive during [0, seconds)
+    warmup: float = 2.5  # figures are measured over [warmup, seconds)
+    seed: int = 16
+    rpm: int | None = None  # None: never binds (60 x rate x 10)
+    balance_micros: int | None = None  # None: never binds
+    reserve_micros: int = 1_500  # what admission reserves per request
+    # Lease design (defaults: the agreed sketch)
+    switch: str = "instance"  # leases on when "instance": this instance's EWMA rate, "key": the key's rate
+    # (every admission and take returns the key's minute counter, so an instance can know the key's rate)
+    lease_threshold: float = 2.0  # req/s: the instance's EWMA ("instance") or the key's ("key") above which
+    horizon: float = 1.0  # seconds of this instance's traffic one lease covers
+    lease_max_age: float = 10.0  # a lease takes no new request after this long, and is returned once drained
+    daily_shards: int = 8  # the daily counter's shards (sort key suffix, as designed)
+    index_shards: int = 1  # >1: request-log GSIs (and daily counter shards) sharded in the partition key
+    daily_in_return: bool = False  # the daily counter added once per lease by its return, not per request
+    split_lease_item: bool = False  # admits check lease state, settles add to a separate lease usage item
+    admit_stripes: int = 1  # lease state items per lease; each admission checks one (concurrent admissions on one
+    # instance conflict on a single item); a revocation marks them all
+    # A transaction returns nothing on success, so what remains is only learnt from a refused take (ALL_OLD);
+    # True: a GetItem of the balance and minute counter sizes every take (one more round trip per take).
+    read_before_take: bool = False
+    ewma_tau: float = 2.0
+    reservation_shards: int = 16  # data/metering.py: RESERVATION_SHARDS
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    minute: int
+    requests_left: int
+    money_left: int
+    created: float
+    inflight: int = 0
+    ended: bool = False
+    returned: bool = False
+
+
+@dataclass
+class Instance:
+    index: int
+    ewma: float = 0.0
+    seen: float = 0.0
+    active: Lease | None = None
+    taking: bool = False
+    waiters: list = field(default_factory=list)
+    known_rpm_left: int | None = None
+    known_balance: int | None = None
+    leases: int = 0
+
+
+@dataclass
+class Request:
+    number: int
+    arrival: float
+    instance: Instance
+    duration: float
+    cost: int
+    admitted_at: float | None = None
+    minute: int | None = None
+    lease: Lease | None = None
+
+
+@dataclass
+class Tx:
+    kind: str
+    items: list[tuple[str, str]]  # (item other transactions also write, its partition key): 2 WCU each
+    unique: list[str | None]  # items no other transaction writes (reservation, log record, ledger entry, a new
+    # lease item): 2 WCU each, on their partition (None: a partition of their own, never hot)
+    indexes: list[str]  # GSI partitions written: 1 WCU each
+    check: Any  # () -> None if the conditions hold, else the refusal reason
+    apply: Any  # () -> None, the writes (applied while the items are held: serial order)
+    done: Any  # (outcome) -> None: "ok" | "refused" | "failed"
+    attempt: int = 0
+    first_sent: float = 0.0
+
+
+def tx_wcu(tx: Tx) -> int:
+    return TX_ITEM_WCU * (len(tx.items) + len(tx.unique)) + GSI_WCU * len(tx.indexes)
+
+
+class Simulation:
+    def __init__(self, config: Config) -> None:
+        self.c = config
+        self.random = random.Random(config.seed)  # noqa: S311 - a seeded simulation, not security
+        self.now = 0.0
+        self.queue: list = []
+        self.sequence = 0
+        self.instances = [Instance(i) for i in range(config.instances)]
+        rpm = config.rpm if config.rpm is not None else int(60 * config.rate * 10)
+        self.rpm = rpm
+        self.balance = config.balance_micros if config.balance_micros is not None else 10**15
+        self.budget = self.balance
+        self.minute_counter: dict[int, int] = defaultdict(int)  # central: requests counted per minute
+        # What really happened, to check the limiter against.
+        self.admitted_per_minute: dict[int, int] = defaultdict(int)
+        self.committed = 0  # reserved by requests in flight + the cost of settled ones
+        self.spend = 0
+        self.locks: dict[str, tuple[float, float]] = {}  # item -> (held from, held until)
+        self.buckets: dict[str, list[float]] = {}
+        self.item_wcu: dict[str, float] = defaultdict(float)
+        self.partition_wcu: dict[str, float] = defaultdict(float)
+        self.total_wcu = 0.0
+        self.conflict_log: list[tuple[str, float, float, float]] = []  # item, arrival, holder's from/until
+        self.counts: dict[str, int] = defaultdict(int)
+        self.latencies: list[float] = []
+        self.requests: list[Request] = []
+        self.lease_money_at_refusals: list[int] = []
+        self.leases: list[Lease] = []
+        self.key_ewma = 0.0
+        self.key_seen = 0.0
+        self.window: dict[str, int] = defaultdict(int)  # counts measured over [warmup, seconds)
+        self.first_refusal_committed: int | None = None
+
+    # ------------------------------------------------------------------ event loop
+    def at(self, time: float, action: Any, *args: Any) -> None:
+        self.sequence += 1
+        heapq.heappush(self.queue, (time, self.sequence, action, args))
+
+    def run(self) -> Simulation:
+        self.at(self.random.expovariate(self.c.rate), self.next_arrival)
+        queue, pop = self.queue, heapq.heappop
+        while queue:
+            self.now, _, action, args = pop(queue)
+            action(*args)
+        return self
+
+    def next_arrival(self) -> None:
+        """A Poisson stream of requests, each to a random instance (arrivals made one at a time keep the
+        event queue small)."""
+        instance = self.instances[self.random.randrange(self.c.instances)]
+        duration = self.random.lognormvariate(_MEDIAN_DURATION, 0.8)  # LLM generation, median 1.5 s
+        cost = self.random.randint(200, self.c.reserve_micros)
+        request = Request(len(self.requests), self.now, instance, duration, cost)
+        self.requests.append(request)
+        following = self.now + self.random.expovariate(self.c.rate)
+        if following < self.c.seconds:
+            self.at(following, self.next_arrival)
+        self.arrive(request)
+
+    def measured(self) -> bool:
+        return self.c.warmup <= self.now < self.c.seconds
+
+    # ------------------------------------------------------------------ DynamoDB
+    def network(self) -> float:
+        """One way, in the region: 0.6-1.0 ms."""
+        return 0.0006 + 0.0004 * self.random.random()
+
+    def hold(self) -> float:
+        """Server-side time a transaction holds its items (prepare to commit)."""
+        body = 0.002 + self.random.lognormvariate(math.log(0.003), 0.5)
+        if self.random.random() < 0.01:
+            body += self.random.expovariate(1 / 0.03)
+        return body
+
+    def send(self, tx: Tx) -> None:
+        if tx.attempt == 0:
+            tx.first_sent = self.now
+        self.at(self.now + self.network(), self.serve, tx)
+
+    def serve(self, tx: Tx) -> None:
+        now = self.now
+        for item, _ in tx.items:
+            held = self.locks.get(item)
+            if held is not None and held[0] <= now < held[1]:
+                self.conflict_log.append((item, now, held[0], held[1]))
+                self.counts[f"conflicts ({tx.kind})"] += 1
+                self.counts["conflicts"] += 1
+                self.window["conflicts"] += self.measured()
+                self.at(now + 0.001 + self.network(), self.answer, tx, "conflict")
+                return
+        needs: dict[str, float] = defaultdict(float)
+        for _, partition in tx.items:
+            needs[partition] += TX_ITEM_WCU
+        for partition in tx.unique:
+            if partition is not None:
+                needs[partition] += TX_ITEM_WCU
+        for partition in tx.indexes:
+            needs[partition] += GSI_WCU
+        for partition, units in needs.items():
+            tokens, last = self.buckets.get(partition, (PARTITION_WCU, 0.0))
+            tokens = min(PARTITION_WCU, tokens + (now - last) * PARTITION_WCU)
+            self.buckets[partition] = [tokens, now]
+            if tokens < units:
+                self.counts[f"throttles ({tx.kind})"] += 1
+                self.counts["throttles"] += 1
+                self.window["throttles"] += self.measured()
+                self.at(now + 0.001 + self.network(), self.answer, tx, "throttled")
+                return
+        refusal = tx.check()
+        if refusal is not None:
+            self.at(now + 0.002 + self.network(), self.answer, tx, "refused")
+            return
+        hold = self.hold()
+        for item, _ in tx.items:
+            self.locks[item] = (now, now + hold)
+        for partition, units in needs.items():
+            self.buckets[partition][0] -= units
+        if self.measured():
+            for item, _ in tx.items:
+                self.item_wcu[item] += TX_ITEM_WCU
+            for partition, units in needs.items():
+                self.partition_wcu[partition] += units
+            self.total_wcu += tx_wcu(tx)
+        tx.apply()
+        self.at(now + hold + self.network(), self.answer, tx, "ok")
+
+    def answer(self, tx: Tx, outcome: str) -> None:
+        if outcome == "conflict" and tx.attempt < CONFLICT_ATTEMPTS - 1:
+            tx.attempt += 1
+            self.counts["conflict retries"] += 1
+            self.at(self.now + self.random.uniform(0, 0.01 * 2**tx.attempt), self.send, tx)
+            return
+        if outcome in ("conflict", "throttled"):
+            self.counts[f"failed ({tx.kind})"] += 1
+            tx.done("failed")
+            return
+        tx.done(outcome)
+
+    # ------------------------------------------------------------------ items
+    def minute(self) -> int:
+        return int(self.now // 60)
+
+    def reservation_index(self, request: Request) -> str:
+        return f"Reservations.byDeadline:open#{request.number % self.c.reservation_shards}"
+
+    def log_indexes(self, request: Request) -> list[str]:
+        shard = f"#{request.number % self.c.index_shards}" if self.c.index_shards > 1 else ""
+        return [f"RequestLog.byAccount:acct{shard}", f"RequestLog.byKey:key{shard}"]
+
+    def daily_item(self, request: Request, sharded: bool) -> tuple[str, str]:
+        if not sharded:
+            return "daily", "UsageCounters:daily#acct"
+        shard = request.number % self.c.daily_shards
+        if self.c.index_shards > 1:
+            return f"daily#{shard}", f"UsageCounters:daily#acct#{shard % self.c.index_shards}"
+        return f"daily#{shard}", "UsageCounters:daily#acct"
+
+    KEY = ("key", "ApiKeys:keyHash")
+    BALANCE = ("balance", "Accounts:acct")
+    KEY_INDEX = "ApiKeys.byAccount:acct"  # the key item's GSI (projection ALL): written on every key update
+    LEDGER = "Ledger:acct"  # ledger entries: pk accountId, a time-ordered sort key
+
+    def minute_item(self, minute: int) -> tuple[str, str]:
+        return f"minute#{minute}", "UsageCounters:key#key"
+
+    # ------------------------------------------------------------------ requests
+    def arrive(self, request: Request) -> None:
+        instance = request.instance
+        instance.ewma = instance.ewma * math.exp(-(self.now - instance.seen) / self.c.ewma_tau) + 1 / self.c.ewma_tau
+        instance.seen = self.now
+        self.key_ewma = self.key_ewma * math.exp(-(self.now - self.key_seen) / self.c.ewma_tau) + 1 / self.c.ewma_tau
+        self.key_seen = self.now
+        rate = self.key_ewma if self.c.switch == "key" else instance.ewma
+        if self.c.design == "direct" or (rate <= self.c.lease_threshold and instance.active is None):
+            self.admit_direct(request)
+        else:
+            self.admit_on_lease(request)
+
+    def admitted(self, request: Request, minute: int) -> None:
+        request.admitted_at = self.now
+        request.minute = minute
+        self.admitted_per_minute[minute] += 1
+        self.counts["admitted"] += 1
+        if self.in_window(request):
+            self.window["admitted"] += 1
+            self.latencies.append(self.now - request.arrival)
+        self.at(self.now + request.duration, self.finish, request)
+
+    def in_window(self, request: Request) -> bool:
+        return self.c.warmup <= request.arrival < self.c.seconds
+
+    def refuse(self, request: Request, reason: str) -> None:
+        self.counts["refused"] += 1
+        if self.first_refusal_committed is None:
+            self.first_refusal_committed = self.committed
+        room = (self.budget - self.committed >= self.c.reserve_micros) and (
+            self.admitted_per_minute[self.minute()] < self.rpm
+        )
+        if room:
+            self.counts["false refusals"] += 1
+        self.lease_money_at_refusals.append(
+            sum(lease.money_left for lease in self.leases if not lease.returned and lease.money_left > 0)
+        )
+
+    def fail(self, request: Request) -> None:
+        self.counts["failed requests (503)"] += 1
+        self.window["failed"] += self.in_window(request)
+
+    def finish(self, request: Request) -> None:
+        if request.lease is not None:
+            self.settle_on_lease(request)
+        else:
+            self.settle_direct(request)
+
+    # direct: today's two transactions on the central items
+    def admit_direct(self, request: Request) -> None:
+        minute = self.minute()
+        reserve = self.c.reserve_micros
+
+        def check() -> str | None:
+            if self.minute_counter[minute] >= self.rpm:
+                return "rate"
+            return "balance" if self.balance < reserve else None
+
+        def apply() -> None:
+            self.minute_counter[minute] += 1
+            self.balance -= reserve
+            self.committed += reserve
+
+        def done(outcome: str) -> None:
+            if outcome == "ok":
+                self.admitted(request, minute)
+            elif outcome == "refused":
+                self.refuse(request, "limit")
+            else:
+                self.fail(request)
+
+        items = [self.KEY, self.BALANCE, self.minute_item(minute)]
+        indexes = [self.KEY_INDEX, self.reservation_index(request)]
+        self.send(Tx("admit", items, [None], indexes, check, apply, done))
+
+    def settle_direct(self, request: Request) -> None:
+        reserve = self.c.reserve_micros
+
+        def apply() -> None:
+            self.balance += reserve - request.cost
+            self.settled(request)
+
+        def done(outcome: str) -> None:
+            if outcome != "ok":  # the reconciler settles it later, off the request's path
+                self.counts["settles left to the reconciler"] += 1
+                apply()
+
+        items = [self.KEY, self.BALANCE, self.minute_item(request.minute), self.daily_item(request, False)]
+        unique = [None, None, self.LEDGER]  # the reservation (deleted), the log record, the ledger entry
+        indexes = [self.KEY_INDEX, *self.log_indexes(request), self.reservation_index(request)]
+        self.send(Tx("settle", items, unique, indexes, lambda: None, apply, done))
+
+    def settled(self, request: Request) -> None:
+        self.committed += request.cost - self.c.reserve_micros
+        self.spend += request.cost
+
+    # lease: take, admit, settle, return
+    def admit_on_lease(self, request: Request) -> None:
+        instance = request.instance
+        lease = instance.active
+        if lease is not None and (lease.minute != self.minute() or self.now - lease.created >= self.c.lease_max_age):
+            self.end(lease)
+            instance.active = lease = None
+        reserve = self.c.reserve_micros
+        if lease is not None and lease.requests_left >= 1 and lease.money_left >= reserve:
+            lease.requests_left -= 1
+            lease.money_left -= reserve
+            lease.inflight += 1
+            self.committed += reserve
+            request.lease = lease
+
+            def done(outcome: str) -> None:
+                if outcome == "ok":
+                    self.admitted(request, lease.minute)
+                else:  # nothing was written: the slice is the instance's again
+                    lease.inflight -= 1
+                    lease.requests_left += 1
+                    lease.money_left += reserve
+                    self.committed -= reserve
+                    request.lease = None
+                    self.release(lease)
+                    self.fail(request)
+
+            items = [self.lease_state(lease, request.number % self.c.admit_stripes)]  # ConditionCheck: active
+            indexes = [self.reservation_index(request)]
+            self.send(Tx("lease admit", items, [None], indexes, lambda: None, lambda: None, done))
+            return
+        instance.waiters.append(request)
+        if not instance.taking:
+            self.take(instance)
+
+    def take(self, instance: Instance, remainder: bool = False) -> None:
+        """One central transaction: a slice of RPM and money for this instance, carrying the first waiting
+        request's reservation. Slice: this instance's rate x horizon, at most a quarter of what remained."""
+        instance.taking = True
+        if self.c.read_before_take and not remainder:
+            minute = self.minute()
+
+            def read() -> None:  # a strongly consistent GetItem: it never conflicts with transactions
+                instance.known_rpm_left = self.rpm - self.minute_counter[minute]
+                instance.known_balance = self.balance
+                self.at(self.now + self.network(), self.send_take, instance, False)
+
+            self.at(self.now + self.network() + 0.001, read)
+            return
+        self.send_take(instance, remainder)
+
+    def send_take(self, instance: Instance, remainder: bool) -> None:
+        reserve = self.c.reserve_micros
+        requests = max(len(instance.waiters), math.ceil(instance.ewma * self.c.horizon))
+        if instance.known_rpm_left is not None:
+            requests = min(requests, max(1, instance.known_rpm_left // 4))
+        money = requests * reserve
+        if instance.known_balance is not None:
+            money = min(money, max(reserve, instance.known_balance // 4 // reserve * reserve))
+        if remainder:  # the retry after a refused take: what the refusal showed was left
+            requests = min(requests, instance.known_rpm_left or 0)
+            money = min(money, (instance.known_balance or 0) // reserve * reserve)
+        requests = max(1, min(requests, money // reserve))
+        minute = self.minute()
+        instance.leases += 1
+        lease = Lease(f"{instance.index}.{instance.leases}", minute, requests, money, self.now)
+
+        def check() -> str | None:
+            refusal = None
+            if self.minute_counter[minute] + requests > self.rpm:
+                refusal = "rate"
+            elif self.balance < money:
+                refusal = "balance"
+            if refusal is not None:  # ReturnValuesOnConditionCheckFailure: ALL_OLD shows what is left
+                instance.known_rpm_left = self.rpm - self.minute_counter[minute]
+                instance.known_balance = self.balance
+            return refusal
+
+        def apply() -> None:
+            self.minute_counter[minute] += requests
+            self.balance -= money
+            if instance.known_rpm_left is not None:
+                instance.known_rpm_left -= requests
+            if instance.known_balance is not None:
+                instance.known_balance -= money
+
+        def done(outcome: str) -> None:
+            instance.taking = False
+            if outcome == "ok":
+                self.leases.append(lease)
+                self.counts["leases taken"] += 1
+                if instance.active is not None:
+                    self.end(instance.active)
+                instance.active = lease
+                self.at(self.now + self.c.lease_max_age, self.expire, instance, lease)
+                waiters, instance.waiters = instance.waiters, []
+                first, rest = waiters[0], waiters[1:]
+                # The first waiter's reservation rode the take.
+                lease.requests_left -= 1
+                lease.money_left -= reserve
+                lease.inflight += 1
+                self.committed += reserve
+                first.lease = lease
+                self.admitted(first, minute)
+                for waiter in rest:
+                    self.admit_on_lease(waiter)
+                return
+            room = (instance.known_rpm_left or 0) >= 1 and (instance.known_balance or 0) >= reserve
+            if outcome == "refused" and room and not remainder:
+                self.counts["takes retried with the remainder"] += 1
+                self.take(instance, remainder=True)
+                return
+            waiters, instance.waiters = instance.waiters, []
+            for waiter in waiters:  # the direct path's refusal (or a 503 when DynamoDB failed)
+                (self.refuse(waiter, "limit") if outcome == "refused" else self.fail(waiter))
+
+        items = [self.KEY, self.BALANCE, self.minute_item(minute)]
+        # The lease item(s) (Put) and the first request's reservation.
+        lease_items = self.c.admit_stripes + (1 if self.c.split_lease_item else 0)
+        unique = [f"UsageCounters:lease#{lease.lease_id}"] * lease_items + [None]
+        indexes = [self.KEY_INDEX, self.reservation_index(instance.waiters[0])]
+        self.send(Tx("take", items, unique, indexes, check, apply, done))
+
+    def settle_on_lease(self, request: Request) -> None:
+        lease = request.lease
+        reserve = self.c.reserve_micros
+        lease.inflight -= 1
+        lease.money_left += reserve - request.cost  # the unused reservation stays in the slice
+        self.settled(request)
+
+        def done(outcome: str) -> None:
+            if outcome != "ok":
+                self.counts["settles left to the reconciler"] += 1
+            self.release(lease)
+
+        items = [self.lease_usage(lease)]
+        if not self.c.daily_in_return:
+            items.append(self.daily_item(request, True))
+        indexes = [*self.log_indexes(request), self.reservation_index(request)]
+        self.send(Tx("lease settle", items, [None, None], indexes, lambda: None, lambda: None, done))
+
+    def lease_state(self, lease: Lease, stripe: int = 0) -> tuple[str, str]:
+        return f"lease#{lease.lease_id}#{stripe}", f"UsageCounters:lease#{lease.lease_id}"
+
+    def lease_usage(self, lease: Lease) -> tuple[str, str]:
+        if not self.c.split_lease_item:
+            return self.lease_state(lease)
+        return f"lease#{lease.lease_id}/usage", f"UsageCounters:lease#{lease.lease_id}"
+
+    def expire(self, instance: Instance, lease: Lease) -> None:
+        if instance.active is lease:
+            instance.active = None
+        self.end(lease)
+
+    def end(self, lease: Lease) -> None:
+        if not lease.ended:
+            lease.ended = True
+            self.release(lease)
+
+    def release(self, lease: Lease) -> None:
+        if lease.ended and lease.inflight == 0 and not lease.returned:
+            lease.returned = True  # one return per lease (the real one is conditional on the lease being active)
+            self.give_back(lease)
+
+    def give_back(self, lease: Lease) -> None:
+        """Off the request path: unspent money to the balance, the key's totals, one ledger entry."""
+        money = lease.money_left
+
+        def apply() -> None:
+            self.balance += money
+            lease.money_left = 0
+
+        def done(outcome: str) -> None:
+            if outcome == "ok":
+                self.counts["leases returned"] += 1
+            else:
+                self.counts["returns retried"] += 1
+                self.at(self.now + 1.0, self.give_back, lease)
+
+        items = [self.lease_state(lease, stripe) for stripe in range(self.c.admit_stripes)]
+        items += [self.KEY, self.BALANCE]
+        if self.c.split_lease_item:
+            items.append(self.lease_usage(lease))
+        if self.c.daily_in_return:  # the lease's requests, tokens and spend per model, added to the day's counter
+            items.append(("daily", "UsageCounters:daily#acct"))
+        self.send(Tx("return", items, [self.LEDGER], [self.KEY_INDEX], lambda: None, apply, done))
+
+    # ------------------------------------------------------------------ figures
+    def figures(self) -> dict[str, Any]:
+        window = self.c.seconds - self.c.warmup
+        hottest_item = max(self.item_wcu.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        hottest_partition = max(self.partition_wcu.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        ordered = sorted(self.latencies)
+
+        def percentile(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else math.nan
+
+        arrived = sum(1 for r in self.requests if self.in_window(r))
+        return {
+            "arrived": arrived,
+            "hottest item": hottest_item[0],
+            "hottest item WCU/s": hottest_item[1] / window,
+            "hottest partition": hottest_partition[0],
+            "hottest partition WCU/s": hottest_partition[1] / window,
+            "WCU/s": self.total_wcu / window,
+            "conflicts/s": self.window["conflicts"] / window,
+            "throttles/s": self.window["throttles"] / window,
+            "failed %": 100 * self.window["failed"] / max(1, arrived),
+            "p50 ms": percentile(0.50),
+            "p99 ms": percentile(0.99),
+            "admitted": self.counts["admitted"],
+            "refused": self.counts["refused"],
+            "false refusals": self.counts["false refusals"],
+            "failed": self.counts["failed requests (503)"],
+            "reconciler": self.counts["settles left to the reconciler"],
+            "first refusal at": self.first_refusal_committed,
+            "spend": self.spend,
+            "budget": self.budget,
+            "balance": self.balance,
+            "leases": self.counts["leases taken"],
+            "max per minute": max(self.admitted_per_minute.values(), default=0),
+            "rpm": self.rpm,
+        }
+
+
+def simulate(**settings: Any) -> dict[str, Any]:
+    if settings["rate"] >= 5000:  # 10,000 req/s: a 2 s window holds 20,000 requests, plenty, in half the time
+        settings = {"seconds": 4.5, **settings}
+    return Simulation(Config(**settings)).run().figures()
+
+
+VARIANTS = {
+    "direct (today)": {"design": "direct"},
+    # The agreed sketch: leases above 2 req/s on an instance, 1 s slices, daily counter sharded x8 in the sort key.
+    "lease (as sketched)": {"design": "lease"},
+    # What the simulation says it needs: switch on the key's rate, 10 s slices (fewer takes and returns on the
+    # central items), the daily counter added by the lease's return, a lease usage item apart from the item
+    # admissions check (4 of them, striped), the request log's GSIs sharded x16 in the partition key, takes
+    # sized by a read of what remains, and 64 reservation shards.
+    "lease (tuned)": {
+        "design": "lease",
+        "switch": "key",
+        "lease_threshold": 20.0,
+        "horizon": 10.0,
+        "lease_max_age": 20.0,
+        "daily_in_return": True,
+        "split_lease_item": True,
+        "admit_stripes": 4,
+        "index_shards": 16,
+        "read_before_take": True,
+        "reservation_shards": 64,  # data/metering.py RESERVATION_SHARDS 16 -> 64: 16 cap all accounts at ~8,000 req/s
+    },
+}
+
+
+def short(name: str) -> str:
+    return name.replace("UsageCounters:", "").replace("Reservations.", "Res.")
+
+
+def print_load(rate: float, label: str, f: dict[str, Any]) -> None:
+    item, partition = f["hottest item WCU/s"], f["hottest partition WCU/s"]
+    print(
+        f"  {label:<21}{short(f['hottest item']):<15}{item:>6,.0f}{item / 10:>5.0f}%"
+        f"  {short(f['hottest partition']):<23}{partition:>6,.0f}{partition / 10:>5.0f}%"
+        f"{f['conflicts/s']:>9,.0f}{f['throttles/s']:>9,.0f}{f['failed %']:>7.1f}%"
+        f"{f['p50 ms']:>7.1f}{f['p99 ms']:>8.0f}"
+    )
+
+
+def print_limits(rate: float, label: str, f: dict[str, Any]) -> None:
+    first = f["first refusal at"]
+    at = f"{100 * first / f['budget']:.1f}%" if first is not None else "-"
+    print(
+        f"  {label:<21}{f['admitted']:>9,}{f['refused']:>9,}{f['false refusals']:>7,}{at:>13}"
+        f"{100 * f['spend'] / f['budget']:>9.1f}%{max(0, f['spend'] - f['budget']):>9,}"
+        f"{f['budget'] - f['spend'] - f['balance']:>11,}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="*", default=[500, 2000, 10000])
+    parser.add_argument("--seed", type=int, default=16)
+    args = parser.parse_args()
+    print(f"Hot-account simulation (issue 16): one account, one credit key, 200 proxy instances, seed {args.seed}")
+    print("Load (money and RPM never bind). Over seconds 2.5-6 of a 6 s run (2.5-4.5 of 4.5 s at 10,000 req/s):")
+    print("WCU/s on the hottest item and")
+    print("partition key (% of 1,000 WCU/s), TransactionConflicts and throttles per second, requests failed (503),")
+    print("admission latency of admitted requests (ms)")
+    for rate in args.rates:
+        print(f"\n{rate:,.0f} req/s")
+        print(
+            f"  {'design':<21}{'hottest item':<26}  {'hottest partition key':<34}{'confl/s':>9}{'thrtl/s':>9}"
+            f"{'failed':>8}{'p50':>7}{'p99':>8}"
+        )
+        for label, settings in VARIANTS.items():
+            print_load(rate, label, simulate(rate=rate, seed=args.seed, **settings))
+    print("\nLimits: a balance of 2.5 s of reservations runs out mid-run; the run ends when every request is")
+    print("settled and every lease returned. First refusal: committed money (reserved + spent) / budget when the")
+    print("first request was refused. Unaccounted: budget - spend - balance left (0 = every micro-dollar accounted)")
+    print(
+        f"  {'design':<21}{'admitted':>9}{'refused':>9}{'false':>7}{'1st refusal':>13}"
+        f"{'spend':>10}{'over by':>9}{'unaccounted':>11}"
+    )
+    for rate in args.rates:
+        print(f" {rate:,.0f} req/s")
+        for label, settings in VARIANTS.items():
+            budget = int(rate * 2.5 * 1_500)
+            print_limits(rate, label, simulate(rate=rate, seed=args.seed, balance_micros=budget, **settings))
+    print("\nRPM: a limit of 4 s of traffic per minute (money ample): the most requests admitted in a minute")
+    print(f"  {'design':<21}{'rate':>7}{'admitted in the minute':>24}{'RPM':>9}{'refused':>9}{'false':>7}")
+    for rate in args.rates:
+        for label, settings in VARIANTS.items():
+            f = simulate(rate=rate, seed=args.seed, rpm=int(rate * 4), **settings)
+            print(
+                f"  {label:<21}{rate:>7,.0f}{f['max per minute']:>24,}{f['rpm']:>9,}"
+                f"{f['refused']:>9,}{f['false refusals']:>7,}"
+            )
+
+
+if __name__ == "__main__":
+    main()
