@@ -176,17 +176,19 @@ def _key_schema() -> dict[str, list[str]]:
     return {name: [k["AttributeName"] for k in d["create"]["KeySchema"]] for name, d in definitions.items()}
 
 
-def configure_environment() -> None:
+def proxy_environment() -> dict[str, str]:
     """The proxy's environment as template.yaml gives it (tables named after their logical ids)."""
     from local_stack.template import function_environment, load_template, table_definitions
 
     template = load_template(REPO / "template.yaml")
     names = {logical: logical for logical in table_definitions(template)}
-    for name, value in function_environment(template, "ProxyFunction", names).items():
-        os.environ.setdefault(name, value)
-    from llm_platform.config import get_settings
+    return function_environment(template, "ProxyFunction", names)
 
-    get_settings.cache_clear()
+
+def load_template_facts() -> None:
+    """Each table's key schema and GSIs (with their projections), from template.yaml."""
+    INDEXES.update(_table_indexes())
+    KEY_SCHEMA.update(_key_schema())
 
 
 def _index_writes(
@@ -634,9 +636,9 @@ def conflict_ceiling(scenario: Scenario, hold_ms: float) -> tuple[str, float]:
 
 
 def main() -> None:
-    configure_environment()
-    INDEXES.update(_table_indexes())
-    KEY_SCHEMA.update(_key_schema())
+    for name, value in proxy_environment().items():
+        os.environ.setdefault(name, value)
+    load_template_facts()
     print("Capacity model (issue 16): DynamoDB writes per proxied request and the ceilings they set")
     print(f"partition limit {PARTITION_WCU:,} WCU/s and {PARTITION_RCU:,} RCU/s; transactional writes 2 WCU per KB "
           "per item; GSI writes 1 WCU per KB")  # fmt: skip

@@ -65,6 +65,7 @@ class Config:
     read_before_take: bool = False
     ewma_tau: float = 2.0
     reservation_shards: int = 16  # data/metering.py: RESERVATION_SHARDS
+    trace: bool = False  # keep every committed hold (item, from, until), for the tests
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Simulation:
         self.partition_wcu: dict[str, float] = defaultdict(float)
         self.total_wcu = 0.0
         self.conflict_log: list[tuple[str, float, float, float]] = []  # item, arrival, holder's from/until
+        self.hold_log: list[tuple[str, float, float]] = []  # with trace: item, held from, until
         self.counts: dict[str, int] = defaultdict(int)
         self.latencies: list[float] = []
         self.requests: list[Request] = []
@@ -237,6 +239,8 @@ class Simulation:
         hold = self.hold()
         for item, _ in tx.items:
             self.locks[item] = (now, now + hold)
+            if self.c.trace:
+                self.hold_log.append((item, now, now + hold))
         for partition, units in needs.items():
             self.buckets[partition][0] -= units
         if self.measured():
