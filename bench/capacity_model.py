@@ -157,6 +157,9 @@ class Scenario:
     name: str
     writes: list[Write] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)  # id value -> scope (account, subscription, key…)
+    records: Any = None
+    reservation_shards: int = 16  # data/metering.py RESERVATION_SHARDS: the byDeadline index's partitions
+    captured: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the proxy's transactions, by step
 
     def transactions(self) -> list[str]:
         return list(dict.fromkeys(w.step for w in self.writes))
@@ -411,95 +414,122 @@ def writes_of(step: str, items: list[dict[str, Any]], records: Records, puts: di
 def direct_scenario(name: str, kind: str, budget_reset: str | None = None) -> Scenario:
     records = representative_records(kind, budget_reset)
     puts: dict = {}
-    scenario = Scenario(name, ids=records.ids)
+    scenario = Scenario(name, ids=records.ids, records=records)
     for step, items in captured_transactions(records):
+        scenario.captured[step] = items
         scenario.writes += writes_of(step, items, records, puts)
     scenario.ids = records.ids
     return scenario
 
 
 # ------------------------------------------------------------------------------------------ lease design
-LEASE_ITEM_BYTES = 0  # filled from a representative lease item below
+def _lease_record(direct: Scenario) -> dict[str, Any]:
+    """A lease item as the leases branch stores it (Decisions D6): Reservations table, requestId lease#<id>,
+    openShard + deadline for the reconciler's byDeadline index, the slice and what was done with it."""
+    from llm_platform.data.dynamo import to_item
 
-
-def lease_scenario(direct: Scenario, requests_per_lease: float, daily_shards: int = 8, shard_in_partition=False):
-    """The lease design for the same key: per request a lease admit (ConditionCheck of this instance's lease
-    item + the reservation Put) and a lease settle (the lease item, the reservation Delete, the log record,
-    one shard of the daily counter); once per lease a take (key item, minute counter, balance or window,
-    budget period, the lease item Put) and a return (lease item, balance or window, key item totals, one
-    ledger entry for the lease). The shared items are the ones the code writes today (same builders)."""
-    by_step = defaultdict(list)
-    for w in direct.writes:
-        by_step[w.step].append(w)
-    account = next(i for i, s in direct.ids.items() if s == "account")
-    key_id = next(i for i, s in direct.ids.items() if s == "key" and i.startswith("key_"))
-    instance = "i-0a1b2c3d4e5f"
-    lease_pk, lease_sk = f"lease#{key_id}#{instance}", "lease#2026-11-30T15:00:07.000Z#0001"
-    lease_item = {
-        "pk": {"S": lease_pk},
-        "sk": {"S": lease_sk},
-        "keyHash": {"S": "0" * 64},
-        "accountId": {"S": account},
-        "status": {"S": "active"},
-        "keyVersion": {"N": "3"},
-        "minute": {"N": "29402880"},
-        "requests": _GROWN_NUMBER,
-        "tokens": _GROWN_NUMBER,
-        "moneyMicros": _GROWN_NUMBER,
-        "spentMicros": _GROWN_NUMBER,
-        "inputTokens": _GROWN_NUMBER,
-        "outputTokens": _GROWN_NUMBER,
-        "expiresAt": {"N": "1796050837"},
-    }
-    lease_size = item_size(lease_item)
-    direct.ids[instance] = "instance"
-    per_lease = 1 / requests_per_lease
-
-    def lease(step: str, action: str) -> Write:
-        return Write(step, action, "UsageCountersTable", lease_pk, lease_sk, lease_size, 1.0, (), "lease item")
-
-    def again(w: Write, step: str, per: float, action: str | None = None) -> Write:
-        return replace(w, step=step, per_request=per, action=action or w.action)
-
-    admit, settle = by_step["admit"], by_step["settle"]
-    central = [w for w in admit if w.table != "ReservationsTable"]
-    take = [again(w, "take", per_lease) for w in central]
-    take.append(replace(lease("take", "Put"), per_request=per_lease))
-    lease_admit = [lease("admit (lease)", "ConditionCheck")] + [
-        again(w, "admit (lease)", 1.0) for w in admit if w.table == "ReservationsTable"
-    ]
-    lease_settle = [lease("settle (lease)", "Update")]
-    for w in settle:
-        if w.table in ("ReservationsTable", "RequestLogTable"):
-            lease_settle.append(again(w, "settle (lease)", 1.0))
-        elif w.partition.startswith("daily#"):
-            # The design's sharded daily counter: sk <day>#<key>#<model>#<shard> (readers sum the shards);
-            # with shard_in_partition the shard is in the partition key instead (daily#<account>#<shard>).
-            partition = f"{w.partition}#<shard>" if shard_in_partition else w.partition
-            sort = w.sort if shard_in_partition else f"{w.sort}#<shard>"
-            lease_settle.append(replace(w, step="settle (lease)", partition=partition, sort=sort, spread=daily_shards))
-    if shard_in_partition:  # the request log's GSIs keyed by <id>#<shard>, read by merging the shards
-        lease_settle = [
-            replace(
-                w,
-                indexes=tuple(replace(i, partition=f"{i.partition}#<shard>", spread=daily_shards) for i in w.indexes),
-            )
-            if w.table == "RequestLogTable"
-            else w
-            for w in lease_settle
-        ]
-    returns = [replace(lease("return", "Update"), per_request=per_lease)]
-    for w in settle:
-        if w.table in ("AccountsTable", "ApiKeysTable", "LedgerTable") or w.partition.startswith("sub#"):
-            returns.append(again(w, "return", per_lease))
-    suffix = f", {requests_per_lease:g} requests per lease"
-    if shard_in_partition:
-        suffix += f", log GSIs and daily counter sharded x{daily_shards} in the partition key"
-    return Scenario(
-        direct.name.replace("today (direct)", "lease design") + suffix,
-        take + lease_admit + lease_settle + returns,
-        direct.ids,
+    key = {w: s for w, s in direct.ids.items()}
+    account = next(i for i, scope in key.items() if scope == "account")
+    key_id = next(i for i, scope in key.items() if scope == "key" and i.startswith("key_"))
+    grown = 123_456_789_012
+    return to_item(
+        {
+            "requestId": "lease#0c6f3e1a-8d2b-4f7e-9a10-5b3c2d1e0f9a",
+            "openShard": "open#5",
+            "deadline": "2026-11-30T15:00:12.000Z",
+            "leaseEnd": "2026-11-30T15:00:12.000Z",
+            "status": "active",
+            "version": 3,
+            "keyHash": "0" * 64,
+            "keyId": key_id,
+            "accountId": account,
+            "instanceId": "i-0a1b2c3d4e5f",
+            "minute": ["key#" + key_id, "minute#29934180"],
+            "granted": 21,
+            "grantedTokens": 46_200,
+            "grantedMicros": 31_500,
+            **{name: grown for name in ("admitted", "openCount", "committedMicros", "committedTokens")},
+            **{name: grown for name in ("spentMicros", "tokens", "requestCount", "inputTokens", "outputTokens")},
+        }
     )
+
+
+def lease_scenario(direct: Scenario, requests_per_lease: float) -> Scenario:
+    """The lease design as the leases branch built it (Decisions D5-D9), for a credit key: per request an
+    admission (Update of this instance's lease item + the reservation Put) and a settle (the lease item, the
+    reservation Delete, the log record, one of 8 daily counter shards in the sort key); once per lease a take
+    (key item, minute counter, balance, budget period, the lease Put) and a return (the lease Delete, key
+    item, balance, minute counter, budget period, one ledger entry). Items shared with today are the proxy's
+    own (captured); the lease item's are built like them and sized and indexed by the same rules."""
+    from llm_platform.config import get_settings
+    from llm_platform.data.dynamo import to_values
+
+    reservations = get_settings().reservations_table
+    lease = _lease_record(direct)
+    lease_key = {"requestId": lease["requestId"]}
+    puts = {(reservations, (("requestId", str(lease["requestId"])),)): lease}
+    admit, settle = direct.captured["admit"], direct.captured["settle"]
+
+    def table(entry: dict) -> str:
+        return next(iter(entry.values()))["TableName"]
+
+    def lease_update(expression: str, names: list[str]) -> dict[str, Any]:
+        values = to_values({f":{name}": 1 for name in names})
+        update = {"TableName": reservations, "Key": lease_key, "UpdateExpression": expression}
+        return {"Update": {**update, "ExpressionAttributeValues": values}}
+
+    reservation_put = [e for e in admit if table(e) == reservations]
+    central = [e for e in admit if table(e) != reservations]
+    per_lease = 1 / requests_per_lease
+    take = [*central, {"Put": {"TableName": reservations, "Item": lease}}]
+    lease_admit = [
+        lease_update("ADD openCount :a, admitted :b, committedMicros :c, committedTokens :d", list("abcd")),
+        *reservation_put,
+    ]
+    settle_updates = "ADD openCount :a, spentMicros :b, committedMicros :c, committedTokens :d, tokens :e, "
+    lease_settle = [lease_update(settle_updates + "requestCount :f, inputTokens :g, outputTokens :h", list("abcdefgh"))]
+    returns = [{"Delete": {"TableName": reservations, "Key": lease_key}}]
+    for entry in settle:
+        body = next(iter(entry.values()))
+        if body["TableName"] in (reservations, get_settings().request_log_table):
+            lease_settle.append(entry)
+        elif body.get("Key", {}).get("pk", {}).get("S", "").startswith("daily#"):
+            sharded = {**body, "Key": {**body["Key"], "sk": {"S": body["Key"]["sk"]["S"] + "#3"}}}
+            lease_settle.append({"Update": sharded})
+        else:  # key item, minute counter, balance, budget period, ledger entry: once per lease
+            returns.append(entry)
+    records = direct.records
+    writes = writes_of("take", take, records, puts, per_lease)
+    writes += writes_of("admit (lease)", lease_admit, records, puts)
+    writes += writes_of("settle (lease)", lease_settle, records, puts)
+    writes += writes_of("return", returns, records, puts, per_lease)
+    name = direct.name.replace("today (direct)", "lease design (as built)")
+    ids = {**direct.ids, lease["requestId"]["S"]: "instance"}  # each instance updates its own lease item
+    return Scenario(f"{name}, {requests_per_lease:g} requests per lease", writes, ids, records)
+
+
+def tuned_lease_scenario(built: Scenario, requests_per_lease: float, shards: int = 16) -> Scenario:
+    """What the simulation suggests on top of what is built: the request log's GSIs keyed <id>#<shard> (16),
+    the daily counter added by the lease's return (not per request), lease updates kept out of the byDeadline
+    index (its projection KEYS_ONLY: only the lease's Put and Delete write it), longer slices."""
+    per_lease = 1 / requests_per_lease
+    writes = []
+    for w in built.writes:
+        if w.partition.startswith("daily#"):
+            writes.append(replace(w, step="return", per_request=per_lease))
+            continue
+        if w.table == "RequestLogTable":
+            w = replace(
+                w, indexes=tuple(replace(i, partition=f"{i.partition}#<shard>", spread=shards) for i in w.indexes)
+            )
+        if w.partition.startswith("lease#") and w.action == "Update":
+            w = replace(w, indexes=())
+        if w.step in ("take", "return"):
+            w = replace(w, per_request=per_lease)
+        writes.append(w)
+    name = built.name.split(", ")[0].replace("(as built)", "(tuned)") + ", " + built.name.split(", ")[1]
+    name += f", {requests_per_lease:g} requests per lease, 64 reservation shards"
+    return Scenario(name, writes, built.ids, built.records, reservation_shards=64)
 
 
 # ------------------------------------------------------------------------------------------ ceilings
@@ -601,8 +631,6 @@ def print_writes(scenario: Scenario) -> None:
 
 
 def print_ceilings(scenario: Scenario, rows: int = 9) -> dict[str, float]:
-    from llm_platform.data.metering import RESERVATION_SHARDS
-
     found = targets(scenario)
     print(f"  ceilings on one partition ({PARTITION_WCU:,} WCU/s), the hottest first:")
     print(f"    {'item or partition':<78}{'scope':<14}{'WCU/req':>8}{'req/s':>9}")
@@ -611,14 +639,16 @@ def print_ceilings(scenario: Scenario, rows: int = 9) -> dict[str, float]:
         print(f"    {(target.label + kind)[:77]:<78}{target.scope:<14}{target.wcu_per_request:>8.3g}"
               f"{ceiling(target):>9,.0f}")  # fmt: skip
     by_scope: dict[str, float] = {}
-    for scope in ("key", "subscription", "account", "instance", "platform"):
+    for scope in ("key", "subscription", "account", "instance"):
         limits = [ceiling(t) for t in found if t.scope == scope]
         if limits:
-            # The reservations' index is spread over RESERVATION_SHARDS partitions shared by every account.
-            by_scope[scope] = min(limits) * (RESERVATION_SHARDS if scope == "platform" else 1)
+            by_scope[scope] = min(limits)
+    platform = sum(t.wcu_per_request for t in found if t.scope == "platform")
+    if platform:  # the byDeadline index's shards are shared by every request of every account, evenly
+        by_scope["platform"] = scenario.reservation_shards * PARTITION_WCU / platform
     print("  ceiling (requests/s, partition throughput alone): " + ", ".join(
         f"per {scope} {limit:,.0f}" for scope, limit in by_scope.items()
-    ) + f" (platform: all accounts together, over the {RESERVATION_SHARDS} reservation shards)")  # fmt: skip
+    ) + f" (platform: every account together, over {scenario.reservation_shards} reservation shards)")  # fmt: skip
     return by_scope
 
 
@@ -659,28 +689,28 @@ def main() -> None:
         )
         summary.append((scenario.name, by_scope, conflicts))
     rate_per_instance = 2000 / INSTANCES
-    for direct in scenarios[::2]:
-        for horizon in HORIZONS:
-            lease = lease_scenario(direct, max(1.0, rate_per_instance * horizon))
-            print_writes(lease)
-            by_scope = print_ceilings(lease)
-            summary.append((lease.name, by_scope, None))
-    sharded = lease_scenario(scenarios[0], max(1.0, rate_per_instance * HORIZONS[-1]), 8, shard_in_partition=True)
-    print_writes(sharded)
-    summary.append((sharded.name, print_ceilings(sharded), None))
+    credit = scenarios[0]
+    built = lease_scenario(credit, math.ceil(rate_per_instance * BUILT_HORIZON) + 1)
+    tuned = tuned_lease_scenario(built, math.ceil(rate_per_instance * TUNED_HORIZON) + 1)
+    for lease in (built, tuned):
+        print_writes(lease)
+        summary.append((lease.name, print_ceilings(lease), None))
     print("\nSummary: requests/s one key (of one account) can sustain before a partition throttles")
     for name, by_scope, conflicts in summary:
         limit = min(v for k, v in by_scope.items() if k in ("key", "subscription", "account"))
         others = ", ".join(f"per {k} {v:,.0f}" for k, v in by_scope.items())
         note = f"; TransactionConflict from ~{conflicts:,.0f}" if conflicts else ""
         print(f"  {name}: {limit:,.0f} req/s ({others}){note}")
-    print(f"  (lease rows: {INSTANCES} instances sharing 2,000 req/s, {rate_per_instance:g} req/s each; a lease covers "
-          "rate x horizon requests)")  # fmt: skip
+    print(
+        f"  (lease rows: {INSTANCES} instances sharing 2,000 req/s, {rate_per_instance:g} req/s each; "
+        "subscription keys stay on the direct path (Decisions D1))"
+    )
 
 
 HOLD_MS = 5.0  # assumed server-side hold of an item by one transaction (prepare to commit)
 INSTANCES = 200
-HORIZONS = (1.0, 5.0)  # seconds of this instance's traffic one lease covers
+BUILT_HORIZON = 2.0  # Decisions D3: a lease covers ~2 s of the instance's rate (n = ceil(rate x 2) + 1)
+TUNED_HORIZON = 10.0  # the simulation's tuned variant
 
 
 if __name__ == "__main__":
