@@ -54,6 +54,7 @@ class Config:
     lease_threshold: float = 2.0  # D2: req/s (EWMA, 2 s) above which, once warm, a key is leased
     warm_seconds: float = 5.0  # D2: ...for at least this long (a burst is not a hot key)
     prewarmed: bool = True  # steady state: the key has been this hot for long (the run starts past the warm-up)
+    prewarm_leases: bool = True  # ...and every instance already holds a lease of a random age (False: none yet)
     horizon: float = 2.0  # D3: n = ceil(rate x horizon) + 1 (divided by the shrink divisor), at most rpm // 8
     lease_lifetime: float = 5.0  # D4: no new request on a lease after this long (nor past its minute)
     return_tick: float = 0.5  # D9: ended, drained leases are returned by a background thread this often
@@ -165,7 +166,7 @@ class Simulation:
             for instance in self.instances:
                 instance.ewma = config.rate / config.instances
                 instance.hot_since = -math.inf
-            if config.design == "lease":
+            if config.design == "lease" and config.prewarm_leases:
                 self.prewarm_leases()
 
     def prewarm_leases(self) -> None:
@@ -684,6 +685,11 @@ VARIANTS = {
 }
 
 
+def limit_variants(rate: float) -> list[tuple[str, dict[str, Any]]]:
+    """Past 2,000 req/s today's design fails nearly every admission (the load table): not run again."""
+    return [(label, settings) for label, settings in VARIANTS.items() if rate <= 2000 or "direct" not in label]
+
+
 def short(name: str) -> str:
     return name.replace("UsageCounters:", "").replace("Reservations.", "Res.")
 
@@ -726,23 +732,27 @@ def main() -> None:
         )
         for label, settings in VARIANTS.items():
             print_load(rate, label, simulate(rate=rate, seed=args.seed, **settings))
-    print("\nLimits: a balance of 2.5 s of reservations runs out mid-run; the run ends when every request is")
-    print("settled and every lease returned. First refusal: committed money (reserved + spent) / budget when the")
-    print("first request was refused. Unaccounted: budget - spend - balance left (0 = every micro-dollar accounted)")
+    print("\nLimits: a small balance, 2.5 s of reservations, runs out mid-run (the worst case for leases: it is less")
+    print("than the instances' slices hold); instances are warm but hold no lease at the start; the run ends when")
+    print("every request is settled and every lease returned. False: refused while the budget still had room for")
+    print("the request (money held in other instances' leases). 1st refusal: committed money (reserved + spent) /")
+    print("budget at the first refusal. Unaccounted: budget - spend - balance left (0 = every micro-dollar back).")
     print(
         f"  {'design':<21}{'admitted':>9}{'refused':>9}{'false':>7}{'1st refusal':>13}"
         f"{'spend':>10}{'over by':>9}{'unaccounted':>11}"
     )
     for rate in args.rates:
         print(f" {rate:,.0f} req/s")
-        for label, settings in VARIANTS.items():
+        for label, settings in limit_variants(rate):
             budget = int(rate * 2.5 * 1_500)
-            print_limits(rate, label, simulate(rate=rate, seed=args.seed, balance_micros=budget, **settings))
-    print("\nRPM: a limit of 4 s of traffic per minute (money ample): the most requests admitted in a minute")
+            f = simulate(rate=rate, seed=args.seed, balance_micros=budget, prewarm_leases=False, **settings)
+            print_limits(rate, label, f)
+    print("\nRPM: a limit of 4 s of traffic per minute (money ample, no lease at the start): the most requests")
+    print("admitted in one minute, never above the RPM; false: refused while the minute still had room")
     print(f"  {'design':<21}{'rate':>7}{'admitted in the minute':>24}{'RPM':>9}{'refused':>9}{'false':>7}")
     for rate in args.rates:
-        for label, settings in VARIANTS.items():
-            f = simulate(rate=rate, seed=args.seed, rpm=int(rate * 4), **settings)
+        for label, settings in limit_variants(rate):
+            f = simulate(rate=rate, seed=args.seed, rpm=int(rate * 4), prewarm_leases=False, **settings)
             print(
                 f"  {label:<21}{rate:>7,.0f}{f['max per minute']:>24,}{f['rpm']:>9,}"
                 f"{f['refused']:>9,}{f['false refusals']:>7,}"
