@@ -33,6 +33,8 @@ from typing import Any
 PARTITION_WCU = 1000.0
 _MEDIAN_DURATION = math.log(1.5)
 TX_ITEM_WCU = 2  # a transactional write of an item under 1 KB
+MINUTE_COUNTER_BYTES = 102  # bench/capacity_model.py: the minute counter as admission leaves it
+LEASE_ID_BYTES = 36  # a lease id (uuid) in the minute counter's ``leases`` string set
 GSI_WCU = 1  # a GSI write of an item under 1 KB
 CONFLICT_ATTEMPTS = 8  # data/dynamo.py: _CONFLICT_ATTEMPTS
 
@@ -65,6 +67,9 @@ class Config:
     index_shards: int = 1  # >1: request-log GSIs and daily counter sharded in the partition key
     daily_in_return: bool = False  # the daily counter added once per lease by its return, not per request
     split_lease_item: bool = False  # settles add to a lease usage item apart from the one admissions update
+    # D5/D9: the ids of the minute's live leases are a string set on the minute counter ("minute"), which grows
+    # that item (its writes cost 2 WCU per KB); "items": one small registry item per lease instead.
+    lease_registry: str = "minute"
     ewma_tau: float = 2.0
     reservation_shards: int = 16  # data/metering.py: RESERVATION_SHARDS
     trace: bool = False  # keep every committed hold (item, from, until), for the tests
@@ -161,6 +166,8 @@ class Simulation:
         self.key_seen = 0.0
         self.window: dict[str, int] = defaultdict(int)  # counts measured over [warmup, seconds)
         self.first_refusal_committed: int | None = None
+        self.registry: dict[int, set[str]] = defaultdict(set)  # minute -> its live leases (lease_registry "minute")
+        self.registry_peak = 0
         if config.prewarmed:  # the key has been this hot for long: every instance is past its warm-up
             self.key_ewma = config.rate
             for instance in self.instances:
@@ -190,6 +197,8 @@ class Simulation:
             lease.requests_left, lease.money_left = left, left * reserve
             self.minute_counter[0] += left
             self.balance -= left * reserve
+            if self.c.lease_registry == "minute":
+                self.registry[0].add(lease.lease_id)
             self.leases.append(lease)
             instance.active = lease
             self.at(lease.created + self.c.lease_lifetime, self.expire, instance, lease)
@@ -252,8 +261,8 @@ class Simulation:
                 self.at(now + 0.001 + self.network(), self.answer, tx, "conflict")
                 return
         needs: dict[str, float] = defaultdict(float)
-        for _, partition in tx.items:
-            needs[partition] += TX_ITEM_WCU
+        for item, partition in tx.items:
+            needs[partition] += self.units(item)
         for partition in tx.unique:
             if partition is not None:
                 needs[partition] += TX_ITEM_WCU
@@ -282,12 +291,20 @@ class Simulation:
             self.buckets[partition][0] -= units
         if self.measured():
             for item, _ in tx.items:
-                self.item_wcu[item] += TX_ITEM_WCU
+                self.item_wcu[item] += self.units(item)
             for partition, units in needs.items():
                 self.partition_wcu[partition] += units
-            self.total_wcu += tx_wcu(tx)
+            self.total_wcu += sum(needs.values()) + TX_ITEM_WCU * tx.unique.count(None)
         tx.apply()
         self.at(now + hold + self.network(), self.answer, tx, "ok")
+
+    def units(self, item: str) -> int:
+        """WCU of one transactional write of a shared item: 2 per KB of its size. Only the minute counter grows:
+        with the lease registry on it (D5), it carries the ids of the minute's live leases."""
+        if self.c.design == "lease" and self.c.lease_registry == "minute" and item.startswith("minute#"):
+            live = len(self.registry.get(int(item[7:]), ()))
+            return 2 * math.ceil((MINUTE_COUNTER_BYTES + LEASE_ID_BYTES * live) / 1024)
+        return TX_ITEM_WCU
 
     def answer(self, tx: Tx, outcome: str) -> None:
         if outcome == "conflict" and tx.attempt < CONFLICT_ATTEMPTS - 1:
@@ -315,7 +332,7 @@ class Simulation:
     def daily_item(self, request: Request, sharded: bool) -> tuple[str, str]:
         if not sharded:
             return "daily", "UsageCounters:daily#acct"
-        shard = request.number % self.c.daily_shards
+        shard = request.number % self.c.daily_shards  # D8: the request id's hash modulo 8
         if self.c.index_shards > 1:
             return f"daily#{shard}", f"UsageCounters:daily#acct#{shard % self.c.index_shards}"
         return f"daily#{shard}", "UsageCounters:daily#acct"
@@ -515,6 +532,9 @@ class Simulation:
         def apply() -> None:
             self.minute_counter[minute] += requests
             self.balance -= money
+            if self.c.lease_registry == "minute":
+                self.registry[minute].add(lease.lease_id)
+                self.registry_peak = max(self.registry_peak, len(self.registry[minute]))
 
         def done(outcome: str) -> None:
             instance.taking = False
@@ -548,6 +568,8 @@ class Simulation:
         unique = [None, None]  # the lease item (Put) and the first request's reservation
         if self.c.split_lease_item:
             unique.append(None)
+        if self.c.lease_registry == "items":  # the key's registry: one item per lease under one partition key
+            unique.append("UsageCounters:leases#key")
         indexes = [self.KEY_INDEX, self.reservation_index(first), self.lease_index(lease)]
         self.send(Tx("take", [self.KEY, self.BALANCE, self.minute_item(minute)], unique, indexes, check, apply, done))
 
@@ -599,6 +621,7 @@ class Simulation:
             lease.money_left = 0
             self.minute_counter[lease.minute] -= unused
             lease.requests_left = 0
+            self.registry[lease.minute].discard(lease.lease_id)
 
         def done(outcome: str) -> None:
             if outcome == "ok":
@@ -612,7 +635,8 @@ class Simulation:
             items.append(self.lease_usage(lease))
         if self.c.daily_in_return:  # the lease's requests, tokens and spend per model, added to the day's counter
             items.append(("daily", "UsageCounters:daily#acct"))
-        tx = Tx("return", items, [self.LEDGER], [self.KEY_INDEX, self.lease_index(lease)], lambda: None, apply, done)
+        unique = [self.LEDGER] + (["UsageCounters:leases#key"] if self.c.lease_registry == "items" else [])
+        tx = Tx("return", items, unique, [self.KEY_INDEX, self.lease_index(lease)], lambda: None, apply, done)
         self.at(self.now + 2 * self.network() + 0.001, self.send, tx)  # after the GetItem's round trip
 
     # ------------------------------------------------------------------ figures
@@ -649,6 +673,7 @@ class Simulation:
             "budget": self.budget,
             "balance": self.balance,
             "leases": self.counts["leases taken"],
+            "registry peak": self.registry_peak,
             "max per minute": max(self.admitted_per_minute.values(), default=0),
             "rpm": self.rpm,
         }
@@ -668,8 +693,9 @@ VARIANTS = {
     "lease (as built)": {"design": "lease"},
     # What the simulation says it needs on top: switch on the key's rate, 10 s slices living 20 s (fewer takes and
     # returns on the central items), settles on a lease usage item apart from the one admissions update, lease
-    # updates kept out of the byDeadline index (KEYS_ONLY), the daily counter added by the return, the request
-    # log's GSIs sharded x16 in the partition key, and 64 reservation shards.
+    # updates kept out of the byDeadline index (KEYS_ONLY), the daily counter added by the return, the lease
+    # registry as one item per lease (not a set on the minute counter), the request log's GSIs sharded x16 in
+    # the partition key, and 64 reservation shards.
     "lease (tuned)": {
         "design": "lease",
         "switch": "key",
@@ -679,6 +705,7 @@ VARIANTS = {
         "split_lease_item": True,
         "deadline_index_updates": False,
         "daily_in_return": True,
+        "lease_registry": "items",
         "index_shards": 16,
         "reservation_shards": 64,  # data/metering.py RESERVATION_SHARDS 16 -> 64: 16 cap all accounts at ~8,000 req/s
     },

@@ -121,3 +121,15 @@ def test_the_simulation_writes_what_the_model_derives(proxy_environment) -> None
         assert len(tx.items) + len(tx.unique) == len(writes)
         assert len(tx.indexes) == sum(len(w.indexes) for w in writes)
         assert sim.tx_wcu(tx) == sum(w.wcu for w in writes) + sum(i.wcu for w in writes for i in w.indexes)
+
+
+def test_the_lease_registry_grows_the_minute_counter_alike_in_model_and_simulation(proxy_environment) -> None:
+    # Given the built design's minute counter holding the ids of 400 live leases, then the model sizes its
+    # writes as the simulation charges them (2 WCU per KB: ~14.5 KB, 30 WCU), not 2 WCU.
+    built = model.lease_scenario(model.direct_scenario("credit", "credit"), 21)
+    minute_writes = [w for w in built.writes if w.step == "take" and w.sort and w.sort.startswith("minute#")]
+    assert [w.wcu for w in minute_writes] == [30]
+    simulation = sim.Simulation(sim.Config(rate=1, design="lease"))
+    simulation.registry[0] = {f"lease-{n}" for n in range(model.LIVE_LEASES)}
+    assert simulation.units("minute#0") == minute_writes[0].wcu
+    assert simulation.units("minute#1") == sim.TX_ITEM_WCU
