@@ -747,10 +747,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
     print(f"Hot-account simulation (issue 16): one account, one credit key, 200 proxy instances, seed {args.seed}")
-    print("Load (money and RPM never bind). Over seconds 2.5-6 of a 6 s run (2.5-4.5 of 4.5 s at 10,000 req/s):")
-    print("WCU/s on the hottest item and")
-    print("partition key (% of 1,000 WCU/s), TransactionConflicts and throttles per second, admissions failed (503),")
-    print("settles failed (503 billing_unavailable, left to the reconciler), admission latency p50/p99 (ms)")
+    print("Load (money and RPM never bind), over seconds 2.5-6 of a 6 s run (2.5-4.5 of 4.5 s at 10,000 req/s):")
+    print("WCU/s on the hottest item and partition key (% of 1,000 WCU/s), TransactionConflicts and throttles per")
+    print("second, admissions failed (503), settles failed (503 billing_unavailable, left to the reconciler),")
+    print("admission latency p50/p99 (ms)")
     for rate in args.rates:
         print(f"\n{rate:,.0f} req/s")
         print(
