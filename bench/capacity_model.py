@@ -144,7 +144,6 @@ class Write:
     size: int  # bytes: the larger of the item before and after
     per_request: float = 1.0  # take and return happen once per lease of n requests
     indexes: tuple[IndexWrite, ...] = ()
-    what: str = ""
     spread: int = 1  # written on one of this many shards (sharded counters)
 
     @property
@@ -161,9 +160,6 @@ class Scenario:
     records: Any = None
     reservation_shards: int = 16  # data/metering.py RESERVATION_SHARDS: the byDeadline index's partitions
     captured: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the proxy's transactions, by step
-
-    def transactions(self) -> list[str]:
-        return list(dict.fromkeys(w.step for w in self.writes))
 
 
 def _table_indexes() -> dict[str, list[dict[str, Any]]]:

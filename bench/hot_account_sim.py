@@ -126,7 +126,6 @@ class Tx:
     apply: Any  # () -> None, the writes (applied while the items are held: serial order)
     done: Any  # (outcome) -> None: "ok" | "refused" | "failed"
     attempt: int = 0
-    first_sent: float = 0.0
 
 
 def tx_wcu(tx: Tx) -> int:
@@ -160,7 +159,6 @@ class Simulation:
         self.counts: dict[str, int] = defaultdict(int)
         self.latencies: list[float] = []
         self.requests: list[Request] = []
-        self.lease_money_at_refusals: list[int] = []
         self.leases: list[Lease] = []
         self.key_ewma = 0.0
         self.key_seen = 0.0
@@ -245,8 +243,6 @@ class Simulation:
         return body
 
     def send(self, tx: Tx) -> None:
-        if tx.attempt == 0:
-            tx.first_sent = self.now
         self.at(self.now + self.network(), self.serve, tx)
 
     def serve(self, tx: Tx) -> None:
@@ -385,9 +381,6 @@ class Simulation:
         )
         if room:
             self.counts["false refusals"] += 1
-        self.lease_money_at_refusals.append(
-            sum(lease.money_left for lease in self.leases if not lease.returned and lease.money_left > 0)
-        )
 
     def fail(self, request: Request) -> None:
         self.counts["failed requests (503)"] += 1
