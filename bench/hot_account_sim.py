@@ -11,9 +11,10 @@ generation of a few seconds, against a model of DynamoDB:
     case, where adaptive capacity has isolated each hot key on its own partition; a transaction that
     finds a partition without capacity is cancelled (ThrottlingError), which ``transact`` does not retry:
     the request fails (admission) or is left to the reconciler (settle);
-  - items written: the capacity model's (bench/capacity_model.py prints their sizes: all under 1 KB,
-    so 2 WCU per transactional item and 1 WCU per GSI write; tests/unit/test_hot_account_sim.py keeps the
-    two in step).
+  - items written: the capacity model's (bench/capacity_model.py prints their sizes: all under 1 KB, so 2 WCU
+    per transactional item and 1 WCU per GSI write, except the built design's minute counter, which carries
+    the ids of the minute's live leases: 2 WCU per KB of them); tests/unit/test_capacity_model.py keeps the
+    two in step.
 Two designs: "direct" (today: one admission and one settle transaction on the central items per request)
 and "lease" (issue 16: per-instance leases taken from the central items in one transaction, admit and settle
 on the instance's own lease item, unspent money and requests returned when the lease ends), modelled as the
