@@ -6,12 +6,12 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench build layer-requirements openapi clean
+.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench bench-capacity build layer-requirements openapi clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | bench | lint | validate | build | openapi | dashboard"
+	@echo "make unit | integration | e2e | bench | bench-capacity | lint | validate | build | openapi | dashboard"
 
 # Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
 # browser test paying on the Stripe simulator's checkout page) from apt when missing.
@@ -68,6 +68,12 @@ e2e: install dashboard
 # Prints figures (DynamoDB calls per request, cold import, added latency, throughput); asserts nothing.
 bench: install
 	$(PY) bench/proxy_bench.py
+
+# Hot accounts (issue 16): the capacity model (DynamoDB writes per request, partition ceilings) and the
+# discrete-event simulation at 500, 2,000 and 10,000 req/s; prints figures, asserts nothing.
+bench-capacity: $(VENV)/.installed
+	$(PY) bench/capacity_model.py
+	$(PY) bench/hot_account_sim.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
