@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from llm_platform.config import get_settings
+from llm_platform.data import dynamo
 from llm_platform.domain.money import format_usd
 from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
@@ -69,6 +70,12 @@ class _Response:
         await self._send(message)
 
 
+def _on_hot_path(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The proxy's transactions go straight to DynamoDB's wire protocol, not through botocore."""
+    with dynamo.hot_path():
+        return function(*args, **kwargs)
+
+
 class ProxyApp:
     def __init__(self) -> None:
         self.keys = KeyCache()
@@ -81,7 +88,9 @@ class ProxyApp:
         executor has cpu+4 threads, which would queue admissions behind each other."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="proxy-db")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(function, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(_on_hot_path, function, *args, **kwargs)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
