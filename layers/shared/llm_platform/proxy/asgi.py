@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import httpx
-
 from llm_platform.config import get_settings
 from llm_platform.data import dynamo
 from llm_platform.domain.money import format_usd
 from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.generation import Generation, sse_chunks
+from llm_platform.proxy.http1 import HTTPError
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
@@ -250,7 +249,7 @@ class ProxyApp:
                             raise ValueError("not a chat completion")
                         generation.from_completion(data)
                     else:
-                        with contextlib.suppress(httpx.HTTPError):  # stalled past its timeout, or dropped
+                        with contextlib.suppress(HTTPError):  # stalled past its timeout, or dropped
                             async for _ in sse_chunks(response.aiter_lines(), generation):
                                 pass
         finally:
