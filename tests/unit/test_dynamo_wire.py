@@ -74,6 +74,7 @@ class FakeDynamoDB:
     def __init__(self) -> None:
         self.answers: list[tuple[int, dict[str, Any]]] = []
         self.received: list[dict[str, Any]] = []
+        self.close_after_answer = False
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +90,7 @@ class FakeDynamoDB:
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
                 self.wfile.write(raw)
+                self.close_connection = fake.close_after_answer
 
             def log_message(self, *_: Any) -> None:
                 pass
@@ -183,3 +185,14 @@ def test_other_errors_are_client_errors_with_their_code(fake: FakeDynamoDB) -> N
         dynamo.transact([{"Update": {}}])
     assert failed.value.response["Error"] == {"Code": "ValidationException", "Message": "One or more parameter values"}
     assert len(fake.received) == 1  # not retried
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(fake: FakeDynamoDB) -> None:
+    # Given a server that closes each connection after answering, without saying so
+    fake.close_after_answer = True
+    fake.answers += [(200, {}), (200, {})]
+    # When two transactions are written in turn: the second finds its connection gone and reconnects
+    dynamo_wire.transact_write_items([{"Update": {}}], ClientRequestToken="req-4")
+    dynamo_wire.transact_write_items([{"Update": {}}], ClientRequestToken="req-5")
+    # Then both applied, once each
+    assert [r["body"]["ClientRequestToken"] for r in fake.received] == ["req-4", "req-5"]
