@@ -448,18 +448,21 @@ def print_report(args, results: list[dict], floors: list[dict], names: list[str]
             f"    ratios: added p50 (1 client) / two-transaction floor {value_range(ratios(added_p50, two), 2)}x; "
             f"streamed first-byte overhead p50 / one transaction {value_range(ratios(ttfb, one), 2)}x"
         )
-    if "litellm" in names and "ours" in names:
-        print_peer_ratios(args, [r["ours"] for r in results], [r["litellm"] for r in results], direct)
+    # Each other build of ours (--compare) against ours, then ours against LiteLLM's.
+    pairs = [(name, "ours") for name in names if name not in (UPSTREAM, "ours", "litellm")]
+    pairs += [("ours", "litellm")] if "litellm" in names else []
+    for mine, theirs in pairs:
+        print_ratios(args, mine, theirs, [r[mine] for r in results], [r[theirs] for r in results], direct)
 
 
-def print_peer_ratios(args, ours: list[dict], peer: list[dict], direct: list[dict]) -> None:
+def print_ratios(args, name: str, other: str, ours: list[dict], peer: list[dict], direct: list[dict]) -> None:
     def each(figure) -> list[float]:
         return ratios(
             [figure(o, d) for o, d in zip(ours, direct, strict=True)],
             [figure(p, d) for p, d in zip(peer, direct, strict=True)],
         )
 
-    print("  ours / LiteLLM (per repeat, then ranged):")
+    print(f"  {name} / {other} (per repeat, then ranged):")
     figures = {
         "added p50, 1 client": lambda t, d: added(t["plain1"], d["plain1"]),
         "added p99, 1 client": lambda t, d: added(t["plain1"], d["plain1"], "p99"),
