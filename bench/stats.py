@@ -90,3 +90,27 @@ def value_range(values: Iterable[float], digits: int = 1, unit: str = "") -> str
     low, high = f"{min(numbers):.{digits}f}", f"{max(numbers):.{digits}f}"
     text = low if low == high else f"{low}–{high}"
     return f"{text} {unit}".rstrip()
+
+
+@dataclass(frozen=True)
+class ImportTime:
+    module: str
+    self_us: int
+    cumulative_us: int
+    depth: int  # 0 for a module imported at top level
+
+
+def parse_importtime(stderr: str) -> list[ImportTime]:
+    """The lines of `python -X importtime` ("import time: self [us] | cumulative | imported package");
+    other lines (the header, anything the program printed) are skipped."""
+    entries = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            continue  # the header line
+        name = fields[2].rstrip()
+        indent = len(name) - len(name.lstrip())
+        entries.append(ImportTime(name.strip(), int(fields[0]), int(fields[1]), max(0, (indent - 3) // 2)))
+    return entries

@@ -9,6 +9,7 @@ import pytest
 
 from bench.stats import (
     cpu_ms_per_request,
+    parse_importtime,
     parse_proc_stat,
     percentile,
     process_tree_cpu_seconds,
@@ -85,3 +86,22 @@ def test_value_range():
     assert value_range([13.21, 17.0, 15.5], 1, "ms") == "13.2–17.0 ms"
     assert value_range([2.001, 2.004], 2) == "2.00"
     assert value_range([]) == "n/a"
+
+
+def test_parse_importtime_reads_self_cumulative_and_depth():
+    # Given `python -X importtime` output with its header and a line the program printed
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       136 |        136 |   _io\n"
+        "import time:       250 |       1200 |   handler\n"
+        "import time:       950 |        950 |     llm_platform.api.views\n"
+        "some warning the program printed\n"
+    )
+    # When it is parsed
+    entries = parse_importtime(stderr)
+    # Then every import line is read, nesting from its indent, and nothing else
+    assert [(e.module, e.self_us, e.cumulative_us, e.depth) for e in entries] == [
+        ("_io", 136, 136, 0),
+        ("handler", 250, 1200, 0),
+        ("llm_platform.api.views", 950, 950, 1),
+    ]
