@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from bench.dynamodb_counter import Call, write_units
+from bench.floor import fresh
 from bench.stats import (
     cpu_ms_per_request,
     parse_importtime,
@@ -105,3 +108,47 @@ def test_parse_importtime_reads_self_cumulative_and_depth():
         ("handler", 250, 1200, 0),
         ("llm_platform.api.views", 950, 950, 1),
     ]
+
+
+def test_floor_replay_is_a_new_request_with_its_own_token():
+    # Given a captured settle transaction naming its request id, with a token derived from it elsewhere
+    request_id = "4f1c2d3e-0000-4000-8000-0123456789ab"
+    captured = json.dumps(
+        {
+            "TransactItems": [
+                {"Delete": {"TableName": "Reservations", "Key": {"requestId": {"S": request_id}}}},
+                {"Put": {"TableName": "RequestLog", "Item": {"sortKey": {"S": f"2026-11-30T15:00:00Z#{request_id}"}}}},
+            ],
+            "ClientRequestToken": "5a0e8a3c-uuid5-of-the-request",
+        }
+    )
+    # When it is replayed as the request `new`
+    new = "9a8b7c6d-1111-4111-8111-fedcba987654"
+    first, second = fresh(captured, request_id, new), fresh(captured, request_id, new)
+    # Then every mention of the old id is the new one, and each replay has a token of its own
+    assert request_id not in json.dumps(first) and json.dumps(first).count(new) == 2
+    assert first["ClientRequestToken"] != second["ClientRequestToken"]
+    assert first["ClientRequestToken"] != "5a0e8a3c-uuid5-of-the-request"
+
+
+def test_write_units_per_transaction_item_and_index_copy():
+    # Given an admission (a key update and a reservation put) and a settle (a log put, a 1.5 KB item)
+    admission = Call(
+        "TransactWriteItems",
+        3.0,
+        {"TransactItems": [{"Update": {"TableName": "ApiKeys"}}, {"Put": {"TableName": "Reservations"}}]},
+        200,
+    )
+    settle = Call(
+        "TransactWriteItems",
+        3.0,
+        {
+            "TransactItems": [
+                {"Put": {"TableName": "RequestLog", "Item": {"pad": {"S": "x" * 1500}}}},
+                {"Delete": {"TableName": "Reservations"}},
+            ]
+        },
+        200,
+    )
+    # Then: 2 units per item per KB; the log's 2 index copies per KB; the reservation index 1 per KB
+    assert write_units([admission, settle], "RequestLog", "Reservations") == (4, 2 + 2 + 1 + (4 + 4) + 2 + 1)
