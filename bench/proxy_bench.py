@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -199,6 +200,16 @@ def start_upstream(processes: Processes) -> Target:
     return Target(UPSTREAM, url, None, process, supports_embeddings=True)
 
 
+def server_options(code: Path) -> list[str]:
+    """uvicorn's HTTP parser and event loop as that checkout's run.sh picks them. Without ``--http`` and
+    ``--loop`` there, Lambda runs h11 and asyncio's loop (only the proxy's requirements are installed), even
+    where this venv has httptools and uvloop, which uvicorn's ``auto`` would pick."""
+    script = (code / "functions" / "proxy" / "run.sh").read_text()
+    http = re.search(r"--http\s+(\S+)", script)
+    loop = re.search(r"--loop\s+(\S+)", script)
+    return ["--http", http.group(1) if http else "h11", "--loop", loop.group(1) if loop else "asyncio"]
+
+
 def start_our_proxy(
     processes: Processes, name: str, code: Path, env: dict[str, str], dynamodb_url: str, key: str
 ) -> Target:
@@ -211,7 +222,7 @@ def start_our_proxy(
         "PYTHONPATH": f"{code / 'functions' / 'proxy'}:{code / 'layers' / 'shared'}",
     }
     command = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--no-access-log", "--log-level", "warning"]
+    command += ["--no-access-log", "--log-level", "warning", *server_options(code)]
     process, log = processes.start(name, command, proxy_env, code / "functions" / "proxy")
     url = f"http://127.0.0.1:{port}"
     wait_ready(f"{url}/healthz", process, name, log)
