@@ -508,6 +508,7 @@ def main() -> None:
     parser.add_argument("--skip-imports", action="store_true", help="leave out the cold-import figures")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    args.litellm_venv = args.litellm_venv.resolve()  # its CLI is started from a scratch folder
     if args.quick:
         args.requests, args.streams, args.load, args.repeats, args.floor_requests = 100, 40, 300, 1, 100
 
