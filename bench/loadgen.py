@@ -58,14 +58,17 @@ class Connection:
                     first_byte = time.perf_counter()
                     if on_first_byte is not None:
                         await on_first_byte()
-        elif "content-length" in response_headers:
-            length = int(response_headers["content-length"])
-            parts.append(await self.reader.readexactly(length) if length else b"")
-            first_byte = time.perf_counter()
         else:
-            parts.append(await self.reader.read())
+            # A whole body: its first byte comes with the headers (the server answers once it has it all).
             first_byte = time.perf_counter()
-            await self.close()
+            if on_first_byte is not None:
+                await on_first_byte()
+            if "content-length" in response_headers:
+                length = int(response_headers["content-length"])
+                parts.append(await self.reader.readexactly(length) if length else b"")
+            else:
+                parts.append(await self.reader.read())
+                await self.close()
         if response_headers.get("connection", "").lower() == "close":
             await self.close()
         return status, response_headers, first_byte, b"".join(parts)

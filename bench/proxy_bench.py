@@ -75,8 +75,10 @@ def cold_import(runs: int, repo: Path) -> tuple[float, float, list[str]]:
     return statistics.median(timings), min(timings), heavy
 
 
-def function_cold_imports(runs: int) -> dict[str, float]:
-    """Median milliseconds to import each function's handler in a fresh interpreter (the proxy: its app)."""
+def function_cold_imports(runs: int) -> dict[str, tuple[float, float]]:
+    """Median milliseconds (wall, CPU) to import each function's handler in a fresh interpreter (the proxy:
+    its app), in Lambda's environment; bench/import_profile.py says where the time goes."""
+    from bench.import_profile import lambda_environment
     from local_stack.template import runs_under_web_adapter
 
     template = load_template(REPO / "template.yaml")
@@ -86,15 +88,20 @@ def function_cold_imports(runs: int) -> dict[str, float]:
             continue
         folder = REPO / resource["Properties"]["CodeUri"]
         module = "app" if runs_under_web_adapter(template, logical_id) else "handler"
-        code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-        env = {**os.environ, "PYTHONPATH": f"{REPO / 'layers' / 'shared'}:{folder}"}
-        timings = []
+        code = (
+            "import time; c = time.process_time(); t = time.perf_counter(); "
+            f"import {module}; print(time.perf_counter() - t, time.process_time() - c)"
+        )
+        env = {**lambda_environment(template, logical_id), "PYTHONPATH": f"{REPO / 'layers' / 'shared'}:{folder}"}
+        timings, cpu = [], []
         for _ in range(runs):
             out = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(f"{logical_id}: {out.stderr.strip().splitlines()[-1]}")
-            timings.append(float(out.stdout) * 1000)
-        results[logical_id] = statistics.median(timings)
+            wall, used = (float(x) * 1000 for x in out.stdout.split())
+            timings.append(wall)
+            cpu.append(used)
+        results[logical_id] = (statistics.median(timings), statistics.median(cpu))
     return results
 
 
@@ -427,7 +434,8 @@ def print_report(args, results: list[dict], floors: list[dict], names: list[str]
     print(
         f"  floor (the admission and settle transactions replayed serially by boto3, p50): two transactions "
         f"{value_range(two, 2)} ms; admission {value_range(one, 2)} ms, "
-        f"settle {value_range((summary(f['settle_ms'])['p50'] for f in floors), 2)} ms"
+        f"settle {value_range((summary(f['settle_ms'])['p50'] for f in floors), 2)} ms; boto3's CPU for the two "
+        f"{value_range((sum(f['cpu_ms']) / len(f['cpu_ms']) for f in floors), 2)} ms (mean)"
     )
     for name in names:
         if name == UPSTREAM:
@@ -519,6 +527,7 @@ def main() -> None:
     parser.add_argument("--skip-imports", action="store_true", help="leave out the cold-import figures")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    args.litellm_venv = args.litellm_venv.resolve()  # its CLI is started from a scratch folder
     if args.quick:
         args.requests, args.streams, args.load, args.repeats, args.floor_requests = 100, 40, 300, 1, 100
 
@@ -633,7 +642,9 @@ def main() -> None:
                 )
             )
             after = floor(dynamodb.endpoint_url, transactions, args.floor_requests - args.floor_requests // 2, 10)
-            floors.append({name: before[name] + after[name] for name in ("admission_ms", "settle_ms", "pair_ms")})
+            floors.append(
+                {name: before[name] + after[name] for name in ("admission_ms", "settle_ms", "pair_ms", "cpu_ms")}
+            )
             results.append(row)
             print(f"  repeat {repeat + 1} of {args.repeats} done", flush=True)
         loads_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -653,9 +664,10 @@ def main() -> None:
 
     if not args.skip_imports:
         per_function = function_cold_imports(3)
-        print("  cold import of each function's handler (median of 3 fresh interpreters):")
-        for logical_id, milliseconds in per_function.items():
-            print(f"    {logical_id:32} {milliseconds:6.0f} ms")
+        print("  cold import of each function's handler (median of 3 fresh interpreters; this venv, so bytecode")
+        print("  as the venv has it: bench/import_profile.py --lambda-like for Lambda's; wall / CPU):")
+        for logical_id, (wall, used) in per_function.items():
+            print(f"    {logical_id:32} {wall:6.0f} / {used:4.0f} ms")
 
     proxy_memory = int(template["Resources"]["ProxyFunction"]["Properties"]["MemorySize"])
     worst_units = max(use.write_units for use, _, _ in counted.values())
