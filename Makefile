@@ -6,12 +6,12 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench bench-capacity build layer-requirements openapi clean
+.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench bench-peers bench-capacity build layer-requirements openapi clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | bench | bench-capacity | lint | validate | build | openapi | dashboard"
+	@echo "make unit | integration | e2e | bench | bench-peers | bench-capacity | lint | validate | build | openapi | dashboard"
 
 # Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
 # browser test paying on the Stripe simulator's checkout page) from apt when missing.
@@ -65,9 +65,22 @@ integration: install dashboard
 e2e: install dashboard
 	$(PY) -m pytest tests/e2e
 
-# Prints figures (DynamoDB calls per request, cold import, added latency, throughput); asserts nothing.
+# Prints figures (DynamoDB calls per request, added latency, CPU per request, the two-transaction floor,
+# throughput, cold imports, cost); asserts nothing. BENCH_ARGS="--quick" for a short run (see --help).
 bench: install
-	$(PY) bench/proxy_bench.py
+	$(PY) bench/proxy_bench.py $(BENCH_ARGS)
+
+# The same with LiteLLM's proxy side by side (interleaved, same upstream), from its own venv; not in `make test`.
+LITELLM_VENV := .venv-litellm
+LITELLM_VERSION := 1.108.0
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q --upgrade pip
+	$(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench-peers: install $(LITELLM_VENV)/.installed
+	$(PY) bench/proxy_bench.py --peers --litellm-venv $(LITELLM_VENV) $(BENCH_ARGS)
 
 # Hot accounts (issue 16): the capacity model (DynamoDB writes per request, partition ceilings) and the
 # discrete-event simulation at 500, 2,000 and 10,000 req/s; prints figures, asserts nothing.

@@ -231,11 +231,8 @@ class Records:
 
 
 def representative_records(kind: str, budget_reset: str | None = None) -> Records:
-    from llm_platform.data.records import to_record_item
-    from llm_platform.data.subscriptions import _record as subscription_record
-    from llm_platform.domain.clock import to_iso
-    from llm_platform.domain.credentials import API_KEY_PREFIX, issue_secret, new_id
-    from llm_platform.domain.entities import (
+    from llm_platform.core.clock import to_iso
+    from llm_platform.core.entities import (
         Account,
         ApiKey,
         BudgetReset,
@@ -245,6 +242,9 @@ def representative_records(kind: str, budget_reset: str | None = None) -> Record
         Subscription,
         SubscriptionStatus,
     )
+    from llm_platform.data.records import to_record_item
+    from llm_platform.data.subscriptions import _record as subscription_record
+    from llm_platform.domain.credentials import API_KEY_PREFIX, issue_secret, new_id
 
     now = to_iso(NOW)
     account_id, subscription_id, key_id = new_id("acct"), new_id("sub"), new_id("key")

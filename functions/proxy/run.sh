@@ -6,7 +6,11 @@
 # layer (/opt/python) are put on the import path here.
 set -euo pipefail
 export PYTHONPATH="${LAMBDA_TASK_ROOT:-$(dirname "$0")}:/opt/python${PYTHONPATH:+:$PYTHONPATH}"
+# httptools and uvloop, named so a build without them fails its readiness check instead of quietly
+# running on h11 and asyncio's loop: they take 0.3-0.6 ms of CPU off every request (README, Measured).
 exec python -m uvicorn app:app \
+  --http httptools \
+  --loop uvloop \
   --host 127.0.0.1 \
   --port "${AWS_LWA_PORT:-8080}" \
   --no-access-log \

@@ -3,7 +3,7 @@
   billed, and the request never fails over to a second provider once the first accepted it;
 - a settle that cannot be written: the client is told the truth, the reservation stays recorded and the
   reconciler settles it (the prompt's cost charged, the rest released, a ledger entry);
-- a botocore retry of an admission that had committed reserves once (ClientRequestToken);
+- a retry of an admission that had committed reserves once (ClientRequestToken);
 - input that used to become a 5xx: deep nesting, NaN, lone surrogates, a provider's 4xx body, a key
   name with invisible characters, a request larger than the key's TPM: clear 400s, nothing charged."""
 
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from llm_platform.core.clock import utc_now
+from llm_platform.data import dynamo_wire
 from llm_platform.data import metering as store
 from llm_platform.data.dynamo import client
 from llm_platform.domain import accounts, api_keys, reservations
@@ -199,24 +200,23 @@ def test_a_settled_request_leaves_no_reservation_and_the_reconciler_cannot_charg
     assert balance(account_id) == before
 
 
-def test_a_committed_admission_retried_by_botocore_reserves_once(proxy_url) -> None:
-    # Given botocore told to retry the admission transaction once after DynamoDB has committed it (as
-    # when the answer is lost on the way back)
+def test_a_committed_admission_retried_reserves_once(proxy_url) -> None:
+    # Given the proxy's DynamoDB client told to retry the admission transaction once after DynamoDB has
+    # committed it (as when the answer is lost on the way back)
     key, key_id, account_id = credit_key()
-    events = client().meta.events
     retried = []
 
-    def retry_once(attempts: int, operation, **_) -> int | None:
-        if attempts == 1 and not retried:
+    def retry_once(operation: str, attempt: int, status: int) -> bool:
+        if operation == "TransactWriteItems" and attempt == 1 and status == 200 and not retried:
             retried.append(True)
-            return 0  # retry now
-        return None
+            return True  # retry now
+        return False
 
-    events.register("needs-retry.dynamodb.TransactWriteItems", retry_once)
+    dynamo_wire.retry_deciders.append(retry_once)
     try:
         response = chat(proxy_url, key, model="test/echo")
     finally:
-        events.unregister("needs-retry.dynamodb.TransactWriteItems", retry_once)
+        dynamo_wire.retry_deciders.remove(retry_once)
     # Then the retry was made, and the request was reserved, and charged, once
     assert retried and response.status_code == 200
     usage = response.json()["usage"]

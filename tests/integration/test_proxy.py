@@ -487,7 +487,9 @@ def _owner_of(key: str) -> tuple[str, str]:
 
 
 def test_a_warm_request_makes_exactly_two_dynamodb_calls(proxy) -> None:
-    """One admission transaction, one settle transaction: nothing else on the hot path."""
+    """One admission transaction, one settle transaction: nothing else on the hot path (through botocore
+    or around it)."""
+    from llm_platform.data import dynamo_wire
     from llm_platform.data.dynamo import client
 
     key, _, _ = credit_key(1)
@@ -499,13 +501,18 @@ def test_a_warm_request_makes_exactly_two_dynamodb_calls(proxy) -> None:
     def record(event_name: str, **_: object) -> None:
         operations.append(event_name.rsplit(".", 1)[-1])
 
+    def record_wire(operation: str, _params: dict) -> None:  # the transactions skip botocore (dynamo_wire)
+        operations.append(operation)
+
     client().meta.events.register("before-call.dynamodb", record)
+    dynamo_wire.call_observers.append(record_wire)
     try:
         for api_key in (key, sub_key):
             assert chat(proxy, api_key, model="test/echo").status_code == 200
             assert chat(proxy, api_key, model="test/echo", stream=True).status_code == 200
     finally:
         client().meta.events.unregister("before-call.dynamodb", record)
+        dynamo_wire.call_observers.remove(record_wire)
     assert operations == ["TransactWriteItems", "TransactWriteItems"] * 4
 
 

@@ -302,6 +302,7 @@ def test_models_carry_prices_limits_and_what_is_forwarded(compat) -> None:
 
 
 def test_embeddings_are_metered_and_billed_by_input_tokens(compat) -> None:
+    from llm_platform.data import dynamo_wire
     from llm_platform.data.dynamo import client
 
     key, account_id = credit_key()
@@ -313,11 +314,16 @@ def test_embeddings_are_metered_and_billed_by_input_tokens(compat) -> None:
     def record(event_name: str, **_: object) -> None:
         operations.append(event_name.rsplit(".", 1)[-1])
 
+    def record_wire(operation: str, _params: dict) -> None:  # the transactions skip botocore (dynamo_wire)
+        operations.append(operation)
+
     client().meta.events.register("before-call.dynamodb", record)
+    dynamo_wire.call_observers.append(record_wire)
     try:
         response = compat.post("/v1/embeddings", key, {"model": "test/embed", "input": inputs})
     finally:
         client().meta.events.unregister("before-call.dynamodb", record)
+        dynamo_wire.call_observers.remove(record_wire)
     assert response.status_code == 200, response.text
     # Then: one admission, one settle, as for chat
     assert operations == ["TransactWriteItems", "TransactWriteItems"]

@@ -112,7 +112,7 @@ def test_timeout_memory_and_log_group() -> None:
     # Then a stream can outlive API Gateway's 29 s, and the function logs to its own retained log group
     assert API_GATEWAY_BUFFERED_TIMEOUT_MS / 1000 < PROXY["Timeout"] <= 900
     assert PROXY["Timeout"] * 1000 >= routes()[("POST", "/v1/chat/completions")]["TimeoutInMillis"]
-    assert PROXY["MemorySize"] == 1024
+    assert PROXY["MemorySize"] == 512  # README, "Memory size": the CPU per request against the cost of waiting
     log_group_id = PROXY["LoggingConfig"]["LogGroup"]["Ref"]
     log_group = RESOURCES[log_group_id]
     assert log_group["Type"] == "AWS::Logs::LogGroup"
@@ -203,6 +203,48 @@ def test_startup_script_execs_uvicorn_on_the_app() -> None:
     assert re.search(r"^exec python -m uvicorn app:app\b", script, re.MULTILINE)
     assert "--host 127.0.0.1" in script
     assert "/opt/python" in script  # the shared layer, which the runtime's own bootstrap would have added
+    # And it names the C HTTP parser and event loop (a build without them fails instead of running slower)
+    assert "--http httptools" in script and "--loop uvloop" in script
+
+
+def test_startup_script_serves_the_readiness_check(tmp_path: Path) -> None:
+    # Given the startup script run as the adapter runs it (the shared layer on the import path)
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from local_stack.processes import wait_until_ready
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "AWS_LWA_PORT": str(port),
+        "LAMBDA_TASK_ROOT": str(REPO / "functions" / "proxy"),
+        "PYTHONPATH": str(REPO / "layers" / "shared"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["bash", str(REPO / "functions" / "proxy" / "run.sh")], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            # When the adapter's readiness check asks / Then uvicorn (httptools, uvloop) answers it
+            response = wait_until_ready(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).raise_for_status(),
+                process,
+                what="the proxy under run.sh",
+                timeout=30,
+                log_path=log,
+            )
+            assert response.json() == {"status": "ok"}
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def _requirements(path: Path) -> list[str]:

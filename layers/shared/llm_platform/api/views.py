@@ -8,7 +8,7 @@ model is built unless the document is generated."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired
+from typing import TYPE_CHECKING, Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic reads only this one on Python < 3.12
 
@@ -22,10 +22,12 @@ from llm_platform.core.entities import (
     Subscription,
     SubscriptionStatus,
 )
-from llm_platform.domain.billing import BillingStatus
 from llm_platform.domain.money import format_usd
-from llm_platform.domain.plans import Plan
-from llm_platform.domain.usage import KeyUsage
+
+if TYPE_CHECKING:  # argument types only: every handler imports the views, few of them bill (cold starts)
+    from llm_platform.domain.billing import BillingStatus
+    from llm_platform.domain.plans import Plan
+    from llm_platform.domain.usage import KeyUsage
 
 Usd = str  # US dollars as a decimal string: "25.00"; usage spend may carry 6 decimals
 Timestamp = str  # ISO 8601 UTC with Z

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal
 from functools import cache
 from typing import Any, overload
@@ -19,6 +21,18 @@ from llm_platform.config import get_settings
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
+# Set by the proxy around its admission and settle: their transactions then skip botocore's layers
+# (data/dynamo_wire.py). Everything else, and every test on moto, goes through boto3.
+_hot_path: ContextVar[bool] = ContextVar("dynamodb_hot_path", default=False)
+
+
+@contextmanager
+def hot_path() -> Iterator[None]:
+    token = _hot_path.set(True)
+    try:
+        yield
+    finally:
+        _hot_path.reset(token)
 
 
 @cache
@@ -133,9 +147,12 @@ def transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
     """One TransactWriteItems, retried while it only collided with another transaction on the same
     items (``TransactionConflict``: concurrent requests of one key, subscription or account). A failed
     condition becomes ``WriteRefused``; anything else is raised."""
+    write: Callable[..., object] = _boto3_transact
+    if _hot_path.get():
+        from llm_platform.data.dynamo_wire import transact_write_items as write
     for attempt in range(_CONFLICT_ATTEMPTS):
         try:
-            client().transact_write_items(TransactItems=items, **kwargs)
+            write(items, **kwargs)
             return
         except ClientError as error:
             if error.response["Error"]["Code"] != "TransactionCanceledException":
@@ -148,6 +165,10 @@ def transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
                 continue
             raise
+
+
+def _boto3_transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
+    client().transact_write_items(TransactItems=items, **kwargs)
 
 
 def query_index(

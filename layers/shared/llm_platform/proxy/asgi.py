@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import httpx
-
 from llm_platform.config import get_settings
+from llm_platform.data import dynamo
 from llm_platform.domain.credentials import bearer_token
 from llm_platform.domain.money import format_usd
 from llm_platform.proxy import catalog, key_info, parameters
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.generation import Generation, sse_chunks
+from llm_platform.proxy.http1 import HTTPError
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
@@ -70,6 +70,12 @@ class _Response:
         await self._send(message)
 
 
+def _on_hot_path(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The proxy's transactions go straight to DynamoDB's wire protocol, not through botocore."""
+    with dynamo.hot_path():
+        return function(*args, **kwargs)
+
+
 class ProxyApp:
     def __init__(self) -> None:
         self.keys = KeyCache()
@@ -82,7 +88,9 @@ class ProxyApp:
         executor has cpu+4 threads, which would queue admissions behind each other."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="proxy-db")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(function, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(_on_hot_path, function, *args, **kwargs)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -242,7 +250,7 @@ class ProxyApp:
                             raise ValueError("not a chat completion")
                         generation.from_completion(data)
                     else:
-                        with contextlib.suppress(httpx.HTTPError):  # stalled past its timeout, or dropped
+                        with contextlib.suppress(HTTPError):  # stalled past its timeout, or dropped
                             async for _ in sse_chunks(response.aiter_lines(), generation):
                                 pass
         finally:

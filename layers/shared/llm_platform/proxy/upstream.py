@@ -7,13 +7,13 @@ provider that failed sits out for a while (per instance); while all are out, all
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from llm_platform import secrets
+from llm_platform.proxy import http1
 from llm_platform.proxy.catalog import Model, Provider
 
 _COOL_DOWN_SECONDS = 30.0
@@ -30,17 +30,17 @@ class NoProviderAvailable(Exception):
 @dataclass
 class Opened:
     provider: Provider
-    response: httpx.Response  # not yet read: the caller streams or reads it, then closes it
+    response: http1.Response  # not yet read: the caller streams or reads it, then closes it
 
 
 class Upstreams:
     def __init__(self) -> None:
-        self._client: httpx.AsyncClient | None = None
+        self._client: http1.Client | None = None
         self._resting_until: dict[str, float] = {}
 
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> http1.Client:
         if self._client is None:
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+            self._client = http1.Client()
         return self._client
 
     async def aclose(self) -> None:
@@ -76,7 +76,7 @@ class Upstreams:
             body = payload(provider)
             if body is None:
                 continue
-            headers = {"Content-Type": "application/json"}
+            headers = {"Content-Type": "application/json", "Accept": "*/*", "User-Agent": "llm-platform-proxy"}
             try:
                 api_key = secrets.cached(provider.api_key_secret)
                 if api_key is None and provider.api_key_secret:  # the SDK call must not block the event loop
@@ -89,16 +89,15 @@ class Upstreams:
                 continue
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
-            request = self.client().build_request(
-                "POST",
-                f"{provider.base_url}{path}",
-                json=body,
-                headers=headers,
-                timeout=httpx.Timeout(provider.timeout_seconds, connect=_CONNECT_TIMEOUT),
-            )
             try:
-                response = await self.client().send(request, stream=True)
-            except httpx.RequestError as error:  # connect errors, timeouts, protocol errors
+                response = await self.client().post(
+                    f"{provider.base_url}{path}",
+                    _encode(body),
+                    headers,
+                    timeout=provider.timeout_seconds,
+                    connect_timeout=_CONNECT_TIMEOUT,
+                )
+            except http1.RequestError as error:  # connect errors, timeouts, protocol errors
                 failures.append(f"{provider.name}: {type(error).__name__}")
                 self._rest(provider)
                 continue
@@ -110,13 +109,18 @@ class Upstreams:
             if read_body:
                 try:
                     await response.aread()
-                except httpx.RequestError as error:  # includes undecodable (e.g. corrupt gzip) bodies
+                except http1.RequestError as error:  # includes undecodable (e.g. corrupt gzip) bodies
                     failures.append(f"{provider.name}: {type(error).__name__} reading body")
                     await response.aclose()
                     self._rest(provider)
                     continue
             return Opened(provider, response)
         raise NoProviderAvailable(failures)
+
+
+def _encode(body: dict) -> bytes:
+    """The body as httpx's ``json=`` encodes it (compact, UTF-8, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _id(provider: Provider) -> str:
