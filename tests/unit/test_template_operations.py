@@ -232,3 +232,16 @@ def test_the_worst_case_is_what_botocore_is_configured_with() -> None:
     # standard mode: up to min(20, 2**n) seconds (random) before the n-th retry
     backoff = sum(min(20, 2**n) for n in range(attempts - 1))
     assert dynamo.worst_case_call_seconds() == attempts * (config.connect_timeout + config.read_timeout) + backoff
+
+
+def test_a_sign_in_mail_gives_up_before_the_sending_function_times_out() -> None:
+    # Given the functions allowed to send mail (ses:SendEmail) and the SES client's configuration
+    from llm_platform.data import mail
+
+    senders = [name for name in FUNCTIONS if "ses:SendEmail" in json.dumps(props(name).get("Policies", []))]
+    assert senders == ["AuthEmailStartFunction"]
+
+    # Then one send, retries included, ends with time left to answer 503 mail_unavailable
+    for function in senders:
+        timeout = props(function).get("Timeout", GLOBAL_FUNCTION["Timeout"])
+        assert dynamo.worst_case_call_seconds(mail.ses_config()) + dynamo.ANSWER_MARGIN_SECONDS <= timeout

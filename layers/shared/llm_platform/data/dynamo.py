@@ -46,10 +46,10 @@ def client_config(local: bool = False) -> Config:
     )
 
 
-def worst_case_call_seconds() -> float:
-    """The longest one DynamoDB call can take on AWS before it raises: every attempt timing out, and the longest
-    backoff before each retry."""
-    config = client_config()
+def worst_case_call_seconds(config: Config | None = None) -> float:
+    """The longest one call can take on AWS before it raises (this client's, or ``config``'s): every attempt timing
+    out, and the longest backoff before each retry."""
+    config = config or client_config()
     attempts = config.retries["total_max_attempts"]
     backoff = sum(min(_BACKOFF_CAP_SECONDS, 2**n) for n in range(attempts - 1))
     return attempts * (config.connect_timeout + config.read_timeout) + backoff
