@@ -6,12 +6,13 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench bench-peers bench-capacity build layer-requirements openapi clean
+.PHONY: help install system-deps dashboard dev test lint validate unit integration e2e bench bench-peers bench-capacity build python312 sandbox deploy layer-requirements openapi clean
 
 help:
 	@echo "make dev        start the whole platform locally on http://127.0.0.1:$${PORT:-3000}"
 	@echo "make test       lint, template checks and every test tier"
-	@echo "make unit | integration | e2e | bench | bench-peers | bench-capacity | lint | validate | build | openapi | dashboard"
+	@echo "make unit | integration | e2e | bench | bench-peers | bench-capacity | lint | validate | build | sandbox | openapi | dashboard"
+	@echo "make deploy     sam build + sam deploy (guided the first time; see README \"Deploy\")"
 
 # Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
 # browser test paying on the Stripe simulator's checkout page) from apt when missing.
@@ -53,7 +54,7 @@ dashboard: node_modules/.installed
 dev: install dashboard
 	$(PY) -m local_stack
 
-test: install $(TOOLS)/.installed lint validate dashboard
+test: install $(TOOLS)/.installed lint validate dashboard sandbox
 	$(PY) -m pytest tests
 
 unit: $(VENV)/.installed
@@ -105,9 +106,31 @@ GENERATED_REQUIREMENTS := layers/shared/requirements.txt functions/*/requirement
 layer-requirements:
 	@$(PYTHON) bin/generate-requirements
 
-# sam build needs a local Python matching the Lambda runtime (python3.12); pyenv provides it here.
-build: $(TOOLS)/.installed layer-requirements install dashboard
-	PYENV_VERSION=$${PYENV_VERSION:-$$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | head -1)} $(TOOLS)/bin/sam build
+# sam build needs a local Python matching the Lambda runtime (python3.12), and bin/lambda-sandbox runs the built
+# functions on it: pyenv's 3.12 when present, else python3.12 on PATH. No registry this project reaches (PyPI, Debian
+# bookworm, npm) ships a CPython 3.12 interpreter, so without one this stops here, saying so.
+PYENV_312 := $(shell pyenv versions --bare 2>/dev/null | grep '^3\.12' | head -1)
+python312:
+	@[ -n "$(PYENV_312)" ] || command -v python3.12 >/dev/null || { \
+		echo "make: no python3.12 (the Lambda runtime's Python), which sam build and bin/lambda-sandbox need:"; \
+		echo "      install it (e.g. pyenv install 3.12) and run make again"; exit 1; }
+
+build: $(TOOLS)/.installed layer-requirements install dashboard python312
+	PYENV_VERSION=$${PYENV_VERSION:-$(PYENV_312)} $(TOOLS)/bin/sam build
+
+# Every built function run as Lambda runs it: artifacts of .aws-sam/build only, read-only /var/task and /opt,
+# python3.12 without site-packages, minimal API Gateway events (bin/lambda-sandbox says what it checks).
+sandbox: build
+	PYENV_VERSION=$${PYENV_VERSION:-$(PYENV_312)} $(PY) bin/lambda-sandbox
+
+# sam build + sam deploy with samconfig.toml. The first run (no parameters saved there yet) is guided: it asks for the
+# stack name, region and parameters and saves them to samconfig.toml; commit it. See README "Deploy".
+deploy: build
+	@if grep -q '^parameter_overrides' samconfig.toml; then \
+		$(TOOLS)/bin/sam deploy; \
+	else \
+		$(TOOLS)/bin/sam deploy --guided; \
+	fi
 
 # openapi.json is generated from the handlers; tests/unit/test_openapi.py fails when it is stale.
 openapi: $(VENV)/.installed

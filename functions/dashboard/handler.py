@@ -15,4 +15,7 @@ SITE = Site(Path(__file__).resolve().parent / "site")
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return SITE.respond(event)
+    response = SITE.respond(event)
+    # One line per request, like the management API's: every function's log has its requests with their ids.
+    logger.info("file served", extra={"status": response["statusCode"], "route": event.get("resource")})
+    return response

@@ -516,3 +516,25 @@ def test_a_body_sent_with_get_or_delete_is_ignored_as_before(invoke, account, cr
         headers=form,
     )
     assert got == 200, response
+
+
+def test_dynamodb_failing_while_authenticating_is_a_json_500_not_a_lambda_error(invoke, account, monkeypatch) -> None:
+    # Given DynamoDB refusing to read management keys (throttled past botocore's retries)
+    from botocore.exceptions import ClientError
+
+    from llm_platform.data import management_keys
+
+    class Throttled:
+        def get_item(self, **_: object) -> None:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "GetItem")
+
+    monkeypatch.setattr(management_keys, "client", Throttled)
+
+    # When a request with a management key arrives
+    status, body = invoke("billing_status", "GET", "/api/billing/status", key=account.management_key)
+
+    # Then the app answers 500 in the error format itself (an escaped exception is API Gateway's 502)
+    assert (status, body) == (
+        500,
+        {"error": {"code": "internal_error", "message": "Something went wrong on our side."}},
+    )

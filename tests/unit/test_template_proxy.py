@@ -61,9 +61,19 @@ def test_proxy_runs_under_the_lambda_web_adapter() -> None:
     assert PROXY["Handler"] == "run.sh"
     assert VARIABLES["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert VARIABLES["AWS_LWA_INVOKE_MODE"] == "response_stream"
-    layers = [layer["Fn::Sub"] for layer in PROXY["Layers"] if isinstance(layer, dict) and "Fn::Sub" in layer]
-    assert len(layers) == 1
-    assert re.fullmatch(r"arn:aws:lambda:\$\{AWS::Region\}:753240598075:layer:LambdaAdapterLayerArm64:\d+", layers[0])
+    # The layer is a parameter; empty means the arm64 layer AWS publishes (v0.9.1 = version 25, in the Web
+    # Adapter's README), in the stack's partition and region
+    adapter = [layer["Fn::If"] for layer in PROXY["Layers"] if isinstance(layer, dict) and "Fn::If" in layer]
+    assert len(adapter) == 1
+    condition, published, chosen = adapter[0]
+    assert TEMPLATE["Conditions"][condition] == {"Fn::Equals": [{"Ref": "LambdaWebAdapterLayerArn"}, ""]}
+    assert chosen == {"Ref": "LambdaWebAdapterLayerArn"}
+    assert published["Fn::Sub"] == (
+        "arn:${AWS::Partition}:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:25"
+    )
+    parameter = TEMPLATE["Parameters"]["LambdaWebAdapterLayerArn"]
+    assert parameter["Default"] == "" and "LambdaAdapterLayerArm64:25" in parameter["Description"]
+    assert re.fullmatch(parameter["AllowedPattern"], "arn:aws-cn:lambda:cn-north-1:041581134020:layer:L:26")
     # And SAM appends it to the global layers: the shared layer stays
     assert {"Ref": "SharedLayer"} in GLOBALS["Layers"]
     # And the runtime is the platform's: Python 3.12 on arm64

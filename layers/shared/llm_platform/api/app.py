@@ -211,6 +211,16 @@ def _check_json(event: Mapping[str, Any], raw: bytes) -> None:
             headers[key] = ["application/json"] if isinstance(headers[key], list) else "application/json"
 
 
+def _raw_error(status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An error as the Lambda proxy response itself, for refusals before the resolver runs."""
+    return {
+        "statusCode": status.value,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON, **(headers or {})},
+        "body": json.dumps(error_body(code, message)),
+        "isBase64Encoded": False,
+    }
+
+
 class ManagementApi(APIGatewayRestResolver):
     def __init__(self, *, public: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -225,12 +235,12 @@ class ManagementApi(APIGatewayRestResolver):
             _check_json(event, raw)
         except DomainError as error:
             logger.info("request refused", extra={"status": status_for(error).value, "code": error.code})
-            return {
-                "statusCode": status_for(error).value,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON, **error_headers(error)},
-                "body": json.dumps(error_body(error.code, error.message)),
-                "isBase64Encoded": False,
-            }
+            return _raw_error(status_for(error), error.code, error.message, error_headers(error))
+        except Exception:
+            # DynamoDB down or throttled while reading the key or session: the route's handler below would map
+            # this to 500, so must this (escaping, it is Lambda's error and API Gateway's 502 in its own words).
+            logger.exception("authentication failed unexpectedly")
+            return _raw_error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
         self.append_context(caller=caller, browser=browser)
         if caller is not None:
             logger.append_keys(account_id=caller.account_id)

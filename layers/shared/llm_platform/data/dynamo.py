@@ -35,16 +35,49 @@ def hot_path() -> Iterator[None]:
         _hot_path.reset(token)
 
 
+# One call's attempts, timeouts and backoffs must end before the shortest function timeout (10 s) with this much
+# left to answer in the error format; tests/unit/test_template_operations.py checks every function against it.
+ANSWER_MARGIN_SECONDS = 2
+_BACKOFF_CAP_SECONDS = 20  # botocore standard mode: up to min(20, 2**n) s, random, before the n-th retry
+
+
+def client_config(local: bool = False) -> Config:
+    """DynamoDB answers in milliseconds: 1 s to connect and 2 s to answer are generous, and a second attempt
+    covers a dropped connection or a throttle. DynamoDB Local on a loaded test machine is far slower, and no
+    function timeout applies there. A pool as large as the proxy's worker threads, so requests reuse connections."""
+    if local:
+        return Config(
+            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=2,
+            read_timeout=10,
+            max_pool_connections=64,
+        )
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": 2},
+        connect_timeout=1,
+        read_timeout=2,
+        max_pool_connections=64,
+    )
+
+
+def worst_case_call_seconds(config: Config | None = None) -> float:
+    """The longest one call can take on AWS before it raises (this client's, or ``config``'s): every attempt timing
+    out, and the longest backoff before each retry."""
+    config = config or client_config()
+    # botocore's Config sets its options as attributes at run time: the stubs cannot name them.
+    options: Any = config
+    attempts = options.retries["total_max_attempts"]
+    backoff = sum(min(_BACKOFF_CAP_SECONDS, 2**n) for n in range(attempts - 1))
+    return attempts * (options.connect_timeout + options.read_timeout) + backoff
+
+
 @cache
 def client() -> Any:
     settings = get_settings()
     return boto3.client(
         "dynamodb",
         endpoint_url=settings.dynamodb_endpoint_url,
-        # A pool as large as the proxy's worker threads, so concurrent requests reuse connections.
-        config=Config(
-            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5, max_pool_connections=64
-        ),
+        config=client_config(local=settings.dynamodb_endpoint_url is not None),
     )
 
 

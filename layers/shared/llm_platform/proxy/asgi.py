@@ -23,7 +23,7 @@ from llm_platform.config import get_settings
 from llm_platform.data import dynamo
 from llm_platform.domain.credentials import bearer_token
 from llm_platform.domain.money import format_usd
-from llm_platform.proxy import catalog, key_info, parameters
+from llm_platform.proxy import catalog, key_info, parameters, telemetry
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.generation import Generation, sse_chunks
 from llm_platform.proxy.http1 import HTTPError
@@ -60,13 +60,16 @@ class _Response:
     """Wraps ``send`` to know whether a response has started (then an error can only end it)."""
 
     def __init__(self, send: Send) -> None:
-        self._send, self.started, self.finished = send, False, False
+        self._send, self.started, self.finished, self.status = send, False, False, 0
+        self.record: telemetry.RequestRecord | None = None
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            self.started = True
+            self.started, self.status = True, message["status"]
         elif message["type"] == "http.response.body" and not message.get("more_body"):
             self.finished = True
+            if self.record is not None:  # logged before the client sees the end: the line is never behind it
+                telemetry.finish(self.record, self.status)
         await self._send(message)
 
 
@@ -101,6 +104,9 @@ class ProxyApp:
         request_id = str(uuid.uuid4())
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
         response = _Response(send)
+        # One JSON line per request with its metrics (proxy/telemetry.py); the readiness probe is not a request.
+        record = telemetry.begin(request_id, method, path, scope.get("headers") or []) if path != "/healthz" else None
+        response.record = record
         try:
             if (method, path) == ("POST", "/v1/chat/completions"):
                 await self._chat(scope, receive, response, request_id)
@@ -122,15 +128,21 @@ class ProxyApp:
             else:
                 raise ProxyError(404, "not_found", f"Unknown route {method} {path}.")
         except _ClientGone:
+            response.status = 499
             return
         except Exception as error:
             if not isinstance(error, ProxyError):
                 _log.exception("unhandled error", extra={"requestId": request_id})
                 error = ProxyError(500, "internal_error", "Something went wrong on our side.", type_="api_error")
+            if record is not None:
+                record.code, record.status = error.code, error.status
             if not response.started:
                 await _send_json(response, error.status, error.body(), {**error.headers, "x-request-id": request_id})
             elif not response.finished:  # mid-stream: all that can be done is to end it
                 await _safe_send(response, {"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if record is not None:
+                telemetry.finish(record, response.status)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -154,6 +166,8 @@ class ProxyApp:
             key = await self._blocking(self.keys.reload, key.secret_hash)
         if key is None:
             raise unauthorized()
+        if (record := telemetry.current()) is not None:
+            record.key_id, record.account_id = key.key_id, key.account_id
         check_usable(key, now)
         return key
 
@@ -382,6 +396,7 @@ class _Bill:
         self.app, self.admission, self.model, self.stream, self.prices = app, admission, model, stream, prices
         self.provider: str | None = None  # the provider that answered, once one did
         self.closed = False
+        telemetry.reservation_opened()
 
     def cost_of(self, usage: Any, body: dict) -> int | None:
         """What the provider's usage costs at this request's prices (None: no usage in it)."""
@@ -410,6 +425,10 @@ class _Bill:
         if self.closed:
             return
         self.closed = True
+        telemetry.reservation_closed()
+        if (record := telemetry.current()) is not None:
+            record.model, record.provider, record.stream = self.model.id, self.provider, self.stream
+            record.input_tokens, record.output_tokens, record.cost_micros = input_tokens, output_tokens, cost
         try:
             await self.app._blocking(
                 self.app.meter.settle,
