@@ -23,7 +23,7 @@ from llm_platform.proxy.metering import Meter, Outcome, Pending
 
 
 def _item_name(entry: dict[str, Any]) -> str:
-    (action, body), = entry.items()
+    ((action, body),) = entry.items()
     key = body.get("Key") or {}
     if action == "Put":
         item = body["Item"]
@@ -151,7 +151,9 @@ def run_load(
                 outcome=Outcome("test/echo", "local", 200, False),
             )
             with lock:
-                served.append(Served(request_id, index, now.timestamp(), admission.minute.index, reserve_micros, cost_micros))
+                served.append(
+                    Served(request_id, index, now.timestamp(), admission.minute.index, reserve_micros, cost_micros)
+                )
 
     threads = [
         threading.Thread(target=worker, args=(index, meter))
