@@ -96,6 +96,7 @@ class LoadResult:
     refusals: collections.Counter  # (status, code) -> count
     seconds: float
     meters: list[Meter]
+    abandoned: list[Served] = field(default_factory=list)  # admitted, never settled
 
     @property
     def admitted(self) -> int:
@@ -112,22 +113,32 @@ def run_load(
     cost_micros: int,
     meter_factory: Callable[[KeyCache], Meter] = Meter,
     reserve_tokens: int = 10,
+    milestone: tuple[int, threading.Event] | None = None,
+    settle: Callable[[int], bool] = lambda request_number: True,
 ) -> LoadResult:
     """Every thread of every instance sends ``requests_per_thread`` requests, one after another, each
     admitted (or refused) and then settled at ``cost_micros``. Nothing else runs on the request path, so
-    the figures are the metering's own."""
+    the figures are the metering's own. ``milestone`` (count, event): the event is set once that many
+    requests were admitted. ``settle(n)`` False: the n-th request of a thread is left unsettled (its
+    instance "dies" with it in flight)."""
     meters = [meter_factory(KeyCache()) for _ in range(instances)]
     served: list[Served] = []
+    abandoned: list[Served] = []
+    admitted = [0]
     refusals: collections.Counter = collections.Counter()
     lock = threading.Lock()
     start = threading.Barrier(instances * threads_per_instance)
 
     def worker(index: int, meter: Meter) -> None:
         start.wait()
-        for _ in range(requests_per_thread):
+        for number in range(requests_per_thread):
             key = meter.keys.lookup(api_key)
             request_id = str(uuid.uuid4())
             now = _utc()
+            if key is None:  # revoked, and this instance knows it
+                with lock:
+                    refusals[(401, "invalid_api_key")] += 1
+                continue
             try:
                 admission = meter.admit(
                     key,
@@ -140,6 +151,16 @@ def run_load(
             except ProxyError as refused:
                 with lock:
                     refusals[(refused.status, refused.code)] += 1
+                continue
+            with lock:
+                admitted[0] += 1
+                if milestone is not None and admitted[0] == milestone[0]:
+                    milestone[1].set()
+            if not settle(number):
+                with lock:
+                    abandoned.append(
+                        Served(request_id, index, now.timestamp(), admission.minute.index, reserve_micros, 0)
+                    )
                 continue
             meter.settle(
                 admission,
@@ -165,7 +186,7 @@ def run_load(
         thread.start()
     for thread in threads:
         thread.join()
-    return LoadResult(served, refusals, time.monotonic() - began, meters)
+    return LoadResult(served, refusals, time.monotonic() - began, meters, abandoned)
 
 
 def _utc():
