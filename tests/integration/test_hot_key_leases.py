@@ -153,7 +153,7 @@ def test_leases_under_the_same_load_are_exact_and_write_the_central_items_far_le
             cost_micros=COST,
             meter_factory=_leased,
         )
-        returned = sum(meter.flush() for meter in result.meters)
+        returned = sum(len(meter.flush()) for meter in result.meters)
     _report("leases", result, counter)
     stored = _stored(local_stack, account_id, key_id)
     assert result.admitted == INSTANCES * THREADS * REQUESTS
@@ -325,3 +325,42 @@ def test_a_key_change_during_leased_traffic_governs_the_next_request_everywhere(
     print(f"\n{change}: admitted {result.admitted}, refused {dict(result.refusals)}, admitted after: {len(late)}")
     assert late == [] and expected in result.refusals
     _money_is_conserved(local_stack, account_id, key_id, 10_000_000, COST * result.admitted)
+
+
+def test_a_warm_leased_request_makes_one_dynamodb_call_to_admit_and_one_to_settle(local_stack) -> None:
+    """Given a leasing instance and a warm key, when requests are admitted and settled one after another,
+    then each makes exactly one DynamoDB call before its first byte (a take, or an admission on the lease)
+    and one to settle; only the takes write the key's item."""
+    import uuid
+
+    from llm_platform.domain.clock import utc_now
+    from llm_platform.proxy.metering import Outcome, Pending
+
+    key, _, account_id = _hot_key(10_000_000)
+    # Returns run off the request path (a background thread); here only at the end, so the counts are the requests'.
+    meter = Meter(KeyCache(), LeasePolicy(min_rate=0, warmup_seconds=0, return_in_background=False))
+    snapshot = meter.keys.lookup(key)
+    leases = set()
+    admitted_calls: list[int] = []
+    with DynamoCounter(client()) as counter:
+        for _ in range(5):
+            pending = Pending(model="test/echo", stream=False, prompt_tokens=3, prompt_cost_micros=COST)
+            admission = meter.admit(snapshot, RESERVE, 10, str(uuid.uuid4()), utc_now(), pending)
+            assert admission.lease is not None
+            leases.add(admission.lease.lease_id)
+            calls_before_first_byte = counter.calls["TransactWriteItems"]
+            meter.settle(
+                admission,
+                input_tokens=3,
+                output_tokens=2,
+                cost_micros=COST,
+                counted=True,
+                now=utc_now(),
+                outcome=Outcome("test/echo", "local", 200, False),
+            )
+            assert counter.calls["TransactWriteItems"] == calls_before_first_byte + 1
+            admitted_calls.append(calls_before_first_byte)
+    assert admitted_calls == [1, 3, 5, 7, 9] and counter.calls == {"TransactWriteItems": 10}
+    assert counter.per_item[_api_key_item(counter)] == len(leases) < 5
+    meter.flush()
+    assert _open_leases(local_stack, account_id) == []

@@ -20,10 +20,11 @@ from llm_platform.config import get_settings
 class LeasePolicy:
     min_rate: float = 2.0  # admissions per second of one key on this instance before it is leased
     warmup_seconds: float = 5.0  # ... sustained this long (a burst is not a hot key)
-    horizon_seconds: float = 1.0  # a slice covers about this long at the observed rate
+    horizon_seconds: float = 2.0  # a slice covers about this long at the observed rate
     lifetime_seconds: float = 5.0  # a lease admits nothing after this (and never past its minute)
     max_share: int = 8  # a slice is at most 1/8 of the key's RPM and TPM, so instances share
     enabled: bool = True
+    return_in_background: bool = True  # False: only ``Meter.flush`` returns leases (a test's own timing)
 
     @classmethod
     def from_settings(cls) -> LeasePolicy:

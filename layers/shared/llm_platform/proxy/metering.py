@@ -389,6 +389,8 @@ class Meter:
             return self._take_locks.setdefault(key_hash, threading.Lock())
 
     def _start_returner(self) -> None:
+        if not self.lease_policy.return_in_background:
+            return
         if self._returner is None or not self._returner.is_alive():
             self._returner = threading.Thread(target=self._return_loop, name="lease-returner", daemon=True)
             self._returner.start()
@@ -405,9 +407,9 @@ class Meter:
                     self._returner = None
                     return
 
-    def return_leases(self, now: datetime, *, end_all: bool = False) -> int:
+    def return_leases(self, now: datetime, *, end_all: bool = False) -> list[dict]:
         """Return every lease that has ended (all of them with ``end_all``) and has nothing in flight: one
-        transaction each, off the request path. The number returned."""
+        transaction each, off the request path. The lease items returned (as they were)."""
         with self._lock:
             if end_all:
                 for lease in self._leases.values():
@@ -415,7 +417,7 @@ class Meter:
             due = [lease for lease in self._leases.values() if lease.idle_and_over(now)]
             for lease in due:
                 lease.returning = True
-        returned = 0
+        returned = []
         for lease in due:
             item = lease_store.read(lease.lease_id)
             done = item is None or lease_store.give_back(item, to_iso(now))
@@ -427,10 +429,16 @@ class Meter:
                     self._leases.pop(lease.lease_id, None)
                 else:
                     lease.returning = False
-            returned += int(done and item is not None)
+            if done and item is not None:
+                returned.append(item)
         return returned
 
-    def flush(self, now: datetime | None = None) -> int:
+    def leases_held(self) -> int:
+        """Leases this instance holds and has not returned."""
+        with self._lock:
+            return len(self._leases)
+
+    def flush(self, now: datetime | None = None) -> list[dict]:
         """End every lease and return those with nothing in flight (tests, shutdown)."""
         return self.return_leases(now or utc_now(), end_all=True)
 
