@@ -93,7 +93,7 @@ def _report(label: str, result: LoadResult, counter: DynamoCounter) -> dict:
 
 
 def test_direct_path_under_a_hot_key_is_exact_and_measured(local_stack) -> None:
-    """Given one credit key of one account and 8 instances x 4 threads, each with leases off (the direct
+    """Given one credit key of one account and 8 instances x 4 threads, each with leases turned off (the direct
     path: one central transaction to admit and one to settle, every request), when 640 requests run at
     once, then every admission is exact (the ledger explains the balance, the minute counters count every
     admitted request), and the conflicts and writes per request are what the figures say."""
@@ -106,6 +106,7 @@ def test_direct_path_under_a_hot_key_is_exact_and_measured(local_stack) -> None:
             requests_per_thread=REQUESTS,
             reserve_micros=RESERVE,
             cost_micros=COST,
+            meter_factory=lambda keys: Meter(keys, LeasePolicy(enabled=False)),
         )
     figures = _report("direct path", result, counter)
     stored = _stored(local_stack, account_id, key_id)
