@@ -229,6 +229,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.meter = Meter(KeyCache())
         self.leasing = self._leasing_instance()  # an instance serving every credit key from leases
         self.model_leases: dict[str, LeaseModel] = {}
+        self.admitted: dict[str, InFlight] = {}  # every in-process admission by request id
         self.settled: list[tuple[str, str, int]] = []  # in-process requests settled: (id, account, cost)
         self.live: set[str] = set()  # admitted in process, still being served
         self.abandoned: list[InFlight] = []  # admitted in process, then their proxy died
@@ -711,12 +712,24 @@ class MoneyMachine(RuleBasedStateMachine):
         if period:
             key.period_spend[period] += reserve
         note("admit in process: admitted" + (" in a budget period" if period else ""))
-        return InFlight(admission, key.account_id, key, reserve, period)
+        return self._track(InFlight(admission, key.account_id, key, reserve, period))
+
+    def _track(self, request: InFlight) -> InFlight:
+        self.admitted[request.admission.request_id] = request
+        return request
+
+    def _died_with_its_instance(self, request: InFlight) -> bool:
+        if request.admission.request_id in self.live:
+            return False
+        note("in flight on an instance that died: the reconciler's")
+        return True
 
     @rule(request=consumes(in_flight), share=st.sampled_from([0.0, 0.01, 0.5, 0.99, 1.0]))
     def settle_in_process(self, request: InFlight, share: float) -> None:
         """When an in-flight request settles with its real cost (at most the reservation), then the
         difference is refunded and one usage entry of -cost is written (none for a zero cost)."""
+        if self._died_with_its_instance(request):
+            return
         cost = int(request.reserve * share)
         self.meter.settle(
             request.admission,
@@ -742,6 +755,8 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(request=consumes(in_flight))
     def release_in_process(self, request: InFlight) -> None:
         """When no provider could serve an in-flight request, then its whole reservation comes back."""
+        if self._died_with_its_instance(request):
+            return
         self.meter.settle(
             request.admission,
             input_tokens=0,
@@ -772,6 +787,8 @@ class MoneyMachine(RuleBasedStateMachine):
     def request_dies(self, request: InFlight) -> None:
         """When the proxy dies with a request in flight (a Lambda stopped mid-answer), then nothing settles
         it: its reservation stays held, recorded, until the reconciler's turn."""
+        if self._died_with_its_instance(request):
+            return
         self.live.discard(request.admission.request_id)
         self.abandoned.append(request)
         note("a request dies in flight")
@@ -862,7 +879,7 @@ class MoneyMachine(RuleBasedStateMachine):
             if period:
                 key.period_spend[period] += reserve
             note("lease admit: direct")
-            return InFlight(admission, key.account_id, key, reserve, period)
+            return self._track(InFlight(admission, key.account_id, key, reserve, period))
         lease = admission.lease
         if lease.lease_id not in self.model_leases:  # taken by this request
             assert refusal is None  # the take needed room for n requests like it
@@ -875,7 +892,7 @@ class MoneyMachine(RuleBasedStateMachine):
             note("lease taken")
         else:
             note("admitted on a lease")
-        return InFlight(admission, key.account_id, key, reserve, None, lease=lease.lease_id)
+        return self._track(InFlight(admission, key.account_id, key, reserve, None, lease=lease.lease_id))
 
     @precondition(lambda self: self.leasing.leases_held())
     @rule()
@@ -890,13 +907,17 @@ class MoneyMachine(RuleBasedStateMachine):
             self._lease_returned(lease)
         note(f"leases returned: {len(returned)}")
 
-    @precondition(lambda self: not self.live and self.leasing.leases_held())
+    @precondition(lambda self: self.leasing.leases_held())
     @rule()
-    def leasing_instance_dies(self) -> None:
-        """When the leasing instance dies (nothing in flight on it), then its leases are never returned by
-        it: the reconciler returns them after their end."""
+    def instances_die(self) -> None:
+        """When the proxy instances die (the leasing one holding leases) with whatever was in flight on them,
+        then nothing they held is settled or returned by them: the reconciler settles their requests (into
+        their leases, for leased ones) after their deadline and returns the leases after their end."""
+        self.abandoned.extend(self.admitted[request_id] for request_id in sorted(self.live))
+        note(f"instances die: {len(self.live)} requests in flight, {self.leasing.leases_held()} leases held")
+        self.live.clear()
         self.leasing = self._leasing_instance()
-        note("leasing instance dies")
+        self.meter = Meter(KeyCache())
 
     # ------------------------------------------------------------ key lifecycle
     @rule(

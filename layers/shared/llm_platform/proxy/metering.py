@@ -132,7 +132,7 @@ class Meter:
     def __init__(self, keys: KeyCache, leases: LeasePolicy | None = None) -> None:
         self.keys = keys
         self.rates = RateView()
-        self.lease_policy = leases if leases is not None else LeasePolicy.from_settings()
+        self._lease_policy = leases  # None: the settings', read on first use (not at import)
         self.instance_id = uuid.uuid4().hex
         self._daily_shard = int(self.instance_id[:4], 16) % lease_store.DAILY_SHARDS
         self._key_rates = KeyRate()
@@ -279,6 +279,12 @@ class Meter:
         )
 
     # ------------------------------------------------------------------ leases (issue 16)
+    @property
+    def lease_policy(self) -> LeasePolicy:
+        if self._lease_policy is None:
+            self._lease_policy = LeasePolicy.from_settings()
+        return self._lease_policy
+
     def _hot_rate(self, key: KeySnapshot, reserve_tokens: int) -> float | None:
         """This instance's rate of the key when it is to be leased: a credit key admitted above the policy's
         rate, with room in its limits for slices of two requests. None: the direct path."""
