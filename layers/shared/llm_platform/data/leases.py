@@ -198,11 +198,12 @@ def admit(
         raise LeaseRefused(refused.items[0]) from refused
 
 
-def daily_shard(counter: CounterId, shard: int) -> CounterId:
-    return counter[0], f"{counter[1]}#{shard}"
+def daily_shard(counter: CounterId, request_id: str) -> CounterId:
+    """The request's shard of its day counter: spread evenly by request id (the same on a retried settle)."""
+    return counter[0], f"{counter[1]}#{int(request_id.replace('-', '')[-4:], 16) % DAILY_SHARDS}"
 
 
-def settle(plan: direct.SettlePlan, lease_id: str, daily_shard_index: int) -> None:
+def settle(plan: direct.SettlePlan, lease_id: str) -> None:
     """One transaction: the lease item takes the request's real cost and tokens (the central items get
     them when the lease is returned), the reservation record goes, the log record and the day's counter
     (a shard of it) come."""
@@ -233,7 +234,7 @@ def settle(plan: direct.SettlePlan, lease_id: str, daily_shard_index: int) -> No
             }
         },
         request_log.record_put(log, plan.log_expires_at),
-        direct.daily_update(daily_shard(plan.daily, daily_shard_index), log),
+        direct.daily_update(daily_shard(plan.daily, plan.request_id), log),
         {
             "Delete": {
                 "TableName": settings.reservations_table,

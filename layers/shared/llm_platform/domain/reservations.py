@@ -117,7 +117,7 @@ def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
     }
     retention = get_settings().request_log_retention_days * 86400
     lease_id = record.get("leaseId")
-    settle = (lambda plan: lease_store.settle(plan, lease_id, 0)) if lease_id else store.settle
+    settle = (lambda plan: lease_store.settle(plan, lease_id)) if lease_id else store.settle
     settle(
         store.SettlePlan(
             request_id=record["requestId"],

@@ -134,7 +134,6 @@ class Meter:
         self.rates = RateView()
         self._lease_policy = leases  # None: the settings', read on first use (not at import)
         self.instance_id = uuid.uuid4().hex
-        self._daily_shard = int(self.instance_id[:4], 16) % lease_store.DAILY_SHARDS
         self._key_rates = KeyRate()
         self._held: dict[str, Lease] = {}  # key hash -> the lease new requests of the key use
         self._leases: dict[str, Lease] = {}  # lease id -> every lease held and not yet returned
@@ -552,11 +551,11 @@ class Meter:
         retention = get_settings().request_log_retention_days * 86400
         settle = store.settle
         if admission.lease is not None:
-            lease, shard = admission.lease, self._daily_shard
+            lease = admission.lease
 
             def settle(plan: store.SettlePlan) -> None:
                 try:
-                    lease_store.settle(plan, lease.lease_id, shard)
+                    lease_store.settle(plan, lease.lease_id)
                 finally:  # a failed settle stays open on the lease item: the reconciler settles it
                     lease.settled(plan.reserve_micros, plan.cost_micros, plan.reserve_tokens, tokens_used)
 
