@@ -424,13 +424,19 @@ class Meter:
                 lease.returning = True
         returned = []
         for lease in due:
-            item = lease_store.read(lease.lease_id)
-            done = item is None or lease_store.give_back(item, to_iso(now))
+            try:
+                item = lease_store.read(lease.lease_id)
+                done = item is None or lease_store.give_back(item, to_iso(now))
+                # Returned (by us, or already by the reconciler), or left for the reconciler: a settle on it
+                # failed and its request is open (settled after its deadline, then the lease returned).
+                finished = done or item.get("openCount", 0) > 0
+            except Exception:  # DynamoDB failing: tried again on the next round (or by the reconciler)
+                _log.exception("lease return failed", extra={"leaseId": lease.lease_id})
+                item, done, finished = None, False, False
             with self._lock:
                 if self._held.get(lease.key_hash) is lease:
                     del self._held[lease.key_hash]
-                if done or (item is not None and item.get("openCount", 0) > 0):
-                    # Returned (or left for the reconciler: a settle of it failed and its request is open).
+                if finished:
                     self._leases.pop(lease.lease_id, None)
                 else:
                     lease.returning = False
