@@ -164,6 +164,20 @@ def test_leases_under_the_same_load_are_exact_and_write_the_central_items_far_le
     assert collections.Counter(served.minute for served in result.served) == collections.Counter(stored["minutes"])
     key_item = _key_item(key_id)
     assert (key_item.spend_micros, key_item.request_count) == (COST * result.admitted, result.admitted)
+    # The day's counters (spread over shards by the leased settles) read back summed, equal to the log's sums
+    from llm_platform.domain import history
+
+    daily = history.daily_usage(Caller(account_id, "unused"), first_day=None, last_day=None, key_id=None, model=None)
+    log = query_all(
+        TableName=local_stack.table_names["RequestLogTable"],
+        IndexName="byKey",
+        KeyConditionExpression="keyId = :k",
+        ExpressionAttributeValues={":k": {"S": key_id}},
+    )
+    assert len(log) == result.admitted
+    assert [(row["keyId"], row["requests"], row["spendMicros"], row["promptTokens"]) for row in daily] == [
+        (key_id, len(log), sum(r["costMicros"] for r in log), sum(r["promptTokens"] for r in log))
+    ]
     takes = counter.per_item[hottest_key := _api_key_item(counter)]
     print(f"leases: {takes // 2} taken ({returned} returned by flush); hottest central item {hottest_key}")
     hottest, writes = counter.hottest(excluding=("Reservations", "RequestLog", "daily#"))
