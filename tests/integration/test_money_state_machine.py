@@ -20,10 +20,17 @@ credit keys and the requests they have in flight) through random sequences of th
   nothing; a subscription's keys revoked at expiry free their places;
 - key lifecycle: a calendar budget reset (``budgetReset`` with ``maxBudget``) set or removed on a warm
   key, in-process admissions on the moving clock (so periods roll over), and rotation of a key's secret
-  (grace or none) while it has requests in flight.
+  (grace or none) while it has requests in flight;
+- leases of hot keys (issue 16), through a second in-process ``Meter`` that leases every credit key: a
+  take (the slice's money leaves the balance and joins the key's spend, no ledger entry), spending on the
+  lease (settles and releases touch only the lease), returns (one ``usage`` entry for what the lease
+  spent, the rest back), expiry and revocation by key changes (the next admission takes a new lease with
+  the key's new limits), and the instance holding leases dying (the reconciler settles its open requests
+  into their leases and returns them).
 
 After every step the invariants compare the model with what is stored:
-- the ledger explains the balance: ``balance + in-flight reservations == sum(ledger entries)``. A credit
+- the ledger explains the balance: ``balance + in-flight reservations + leases not yet returned ==
+  sum(ledger entries)``. A credit
   key's admission deducts its worst-case cost from the balance without a ledger entry; the settle
   refunds the difference and writes the one ``usage`` entry (-cost). With nothing in flight this is
   exactly ``balance == sum(ledger)``;
@@ -85,6 +92,7 @@ from llm_platform.domain.windows import budget_period
 from llm_platform.proxy import catalog as proxy_catalog
 from llm_platform.proxy.errors import ProxyError
 from llm_platform.proxy.keys import KeyCache
+from llm_platform.proxy.leases import LeasePolicy
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
 from tests.support.stripe_events import outcome, sample, webhook_function
@@ -175,6 +183,20 @@ class InFlight:
     key: KeyModel
     reserve: int
     period: tuple[str, int] | None  # the budget period it was reserved in (keys with a reset)
+    lease: str | None = None  # admitted on this lease (its money is the lease's, booked at take and return)
+
+
+@dataclass
+class LeaseModel:
+    """A lease taken by the leasing instance: its slice ``micros`` left the balance at the take."""
+
+    lease_id: str
+    account_id: str
+    key: KeyModel
+    micros: int
+    period: tuple[str, int] | None
+    spent: int = 0  # what its settled (and reconciled) requests cost
+    returned: bool = False
 
 
 @dataclass
@@ -205,6 +227,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self.delivered_events: set[str] = set()
         self.model_subs: dict[str, SubscriptionModel] = {}
         self.meter = Meter(KeyCache())
+        self.leasing = self._leasing_instance()  # an instance serving every credit key from leases
+        self.model_leases: dict[str, LeaseModel] = {}
+        self.admitted: dict[str, InFlight] = {}  # every in-process admission by request id
         self.settled: list[tuple[str, str, int]] = []  # in-process requests settled: (id, account, cost)
         self.live: set[str] = set()  # admitted in process, still being served
         self.abandoned: list[InFlight] = []  # admitted in process, then their proxy died
@@ -687,12 +712,24 @@ class MoneyMachine(RuleBasedStateMachine):
         if period:
             key.period_spend[period] += reserve
         note("admit in process: admitted" + (" in a budget period" if period else ""))
-        return InFlight(admission, key.account_id, key, reserve, period)
+        return self._track(InFlight(admission, key.account_id, key, reserve, period))
+
+    def _track(self, request: InFlight) -> InFlight:
+        self.admitted[request.admission.request_id] = request
+        return request
+
+    def _died_with_its_instance(self, request: InFlight) -> bool:
+        if request.admission.request_id in self.live:
+            return False
+        note("in flight on an instance that died: the reconciler's")
+        return True
 
     @rule(request=consumes(in_flight), share=st.sampled_from([0.0, 0.01, 0.5, 0.99, 1.0]))
     def settle_in_process(self, request: InFlight, share: float) -> None:
         """When an in-flight request settles with its real cost (at most the reservation), then the
         difference is refunded and one usage entry of -cost is written (none for a zero cost)."""
+        if self._died_with_its_instance(request):
+            return
         cost = int(request.reserve * share)
         self.meter.settle(
             request.admission,
@@ -703,16 +740,23 @@ class MoneyMachine(RuleBasedStateMachine):
             now=max(self.clock, utc_now()),
             outcome=Outcome("test/echo", "local", 200, False),
         )
+        self.settled.append((request.admission.request_id, request.account_id, cost))
+        if request.lease is not None:  # the lease takes it: the central items get it when it is returned
+            self.model_leases[request.lease].spent += cost
+            self.live.discard(request.admission.request_id)
+            note(f"settle on a lease: {share:.0%} of the reservation")
+            return
         self._end_in_flight(request)
         self._charged(request.key, cost, request.admission.request_id)
         if request.period:
             request.key.period_spend[request.period] += cost
-        self.settled.append((request.admission.request_id, request.account_id, cost))
         note(f"settle in process: {share:.0%} of the reservation")
 
     @rule(request=consumes(in_flight))
     def release_in_process(self, request: InFlight) -> None:
         """When no provider could serve an in-flight request, then its whole reservation comes back."""
+        if self._died_with_its_instance(request):
+            return
         self.meter.settle(
             request.admission,
             input_tokens=0,
@@ -722,8 +766,12 @@ class MoneyMachine(RuleBasedStateMachine):
             now=max(self.clock, utc_now()),
             outcome=Outcome("test/echo", None, 502, False),
         )
-        self._end_in_flight(request)
         self.settled.append((request.admission.request_id, request.account_id, 0))
+        if request.lease is not None:
+            self.live.discard(request.admission.request_id)
+            note("release on a lease")
+            return
+        self._end_in_flight(request)
         note("release in process")
 
     def _end_in_flight(self, request: InFlight) -> None:
@@ -739,30 +787,137 @@ class MoneyMachine(RuleBasedStateMachine):
     def request_dies(self, request: InFlight) -> None:
         """When the proxy dies with a request in flight (a Lambda stopped mid-answer), then nothing settles
         it: its reservation stays held, recorded, until the reconciler's turn."""
+        if self._died_with_its_instance(request):
+            return
         self.live.discard(request.admission.request_id)
         self.abandoned.append(request)
         note("a request dies in flight")
 
-    @precondition(lambda self: self.abandoned and not self.live)  # the others in flight have ended
+    @precondition(lambda self: (self.abandoned or self._unreturned_leases()) and not self.live)
     @rule()
     def reconciler_runs(self) -> None:
         """When the reconciler runs after the dead requests' deadlines, then each is settled once: its
-        prompt's cost charged (with a usage entry), the rest of its reservation released; a second run
-        changes nothing."""
+        prompt's cost charged (with a usage entry; on a lease, into the lease), the rest of its reservation
+        released; then every lease past its end with nothing open (its instance dead, or not returning it)
+        is returned once, as its instance would have; a second run changes nothing."""
         now = max(self.clock, utc_now()) + timedelta(seconds=900 + 61)
         self.clock = now
         report = reservations.reconcile(now)
+        unreturned = self._unreturned_leases()
         assert (report.settled, report.failed) == (len(self.abandoned), []), report
+        assert (report.leases_returned, report.leases_waiting) == (len(unreturned), 0), report
         for request in self.abandoned:
             cost = min(request.reserve // 3, request.reserve)
+            if request.lease is not None:
+                self.model_leases[request.lease].spent += cost
+                self.settled.append((request.admission.request_id, request.account_id, cost))
+                continue
             self._end_in_flight(request)
             self._charged(request.key, cost, request.admission.request_id)
             if request.period:
                 request.key.period_spend[request.period] += cost
             self.settled.append((request.admission.request_id, request.account_id, cost))
-        note(f"reconciler settled {len(self.abandoned)}")
+        for lease in unreturned:
+            self._lease_returned(lease)
+        note(f"reconciler settled {len(self.abandoned)}, returned {len(unreturned)} leases")
         self.abandoned.clear()
-        assert reservations.reconcile(now).settled == 0
+        again = reservations.reconcile(now)
+        assert (again.settled, again.leases_returned) == (0, 0)
+
+    # ------------------------------------------------------------ leases of hot keys (issue 16)
+    @staticmethod
+    def _leasing_instance() -> Meter:
+        """An instance that leases every credit key at once; it returns leases only when told to (flush)."""
+        return Meter(KeyCache(), LeasePolicy(min_rate=0, warmup_seconds=0, return_in_background=False))
+
+    def _unreturned_leases(self) -> list[LeaseModel]:
+        return [lease for lease in self.model_leases.values() if not lease.returned]
+
+    def _lease_returned(self, lease: LeaseModel) -> None:
+        """What a returned lease did lands centrally: its spend in one usage entry and the key's spend; the
+        rest of its slice back to the balance."""
+        model = self.model_accounts[lease.account_id]
+        model.balance += lease.micros
+        model.in_flight -= lease.micros
+        lease.key.spend += lease.spent - lease.micros
+        if lease.period:
+            lease.key.period_spend[lease.period] += lease.spent - lease.micros
+        if lease.spent:
+            model.book("usage", -lease.spent, f"lease#{lease.lease_id}")
+        lease.returned = True
+
+    @rule(
+        target=in_flight,
+        key_id=credit_keys,
+        reserve=st.one_of(st.integers(1, 5_000), st.integers(1, 3).map(lambda d: d * 1_000_000)),
+    )
+    def admit_on_lease(self, key_id: str, reserve: int) -> Any:
+        """When the leasing instance admits a request, then it is admitted on a lease it holds, or by a take
+        carrying it (the slice's money leaves the balance and joins the key's spend, no ledger entry yet),
+        or, when no slice fits, exactly as the direct path would; it is refused only when the direct path
+        would refuse it, with the same status."""
+        key = self.model_keys[key_id]
+        snapshot = self.leasing.keys.lookup(key.plaintext)
+        now = utc_now()  # the real clock: leases register on real minutes, which key changes look at
+        refusal = self._admissible(key, reserve, now)
+        request_id = str(uuid.uuid4())
+        pending = Pending(model="test/echo", stream=False, prompt_tokens=7, prompt_cost_micros=reserve // 3)
+        try:
+            admission = self.leasing.admit(snapshot, reserve, 100, request_id, now, pending)
+        except ProxyError as refused:
+            assert refusal is not None and refused.status == refusal, (refusal, refused.status, refused.code)
+            note(f"lease admit: {refusal}")
+            return multiple()
+        self.live.add(request_id)
+        model = self.model_accounts[key.account_id]
+        period = self._period(key, now)
+        if admission.lease is None:  # no slice fitted: the direct path admitted it
+            assert refusal is None
+            model.balance -= reserve
+            model.in_flight += reserve
+            key.spend += reserve
+            if period:
+                key.period_spend[period] += reserve
+            note("lease admit: direct")
+            return self._track(InFlight(admission, key.account_id, key, reserve, period))
+        lease = admission.lease
+        if lease.lease_id not in self.model_leases:  # taken by this request
+            assert refusal is None  # the take needed room for n requests like it
+            model.balance -= lease.micros
+            model.in_flight += lease.micros
+            key.spend += lease.micros
+            if period:
+                key.period_spend[period] += lease.micros
+            self.model_leases[lease.lease_id] = LeaseModel(lease.lease_id, key.account_id, key, lease.micros, period)
+            note("lease taken")
+        else:
+            note("admitted on a lease")
+        return self._track(InFlight(admission, key.account_id, key, reserve, None, lease=lease.lease_id))
+
+    @precondition(lambda self: self.leasing.leases_held())
+    @rule()
+    def leases_return(self) -> None:
+        """When the leasing instance returns its leases (here: all of them end now), then each with nothing
+        in flight is returned once: one usage entry of what it spent, the rest of its slice back; a lease with
+        requests in flight stays until they end."""
+        returned = self.leasing.flush(utc_now())
+        for item in returned:
+            lease = self.model_leases[item["leaseId"]]
+            assert not lease.returned and (item["spentMicros"], item["grantedMicros"]) == (lease.spent, lease.micros)
+            self._lease_returned(lease)
+        note(f"leases returned: {len(returned)}")
+
+    @precondition(lambda self: self.leasing.leases_held())
+    @rule()
+    def instances_die(self) -> None:
+        """When the proxy instances die (the leasing one holding leases) with whatever was in flight on them,
+        then nothing they held is settled or returned by them: the reconciler settles their requests (into
+        their leases, for leased ones) after their deadline and returns the leases after their end."""
+        self.abandoned.extend(self.admitted[request_id] for request_id in sorted(self.live))
+        note(f"instances die: {len(self.live)} requests in flight, {self.leasing.leases_held()} leases held")
+        self.live.clear()
+        self.leasing = self._leasing_instance()
+        self.meter = Meter(KeyCache())
 
     # ------------------------------------------------------------ key lifecycle
     @rule(

@@ -142,7 +142,11 @@ EXPECTED_PERMISSIONS: list[tuple[Any, set[str]]] = [
     (_table("UsageCountersTable"), {"dynamodb:UpdateItem", "dynamodb:BatchGetItem"}),
     (_table("LedgerTable"), {"dynamodb:PutItem"}),
     (_table("RequestLogTable"), {"dynamodb:PutItem"}),
-    (_table("ReservationsTable"), {"dynamodb:PutItem", "dynamodb:DeleteItem"}),
+    # Reservation records; a hot key's lease items (put, admitted on and settled into, read and returned).
+    (
+        _table("ReservationsTable"),
+        {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    ),
     (
         {
             "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"

@@ -30,6 +30,10 @@ class Settings:
     # this long after admission (Lambda stops the proxy at 900 s), plus the reconciler's grace.
     reservation_timeout_seconds: int = 900
     reconcile_grace_seconds: int = 60
+    # Leases of hot credit keys (issue 16, proxy/leases.py): off, or the admissions per second of one key on
+    # one instance (sustained 5 s) above which the instance takes slices of the key's limits (0: always).
+    leases_enabled: bool = True
+    lease_min_rate_per_second: int = 2
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.

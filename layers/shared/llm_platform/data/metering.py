@@ -317,29 +317,7 @@ def settle(plan: SettlePlan) -> None:
         )
     log = plan.log_record
     items.append(request_log.record_put(log, plan.log_expires_at))
-    items.append(
-        {
-            "Update": {
-                "TableName": settings.usage_counters_table,
-                "Key": as_key(plan.daily),
-                # Every logged request counts, so the day's sums equal the log's exactly.
-                "UpdateExpression": "ADD requests :one, promptTokens :prompt, completionTokens :completion, "
-                "spendMicros :cost SET #date = :date, keyId = :key, #model = :model",
-                "ExpressionAttributeNames": {"#date": "date", "#model": "model"},
-                "ExpressionAttributeValues": to_values(
-                    {
-                        ":one": 1,
-                        ":prompt": log["promptTokens"],
-                        ":completion": log["completionTokens"],
-                        ":cost": log["costMicros"],
-                        ":date": log["createdAt"][:10],
-                        ":key": log["keyId"],
-                        ":model": log["model"],
-                    }
-                ),
-            }
-        }
-    )
+    items.append(daily_update(plan.daily, log))
     if plan.credit:
         items.append(
             {
@@ -373,6 +351,31 @@ def settle(plan: SettlePlan) -> None:
         }
     )
     transact(items, ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}")))
+
+
+def daily_update(counter: CounterId, log: dict[str, Any]) -> dict[str, Any]:
+    """Add one logged request to its day x key x model counter (or a shard of it, see ``data.leases``)."""
+    return {
+        "Update": {
+            "TableName": get_settings().usage_counters_table,
+            "Key": as_key(counter),
+            # Every logged request counts, so the day's sums equal the log's exactly.
+            "UpdateExpression": "ADD requests :one, promptTokens :prompt, completionTokens :completion, "
+            "spendMicros :cost SET #date = :date, keyId = :key, #model = :model",
+            "ExpressionAttributeNames": {"#date": "date", "#model": "model"},
+            "ExpressionAttributeValues": to_values(
+                {
+                    ":one": 1,
+                    ":prompt": log["promptTokens"],
+                    ":completion": log["completionTokens"],
+                    ":cost": log["costMicros"],
+                    ":date": log["createdAt"][:10],
+                    ":key": log["keyId"],
+                    ":model": log["model"],
+                }
+            ),
+        }
+    }
 
 
 def due_reservations(shard: str, deadline_before: str, limit: int) -> list[dict[str, Any]]:

@@ -57,9 +57,13 @@ def get_many(counters: list[CounterId]) -> dict[CounterId, dict[str, Any]]:
     return found
 
 
+_DAILY_SUMS = ("requests", "promptTokens", "completionTokens", "spendMicros")
+
+
 def daily_between(account_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
-    """The account's daily counters from ``first_day`` to ``last_day`` (YYYY-MM-DD, both included)."""
-    return query_all(
+    """The account's daily counters from ``first_day`` to ``last_day`` (YYYY-MM-DD, both included), one per
+    day x key x model: a hot key's shards (``<day>#<key>#<model>#<shard>``, see ``data.leases``) summed."""
+    rows = query_all(
         TableName=get_settings().usage_counters_table,
         KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
         ExpressionAttributeValues=to_values(
@@ -67,3 +71,12 @@ def daily_between(account_id: str, first_day: str, last_day: str) -> list[dict[s
         ),
         ConsistentRead=True,
     )
+    summed: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        counter = (str(row["date"]), str(row["keyId"]), str(row["model"]))
+        if counter not in summed:
+            summed[counter] = {**row, "sk": f"{counter[0]}#{counter[1]}#{counter[2]}"}
+        else:
+            for name in _DAILY_SUMS:
+                summed[counter][name] = summed[counter].get(name, 0) + row.get(name, 0)
+    return list(summed.values())

@@ -19,6 +19,7 @@ from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
 from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
+from llm_platform.domain.leases import revoke_key_leases
 from llm_platform.domain.plans import catalog
 
 MAX_ROTATION_GRACE_SECONDS = 86_400
@@ -190,9 +191,12 @@ def update_key(
         _check_subscription_limits(key, limits)
     status = None if disabled is None else (KeyStatus.DISABLED if disabled else KeyStatus.ACTIVE)
     try:
-        return api_keys_table.update(key, now=to_iso(utc_now()), name=name, status=status, limits=limits)
+        updated = api_keys_table.update(key, now=to_iso(utc_now()), name=name, status=status, limits=limits)
     except WriteRefused as refused:  # revoked between the read and the write
         raise NotFound(f"Key {key_id} not found.") from refused
+    if status is not None or limits:
+        revoke_key_leases(key.key_id)  # instances admitting it from leases read it again first
+    return updated
 
 
 def _check_subscription_limits(key: ApiKey, limits: dict[str, Any]) -> None:
@@ -229,6 +233,7 @@ def rotate_key(caller: Caller, key_id: str, grace_period_seconds: int) -> tuple[
         )
     except WriteRefused as refused:  # revoked, or rotated by someone else, since it was read
         raise Conflict(f"Key {key_id} changed while rotating it; try again.", code="key_changed") from refused
+    revoke_key_leases(key.key_id)
     return rotated, secret.plaintext, old_expires_at
 
 
@@ -246,6 +251,7 @@ def revoke_key(caller: Caller, key_id: str) -> ApiKey:
         if refused.reasons[0] == "ConditionalCheckFailed":  # revoked meanwhile
             raise NotFound(f"Key {key_id} not found.") from refused
         raise
+    revoke_key_leases(key.key_id)
     revoked = api_keys_table.get_by_hash(key.key_hash)
     if revoked is None:  # cannot happen: keys are never deleted
         raise NotFound(f"Key {key_id} not found.")

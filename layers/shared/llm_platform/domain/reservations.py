@@ -14,6 +14,7 @@ from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.core.clock import from_iso, to_iso, utc_now
+from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.data.usage_counters import daily_counter
@@ -30,6 +31,8 @@ class ReconcileReport:
     already_settled: int = 0
     failed: list[str] = field(default_factory=list)
     charged_micros: int = 0
+    leases_returned: int = 0  # leases of instances that did not return them (died, frozen)
+    leases_waiting: int = 0  # ended leases with requests still open on them: returned by a later run
 
 
 def reconcile(now: datetime | None = None) -> ReconcileReport:
@@ -40,12 +43,16 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
     settings = get_settings()
     cutoff = to_iso(now - timedelta(seconds=settings.reconcile_grace_seconds))
     report = ReconcileReport()
+    leases: dict[str, dict[str, Any]] = {}
     for index in range(store.RESERVATION_SHARDS):
         shard = f"open#{index}"
         while True:
             due = store.due_reservations(shard, cutoff, _BATCH)
             progressed = False
             for record in due:
+                if record.get("kind") == "lease":  # returned below, once its due requests are settled
+                    leases[record["leaseId"]] = record
+                    continue
                 try:
                     report.charged_micros += _settle_abandoned(record, now)
                     report.settled += 1
@@ -57,7 +64,36 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
                     report.failed.append(record.get("requestId", "?"))
             if len(due) < _BATCH or not progressed:
                 break
+    for lease_id in leases:
+        try:
+            _return_abandoned(lease_id, now, report)
+        except Exception:
+            logger.exception("lease return failed", extra={"leaseId": lease_id})
+            report.failed.append(f"lease#{lease_id}")
     return report
+
+
+def _return_abandoned(lease_id: str, now: datetime, report: ReconcileReport) -> None:
+    """Return a lease whose end passed more than the grace ago (its instance died or never returned it):
+    what its requests spent goes onto the central items, the rest comes back, exactly once (the same
+    conditional transaction the instance would have written)."""
+    lease = lease_store.read(lease_id)
+    if lease is None:  # returned meanwhile
+        return
+    if lease.get("openCount", 0) > 0:  # requests still open: settled when their own deadlines pass
+        report.leases_waiting += 1
+        return
+    if lease_store.give_back(lease, to_iso(now)):
+        report.leases_returned += 1
+        logger.warning(
+            "lease reclaimed",
+            extra={
+                "leaseId": lease_id,
+                "keyId": lease["keyId"],
+                "grantedMicros": lease["grantedMicros"],
+                "spentMicros": lease.get("spentMicros", 0),
+            },
+        )
 
 
 def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
@@ -80,7 +116,9 @@ def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
         "durationMs": max(0, int((now - from_iso(reserved_at)).total_seconds() * 1000)),
     }
     retention = get_settings().request_log_retention_days * 86400
-    store.settle(
+    lease_id = record.get("leaseId")
+    settle = (lambda plan: lease_store.settle(plan, lease_id)) if lease_id else store.settle
+    settle(
         store.SettlePlan(
             request_id=record["requestId"],
             key_hash=record["keyHash"],

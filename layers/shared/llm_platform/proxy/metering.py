@@ -4,18 +4,23 @@ RPM/TPM, budget window or balance), then settle the real cost. Built on ``data.m
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from llm_platform.config import get_settings
-from llm_platform.core.clock import to_iso
+from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
 from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.windows import Window, budget_period, budget_window, budget_window_hours, minute_window
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
+from llm_platform.proxy.leases import KeyRate, Lease, LeasePolicy
 
 _log = logging.getLogger("llm_platform.proxy")
 _MINUTE_TTL = 3 * 3600
@@ -42,6 +47,7 @@ class Admission:
     rate_headers: dict[str, str]
     admitted_at: datetime
     budget_period: Window | None = None  # credit keys with budgetReset
+    lease: Lease | None = None  # admitted on this instance's lease of the key (None: the direct path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +125,22 @@ def _seconds_until(moment: datetime, now: datetime) -> str:
 
 
 class Meter:
-    def __init__(self, keys: KeyCache) -> None:
+    """One proxy instance's metering. ``leases`` says when a hot key is served from leases (default: the
+    settings'); every lease this instance holds is returned by a background thread once it has ended and
+    nothing is in flight on it (``flush`` returns them all at once)."""
+
+    def __init__(self, keys: KeyCache, leases: LeasePolicy | None = None) -> None:
         self.keys = keys
         self.rates = RateView()
+        self._lease_policy = leases  # None: the settings', read on first use (not at import)
+        self.instance_id = uuid.uuid4().hex
+        self._key_rates = KeyRate()
+        self._held: dict[str, Lease] = {}  # key hash -> the lease new requests of the key use
+        self._leases: dict[str, Lease] = {}  # lease id -> every lease held and not yet returned
+        self._shrink: dict[str, int] = {}  # key hash -> divisor of the next slice after refused takes
+        self._take_locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._returner: threading.Thread | None = None
 
     def admit(
         self,
@@ -237,8 +256,13 @@ class Meter:
             reservation=reservation,
             **plan_fields,
         )
+        lease = None
         try:
-            store.admit(plan)
+            rate = self._hot_rate(key, reserve_tokens)
+            if rate is not None:
+                lease = self._admit_on_lease(key, plan, minute.index, now, rate)
+            if lease is None:
+                store.admit(plan)
         except store.AdmissionRefused as refused:
             item = refused.refusal.item or {}
             if (
@@ -249,7 +273,185 @@ class Meter:
                 raise _Outdated from refused
             raise self._refusal_error(key, refused.refusal, minute, window, period, now) from refused
         rate_headers = self.rates.admitted(key, minute, now, reserve_tokens)
-        return Admission(request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period)
+        return Admission(
+            request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period, lease
+        )
+
+    # ------------------------------------------------------------------ leases (issue 16)
+    @property
+    def lease_policy(self) -> LeasePolicy:
+        if self._lease_policy is None:
+            self._lease_policy = LeasePolicy.from_settings()
+        return self._lease_policy
+
+    def _hot_rate(self, key: KeySnapshot, reserve_tokens: int) -> float | None:
+        """This instance's rate of the key when it is to be leased: a credit key admitted above the policy's
+        rate, with room in its limits for slices of two requests. None: the direct path."""
+        if not self.lease_policy.enabled or not key.credit:
+            return None
+        rate, seen = self._key_rates.observe(key.key_hash, time.monotonic())
+        share = self.lease_policy.max_share
+        roomy = key.rpm // share >= 2 and key.tpm // share >= 2 * reserve_tokens
+        return rate if roomy and self.lease_policy.hot(rate, seen) else None
+
+    def _admit_on_lease(
+        self, key: KeySnapshot, plan: store.AdmitPlan, minute: int, now: datetime, rate: float
+    ) -> Lease | None:
+        """Admit on this instance's lease of the key (one transaction on the lease item), or take a new
+        lease carrying this request (one central transaction). None: admit directly (no slice fits)."""
+        lease = self._usable_lease(key, plan, minute, now)
+        if lease is not None:
+            return lease
+        with self._take_lock(key.key_hash):
+            lease = self._usable_lease(key, plan, minute, now)  # another request may have just taken one
+            if lease is not None:
+                return lease
+            return self._take(key, plan, minute, now, rate)
+
+    def _usable_lease(self, key: KeySnapshot, plan: store.AdmitPlan, minute: int, now: datetime) -> Lease | None:
+        lease = self._held.get(key.key_hash)
+        if lease is None or lease.version != key.version:
+            return None
+        if not lease.reserve(plan.reserve_micros, plan.reserve_tokens, minute, now):
+            return None
+        try:
+            lease_store.admit(
+                lease.lease_id,
+                granted=(lease.requests, lease.tokens, lease.micros),
+                reserve_micros=plan.reserve_micros,
+                reserve_tokens=plan.reserve_tokens,
+                reservation=plan.reservation,
+            )
+        except lease_store.LeaseRefused as refused:
+            lease.unreserve(plan.reserve_micros, plan.reserve_tokens)
+            if refused.item is not None and refused.item.get("status") == "revoked":
+                # The key changed (limits, status, rotation): read it again before anything is admitted.
+                raise _Outdated from refused
+            return None
+        return lease
+
+    def _take(self, key: KeySnapshot, plan: store.AdmitPlan, minute: int, now: datetime, rate: float) -> Lease | None:
+        """Take a slice sized to this instance's rate of the key (about ``horizon_seconds`` of it), at most
+        1/``max_share`` of its RPM and TPM, halved after each refused take and grown back after each taken."""
+        policy = self.lease_policy
+        divisor = self._shrink.get(key.key_hash, 1)
+        wanted = math.ceil(rate * policy.horizon_seconds) + 1
+        requests = min(math.ceil(wanted / divisor), key.rpm // policy.max_share)
+        tokens = min(requests * plan.reserve_tokens, key.tpm // policy.max_share)
+        if requests < 2 or tokens < plan.reserve_tokens:
+            return None
+        micros = requests * plan.reserve_micros
+        minute_end = datetime.fromtimestamp((minute + 1) * 60, tz=now.tzinfo)
+        ends_at = min(now + timedelta(seconds=policy.lifetime_seconds), minute_end)
+        lease = Lease(
+            lease_id=uuid.uuid4().hex,
+            key_hash=key.key_hash,
+            version=key.version,
+            minute=minute,
+            requests=requests,
+            tokens=tokens,
+            micros=micros,
+            ends_at=ends_at,
+            admitted=1,
+            open=1,
+            committed_micros=plan.reserve_micros,
+            committed_tokens=plan.reserve_tokens,
+        )
+        try:
+            lease_store.take(
+                lease_store.TakePlan(
+                    admit=plan,
+                    lease_id=lease.lease_id,
+                    instance_id=self.instance_id,
+                    requests=requests,
+                    tokens=tokens,
+                    micros=micros,
+                    lease_end=to_iso(ends_at),
+                )
+            )
+        except store.AdmissionRefused as refused:
+            item = refused.refusal.item or {}
+            if refused.refusal.check == "key" and (
+                item.get("status") != "active" or item.get("version", 0) != key.version
+            ):
+                raise  # revoked, disabled or changed: as on the direct path
+            # No room for the whole slice (RPM, TPM, balance or maxBudget): this request goes the direct
+            # path, which admits it exactly or refuses it with the usual error; the next slice is smaller.
+            self._shrink[key.key_hash] = min(64, divisor * 2)
+            return None
+        self._shrink[key.key_hash] = max(1, divisor // 2)
+        with self._lock:
+            previous = self._held.get(key.key_hash)
+            if previous is not None:
+                previous.ended = True
+            self._held[key.key_hash] = lease
+            self._leases[lease.lease_id] = lease
+            self._start_returner()
+        return lease
+
+    def _take_lock(self, key_hash: str) -> threading.Lock:
+        with self._lock:
+            return self._take_locks.setdefault(key_hash, threading.Lock())
+
+    def _start_returner(self) -> None:
+        if not self.lease_policy.return_in_background:
+            return
+        if self._returner is None or not self._returner.is_alive():
+            self._returner = threading.Thread(target=self._return_loop, name="lease-returner", daemon=True)
+            self._returner.start()
+
+    def _return_loop(self) -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                self.return_leases(utc_now())
+            except Exception:  # logged; the reconciler returns what this instance cannot
+                _log.exception("lease return failed")
+            with self._lock:
+                if not self._leases:
+                    self._returner = None
+                    return
+
+    def return_leases(self, now: datetime, *, end_all: bool = False) -> list[dict]:
+        """Return every lease that has ended (all of them with ``end_all``) and has nothing in flight: one
+        transaction each, off the request path. The lease items returned (as they were)."""
+        with self._lock:
+            if end_all:
+                for lease in self._leases.values():
+                    lease.ended = True
+            due = [lease for lease in self._leases.values() if lease.idle_and_over(now)]
+            for lease in due:
+                lease.returning = True
+        returned = []
+        for lease in due:
+            try:
+                item = lease_store.read(lease.lease_id)
+                done = item is None or lease_store.give_back(item, to_iso(now))
+                # Returned (by us, or already by the reconciler), or left for the reconciler: a settle on it
+                # failed and its request is open (settled after its deadline, then the lease returned).
+                finished = done or item.get("openCount", 0) > 0
+            except Exception:  # DynamoDB failing: tried again on the next round (or by the reconciler)
+                _log.exception("lease return failed", extra={"leaseId": lease.lease_id})
+                item, done, finished = None, False, False
+            with self._lock:
+                if self._held.get(lease.key_hash) is lease:
+                    del self._held[lease.key_hash]
+                if finished:
+                    self._leases.pop(lease.lease_id, None)
+                else:
+                    lease.returning = False
+            if done and item is not None:
+                returned.append(item)
+        return returned
+
+    def leases_held(self) -> int:
+        """Leases this instance holds and has not returned."""
+        with self._lock:
+            return len(self._leases)
+
+    def flush(self, now: datetime | None = None) -> list[dict]:
+        """End every lease and return those with nothing in flight (tests, shutdown)."""
+        return self.return_leases(now or utc_now(), end_all=True)
 
     def _refusal_error(
         self,
@@ -353,7 +555,18 @@ class Meter:
             "durationMs": max(0, int((now - admission.admitted_at).total_seconds() * 1000)),
         }
         retention = get_settings().request_log_retention_days * 86400
-        store.settle(
+        settle = store.settle
+        if admission.lease is not None:
+            lease = admission.lease
+
+            def settle(plan: store.SettlePlan) -> None:
+                try:
+                    lease_store.settle(plan, lease.lease_id)
+                finally:  # a failed settle stays open on the lease item: the reconciler settles it
+                    lease.settled(plan.reserve_micros, plan.cost_micros, plan.reserve_tokens, tokens_used)
+
+        tokens_used = input_tokens + output_tokens
+        settle(
             store.SettlePlan(
                 request_id=admission.request_id,
                 key_hash=key.key_hash,
