@@ -107,16 +107,19 @@ def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
 def _key_budget_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     """A credit key with ``budgetReset``: its spend in the current calendar period stays within maxBudget
     (the item of a new period starts at zero: that is the reset)."""
+    period, max_budget_micros = plan.budget_period, plan.max_budget_micros
+    if period is None or max_budget_micros is None:
+        raise ValueError("a budget period is checked against maxBudget: the plan needs both")
     return "key_budget", {
         "Update": {
             "TableName": get_settings().usage_counters_table,
-            "Key": as_key(plan.budget_period),
+            "Key": as_key(period),
             "UpdateExpression": "ADD spendMicros :reserve SET expiresAt = :expires",
             "ConditionExpression": "attribute_not_exists(spendMicros) OR spendMicros <= :room",
             "ExpressionAttributeValues": to_values(
                 {
                     ":reserve": plan.reserve_micros,
-                    ":room": plan.max_budget_micros - plan.reserve_micros,
+                    ":room": max_budget_micros - plan.reserve_micros,
                     ":expires": plan.budget_period_expires_at,
                 }
             ),
@@ -151,6 +154,9 @@ def _rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
 
 def _subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
     settings = get_settings()
+    window = plan.window
+    if window is None:
+        raise ValueError("a subscription key's admission needs its budget window")
     return [
         (
             "subscription",
@@ -170,7 +176,7 @@ def _subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
             {
                 "Update": {
                     "TableName": settings.usage_counters_table,
-                    "Key": as_key(plan.window),
+                    "Key": as_key(window),
                     # committedMicros = settled spend + in-flight reservations. Admitting while it is
                     # below the budget lets the last admitted request overshoot by at most its own cost.
                     "UpdateExpression": "ADD committedMicros :reserve SET expiresAt = :expires",
@@ -209,11 +215,11 @@ def reservation_shard(request_id: str) -> str:
     return f"open#{int(request_id.replace('-', '')[:4], 16) % RESERVATION_SHARDS}"
 
 
-def _reservation_put(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+def _reservation_put(reservation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "reservation", {
         "Put": {
             "TableName": get_settings().reservations_table,
-            "Item": to_item(plan.reservation),
+            "Item": to_item(reservation),
             "ConditionExpression": "attribute_not_exists(requestId)",
         }
     }
@@ -225,7 +231,7 @@ def admit(plan: AdmitPlan) -> None:
     if plan.budget_period is not None:
         checks.append(_key_budget_update(plan))
     if plan.reservation is not None:
-        checks.append(_reservation_put(plan))
+        checks.append(_reservation_put(plan.reservation))
     request_id = plan.reservation["requestId"] if plan.reservation else None
     try:
         transact([item for _, item in checks], **({"ClientRequestToken": request_id} if request_id else {}))

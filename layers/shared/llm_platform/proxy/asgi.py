@@ -204,8 +204,8 @@ class ProxyApp:
         raw = await _read_body(receive, get_settings().max_proxy_body_bytes)
         key = await self._authenticate(scope, _now())
         body = _parse_json(raw)
-        model = catalog.models().get(body.get("model")) if isinstance(body.get("model"), str) else None
-        request = _validate(body, model)
+        name = body.get("model")
+        request, model = _validate(body, catalog.models().get(name) if isinstance(name, str) else None)
         options = parameters.chat_options(body, model)
         outputs = (request.max_output + options.prediction_tokens) * request.n
         media = request.media_parts * (model.media_part_tokens or 0)
@@ -312,10 +312,10 @@ class ProxyApp:
             )
             async for chunk in sse_chunks(response.aiter_lines(), generation):
                 chunk["model"] = bill.model.id
-                chunk = shaping.shape(chunk, bill.cost_of(chunk.get("usage"), body))
-                if chunk is None:
+                shaped = shaping.shape(chunk, bill.cost_of(chunk.get("usage"), body))
+                if shaped is None:
                     continue
-                frame = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                frame = b"data: " + json.dumps(shaped, separators=(",", ":")).encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
 
         async def client_gone() -> None:
@@ -485,7 +485,8 @@ class _Request:
         self.max_output, self.n, self.stream, self.media_parts = max_output, n, stream, media_parts
 
 
-def _validate(body: dict, model: catalog.Model | None) -> _Request:
+def _validate(body: dict, model: catalog.Model | None) -> tuple[_Request, catalog.Model]:
+    """The request's shape checked against the model's limits: what it asks for, and the model (which exists)."""
     parameters.check_fields(body)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_request("'model' is required.", code="missing_model", param="model")
@@ -527,7 +528,7 @@ def _validate(body: dict, model: catalog.Model | None) -> _Request:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= _MAX_N:
         raise bad_request(f"'n' must be an integer from 1 to {_MAX_N}.", param="n")
-    return _Request(max_output, n, stream, media_parts)
+    return _Request(max_output, n, stream, media_parts), model
 
 
 _FRAMING_FIELDS = frozenset({"role", "type", "id", "tool_call_id"})  # counted as chat framing instead

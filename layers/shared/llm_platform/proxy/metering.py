@@ -194,11 +194,14 @@ class Meter:
         period = None
         plan_fields: dict = {}
         if key.subscription_id is not None:
-            window = budget_window(key.window_anchor, now, budget_window_hours())
-            if reserve_micros > key.budget_micros:
+            anchor, budget_micros = key.window_anchor, key.budget_micros
+            if anchor is None or budget_micros is None:  # read with its subscription: never, but say so
+                raise ValueError(f"subscription key {key.key_id} was read without its subscription's terms")
+            window = budget_window(anchor, now, budget_window_hours())
+            if reserve_micros > budget_micros:
                 raise bad_request(
                     f"This request could cost up to ${format_usd(reserve_micros)}, more than the whole 5-hour "
-                    f"budget of ${format_usd(key.budget_micros)}: lower max_tokens or shorten the prompt.",
+                    f"budget of ${format_usd(budget_micros)}: lower max_tokens or shorten the prompt.",
                     code="request_too_large",
                     param="max_tokens",
                 )
@@ -310,7 +313,7 @@ class Meter:
 
     def _usable_lease(self, key: KeySnapshot, plan: store.AdmitPlan, minute: int, now: datetime) -> Lease | None:
         lease = self._held.get(key.key_hash)
-        if lease is None or lease.version != key.version:
+        if lease is None or lease.version != key.version or plan.reservation is None:
             return None
         if not lease.reserve(plan.reserve_micros, plan.reserve_tokens, minute, now):
             return None
@@ -429,7 +432,7 @@ class Meter:
                 done = item is None or lease_store.give_back(item, to_iso(now))
                 # Returned (by us, or already by the reconciler), or left for the reconciler: a settle on it
                 # failed and its request is open (settled after its deadline, then the lease returned).
-                finished = done or item.get("openCount", 0) > 0
+                finished = done or (item is not None and item.get("openCount", 0) > 0)
             except Exception:  # DynamoDB failing: tried again on the next round (or by the reconciler)
                 _log.exception("lease return failed", extra={"leaseId": lease.lease_id})
                 item, done, finished = None, False, False
@@ -474,7 +477,8 @@ class Meter:
             return ProxyError(
                 402,
                 "insufficient_quota",
-                f"This key's maxBudget for the {key.budget_reset} period is spent; it resets at {to_iso(period.end)}.",
+                f"This key's maxBudget for the {key.budget_reset} period is spent"
+                + (f"; it resets at {to_iso(period.end)}." if period else "."),
                 type_="insufficient_quota",
             )
         if refusal.check == "subscription":
@@ -501,12 +505,13 @@ class Meter:
                     type_="budget_exceeded",
                     headers={"retry-after": "1"},
                 )
+            resets = window.end if window else minute.end
             return ProxyError(
                 429,
                 "budget_exceeded",
-                f"The subscription's 5-hour budget is spent; it resets at {to_iso(window.end)}.",
+                f"The subscription's 5-hour budget is spent; it resets at {to_iso(resets)}.",
                 type_="budget_exceeded",
-                headers={"retry-after": _seconds_until(window.end, now)},
+                headers={"retry-after": _seconds_until(resets, now)},
             )
         return ProxyError(
             402,
@@ -579,10 +584,12 @@ class Meter:
                 output_tokens=output_tokens,
                 counted=counted,
                 now_iso=to_iso(now),
-                window=window_counter(key.subscription_id, admission.window.index) if admission.window else None,
+                window=window_counter(key.subscription_id, admission.window.index)
+                if admission.window and key.subscription_id
+                else None,
                 credit=key.credit,
                 budget_period=budget_period_counter(key.key_id, key.budget_reset, admission.budget_period.index)
-                if admission.budget_period
+                if admission.budget_period and key.budget_reset
                 else None,
                 log_record=log_record,
                 log_expires_at=int(admission.admitted_at.timestamp()) + retention,

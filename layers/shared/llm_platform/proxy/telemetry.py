@@ -55,7 +55,11 @@ class RequestRecord:
     def __init__(self, request_id: str, method: str, path: str, api_request_id: str | None) -> None:
         self.request_id, self.method, self.path, self.api_request_id = request_id, method, path, api_request_id
         self.started = time.perf_counter()
-        self.key_id = self.account_id = self.model = self.provider = self.code = None
+        self.key_id: str | None = None
+        self.account_id: str | None = None
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.code: str | None = None
         self.stream: bool | None = None
         self.input_tokens = self.output_tokens = self.cost_micros = 0
         self.status = 0
