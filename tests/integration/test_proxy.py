@@ -19,6 +19,7 @@ from llm_platform.domain.credentials import hash_secret
 from llm_platform.domain.money import format_usd
 from local_stack.server_thread import ServerThread
 from local_stack.upstream import UpstreamServer, count_tokens, prompt_tokens
+from tests.support.dynamodb_calls import dynamodb_operations
 from tests.support.proxies import catalog_model, proxy_on_catalog
 
 # Prices in USD per 1M tokens = micro-dollars per token, so expected costs are easy to state.
@@ -370,26 +371,16 @@ def test_models_and_chat_refuse_a_bad_key_alike(proxy, authorization) -> None:
 
 def test_models_reads_the_key_through_the_chat_key_cache(proxy) -> None:
     """A key /v1/models has seen is warm for chat, and the other way round: one snapshot cache."""
-    from llm_platform.data.dynamo import client
-
     listed_first, _, _ = credit_key(1)
     chatted_first, _, _ = credit_key(1)
-    operations: list[str] = []
-
-    def record(event_name: str, **_: object) -> None:
-        operations.append(event_name.rsplit(".", 1)[-1])
-
     headers = {"Authorization": f"Bearer {listed_first}"}
     assert httpx.get(f"{proxy.url}/v1/models", headers=headers).status_code == 200  # cold: read once
     assert chat(proxy, chatted_first, model="test/echo").status_code == 200
-    client().meta.events.register("before-call.dynamodb", record)
-    try:
+    with dynamodb_operations() as operations:
         # When the key first seen by /v1/models asks for a completion, and the other lists the models
         assert chat(proxy, listed_first, model="test/echo").status_code == 200
         for path in ("/v1/models", "/v1/models/test/echo"):
             assert httpx.get(f"{proxy.url}{path}", headers={"Authorization": f"Bearer {chatted_first}"}).is_success
-    finally:
-        client().meta.events.unregister("before-call.dynamodb", record)
     # Then no key is read again: only the completion's admission and settle reach DynamoDB
     assert operations == ["TransactWriteItems", "TransactWriteItems"]
 
@@ -489,30 +480,14 @@ def _owner_of(key: str) -> tuple[str, str]:
 def test_a_warm_request_makes_exactly_two_dynamodb_calls(proxy) -> None:
     """One admission transaction, one settle transaction: nothing else on the hot path (through botocore
     or around it)."""
-    from llm_platform.data import dynamo_wire
-    from llm_platform.data.dynamo import client
-
     key, _, _ = credit_key(1)
     sub_key, _ = subscription_key("pro")
     for api_key in (key, sub_key):
         chat(proxy, api_key, model="test/echo")  # warm: the key snapshot is now cached
-    operations: list[str] = []
-
-    def record(event_name: str, **_: object) -> None:
-        operations.append(event_name.rsplit(".", 1)[-1])
-
-    def record_wire(operation: str, _params: dict) -> None:  # the transactions skip botocore (dynamo_wire)
-        operations.append(operation)
-
-    client().meta.events.register("before-call.dynamodb", record)
-    dynamo_wire.call_observers.append(record_wire)
-    try:
+    with dynamodb_operations() as operations:
         for api_key in (key, sub_key):
             assert chat(proxy, api_key, model="test/echo").status_code == 200
             assert chat(proxy, api_key, model="test/echo", stream=True).status_code == 200
-    finally:
-        client().meta.events.unregister("before-call.dynamodb", record)
-        dynamo_wire.call_observers.remove(record_wire)
     assert operations == ["TransactWriteItems", "TransactWriteItems"] * 4
 
 

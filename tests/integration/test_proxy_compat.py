@@ -19,6 +19,7 @@ from llm_platform.domain.credentials import hash_secret
 from llm_platform.proxy.parameters import FORWARDABLE, UNPRICED
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
 from local_stack.upstream import UpstreamServer, count_tokens, embedding_vector
+from tests.support.dynamodb_calls import dynamodb_operations
 from tests.support.openai_reference import REFERENCE_VALUES
 from tests.support.proxies import proxy_on_catalog
 
@@ -302,28 +303,12 @@ def test_models_carry_prices_limits_and_what_is_forwarded(compat) -> None:
 
 
 def test_embeddings_are_metered_and_billed_by_input_tokens(compat) -> None:
-    from llm_platform.data import dynamo_wire
-    from llm_platform.data.dynamo import client
-
     key, account_id = credit_key()
     inputs = ["one two three", "four five"]
     compat.post("/v1/embeddings", key, {"model": "test/embed", "input": "warm"})  # the key snapshot is cached
     before = balance(account_id)
-    operations: list[str] = []
-
-    def record(event_name: str, **_: object) -> None:
-        operations.append(event_name.rsplit(".", 1)[-1])
-
-    def record_wire(operation: str, _params: dict) -> None:  # the transactions skip botocore (dynamo_wire)
-        operations.append(operation)
-
-    client().meta.events.register("before-call.dynamodb", record)
-    dynamo_wire.call_observers.append(record_wire)
-    try:
+    with dynamodb_operations() as operations:
         response = compat.post("/v1/embeddings", key, {"model": "test/embed", "input": inputs})
-    finally:
-        client().meta.events.unregister("before-call.dynamodb", record)
-        dynamo_wire.call_observers.remove(record_wire)
     assert response.status_code == 200, response.text
     # Then: one admission, one settle, as for chat
     assert operations == ["TransactWriteItems", "TransactWriteItems"]
