@@ -106,8 +106,8 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def test_valid_request_takes_max_tokens_or_the_default() -> None:
-    assert _validate({"model": "m/x", "messages": MESSAGES}, MODEL).max_output == 1000
-    request = _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": 50, "n": 2, "stream": True}, MODEL)
+    assert _validate({"model": "m/x", "messages": MESSAGES}, MODEL)[0].max_output == 1000
+    request = _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": 50, "n": 2, "stream": True}, MODEL)[0]
     assert (request.max_output, request.n, request.stream) == (50, 2, True)
 
 
@@ -233,8 +233,8 @@ def test_provider_extensions_are_refused_by_the_allowlist() -> None:
 
 def test_the_larger_output_cap_wins_and_null_means_the_default() -> None:
     both = {"model": "m/x", "messages": MESSAGES, "max_tokens": 256, "max_completion_tokens": 1}
-    assert _validate(both, MODEL).max_output == 256
-    assert _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": None}, MODEL).max_output == 1000
+    assert _validate(both, MODEL)[0].max_output == 256
+    assert _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": None}, MODEL)[0].max_output == 1000
 
 
 def test_media_parts_need_a_declared_token_cost() -> None:
@@ -251,7 +251,7 @@ def test_media_parts_need_a_declared_token_cost() -> None:
         _validate({"model": "m/x", "messages": image}, MODEL)
     assert refused.value.code == "unsupported_content"
     vision = parse_catalog(_catalog(mediaPartTokens=3000))["m/x"]
-    assert _validate({"model": "m/x", "messages": image}, vision).media_parts == 1
+    assert _validate({"model": "m/x", "messages": image}, vision)[0].media_parts == 1
 
 
 def test_duplicate_or_malformed_catalog_entries_are_catalog_errors() -> None:
