@@ -89,7 +89,7 @@ NO_ID_ROUTES = {
     ("POST", "/api/auth/logout"): "ends the session of the cookie sent (the caller's own); covered by "
     "test_b_cannot_sign_in_to_a_or_use_a_session",
     **{
-        ("OPTIONS", path): "CORS preflight: no key, no body, reads nothing (tests/integration/test_proxy_cors.py)"
+        ("OPTIONS", path): "CORS preflight: no key, no body, reads nothing (tests/integration/test_cors_http.py)"
         for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model+}", "/v1/key")
     },
 }
