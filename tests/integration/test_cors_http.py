@@ -13,6 +13,7 @@ import pytest
 
 from llm_platform.domain import accounts, api_keys
 from llm_platform.domain.accounts import Caller
+from tests.support.dynamodb_calls import dynamodb_operations
 
 APP = "https://app.example.com"
 OTHER = "https://evil.example.com"
@@ -65,26 +66,10 @@ def exposed(response: httpx.Response) -> set[str]:
 
 
 def test_preflights_from_an_allowed_origin_pass_on_every_v1_route_without_dynamodb(cors_on) -> None:
-    from llm_platform.data import dynamo_wire
-    from llm_platform.data.dynamo import client
-
-    operations: list[str] = []
-
-    def record(event_name: str, **_: object) -> None:
-        operations.append(event_name)
-
-    def record_wire(operation: str, _params: dict) -> None:
-        operations.append(operation)
-
     # Given every DynamoDB call of this process observed (botocore and the proxy's own wire client)
-    client().meta.events.register("before-call.dynamodb", record)
-    dynamo_wire.call_observers.append(record_wire)
-    try:
+    with dynamodb_operations() as operations:
         # When a browser on the allowed origin preflights every /v1 route through the gateway, without a key
         answers = {path: preflight(cors_on, path, APP, method) for path, method in V1_ROUTES.items()}
-    finally:
-        client().meta.events.unregister("before-call.dynamodb", record)
-        dynamo_wire.call_observers.remove(record_wire)
 
     # Then each is 204 with the exact origin, the route's method and the SDK's headers
     for path, response in answers.items():
