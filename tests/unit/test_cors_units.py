@@ -130,6 +130,20 @@ def test_route_methods_follow_the_routes() -> None:
     assert cors.route_methods("/v1/models/") is None and cors.route_methods("/v1/files") is None
 
 
+def test_every_proxy_route_of_the_template_has_its_preflight() -> None:
+    from conftest import TEMPLATE
+
+    from local_stack.template import api_routes
+
+    # Given the proxy's routes in template.yaml
+    routes = [r for r in api_routes(TEMPLATE) if r.function_id == "ProxyFunction"]
+    served = {(r.method, r.path) for r in routes if r.method != "OPTIONS"}
+    # Then each has an OPTIONS route, and the preflight names its method (a new route cannot be forgotten)
+    assert {(r.method, r.path) for r in routes if r.method == "OPTIONS"} == {("OPTIONS", p) for _, p in served}
+    for method, path in served:
+        assert cors.route_methods(path.replace("{model+}", "deepseek/deepseek-chat-v3-0324")) == method, path
+
+
 # ------------------------------------------------------------------ the preflight
 
 
