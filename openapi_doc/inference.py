@@ -356,6 +356,50 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+
+def _preflight(operation_id: str, methods: str) -> dict[str, Any]:
+    """The CORS preflight of a ``/v1`` route (proxy/cors.py): no key, reads nothing."""
+    origin = {**_HEADER, "description": "The request's `Origin`, echoed (never `*`)."}
+    return {
+        "operationId": operation_id,
+        "tags": ["Inference"],
+        "summary": "CORS preflight",
+        "description": (
+            "A browser's preflight, answered by the proxy without a key: from an origin of the template "
+            "parameter `CorsAllowedOrigins`, 204 with `Access-Control-Allow-Origin` (that origin), "
+            f"`Access-Control-Allow-Methods` ({methods}, OPTIONS), `Access-Control-Allow-Headers` (`authorization`, "
+            "`content-type` and the headers the openai JS SDK sends: `x-stainless-*`, `openai-organization`, "
+            "`openai-project`, `openai-beta`, `idempotency-key`) and `Access-Control-Max-Age` (7200). Any other "
+            "origin, or CORS off (the default): 403 `origin_not_allowed`. Without `Origin`: 204 with `Allow`."
+        ),
+        "security": [],
+        "parameters": [
+            {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
+            {"name": "Access-Control-Request-Method", "in": "header", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "Access-Control-Request-Headers",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "204": {
+                "description": "Allowed (or not a preflight: `Allow` lists the route's methods).",
+                "headers": {
+                    "access-control-allow-origin": origin,
+                    "access-control-allow-methods": _HEADER,
+                    "access-control-allow-headers": _HEADER,
+                    "access-control-max-age": _HEADER,
+                    "vary": _HEADER,
+                },
+            },
+            "403": _error("`origin_not_allowed`: the origin is not one of `CorsAllowedOrigins`."),
+            "429": GATEWAY_THROTTLED,
+        },
+    }
+
+
 PATHS: dict[str, Any] = {
     "/v1/chat/completions": {
         "post": {
@@ -518,3 +562,15 @@ PATHS: dict[str, Any] = {
         }
     },
 }
+
+for _path, _operation_id, _methods in (
+    ("/v1/chat/completions", "preflightChatCompletion", "POST"),
+    ("/v1/models", "preflightListModels", "GET"),
+    ("/v1/models/{model+}", "preflightRetrieveModel", "GET"),
+    ("/v1/embeddings", "preflightCreateEmbedding", "POST"),
+    ("/v1/key", "preflightGetKeyInfo", "GET"),
+):
+    PATHS[_path]["options"] = _preflight(_operation_id, _methods)
+PATHS["/v1/models/{model+}"]["options"]["parameters"].append(
+    {"name": "model+", "in": "path", "required": True, "schema": {"type": "string"}}
+)

@@ -88,6 +88,10 @@ NO_ID_ROUTES = {
     "code mailed to it; covered by test_b_cannot_sign_in_to_a_or_use_a_session",
     ("POST", "/api/auth/logout"): "ends the session of the cookie sent (the caller's own); covered by "
     "test_b_cannot_sign_in_to_a_or_use_a_session",
+    **{
+        ("OPTIONS", path): "CORS preflight: no key, no body, reads nothing (tests/integration/test_cors_http.py)"
+        for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model+}", "/v1/key")
+    },
 }
 # Path parameters that name public catalog entries (the same for every account), not objects of an account.
 CATALOG_PATH_PARAMETERS = {"{model+}"}

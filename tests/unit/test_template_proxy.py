@@ -28,13 +28,15 @@ def test_proxy_routes_are_on_the_platform_api_and_stream() -> None:
     # Given the proxy's Api events
     # Then exactly the OpenAI-compatible routes are on the platform's REST API
     assert {event["Type"] for event in EVENTS.values()} == {"Api"}
-    assert set(routes()) == {
+    served = {
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/embeddings"),
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{model+}"),
         ("GET", "/v1/key"),
     }
+    # And each one's CORS preflight (proxy/cors.py)
+    assert set(routes()) == served | {("OPTIONS", path) for _, path in served}
     for props in routes().values():
         assert props["RestApiId"] == {"Ref": "PlatformApi"}
         # And every one is a streaming integration (SAM: response-streaming-invocations, transfer mode STREAM):
@@ -273,3 +275,50 @@ def test_proxy_dependencies_ship_with_the_proxy_only() -> None:
     assert _requirements(REPO / "functions" / "proxy" / "requirements.txt") == project["optional-dependencies"]["proxy"]
     layer = " ".join(_requirements(REPO / "layers" / "shared" / "requirements.txt"))
     assert "uvicorn" not in layer and "httpx" not in layer
+
+
+def test_cors_origins_parameter_reaches_the_proxy_only() -> None:
+    # Given the CorsAllowedOrigins parameter
+    parameter = TEMPLATE["Parameters"]["CorsAllowedOrigins"]
+    pattern = re.compile(parameter["AllowedPattern"])
+
+    # Then it defaults to no CORS, takes exact origins only (no wildcard, no path), comma-separated
+    assert parameter["Type"] == "String" and parameter["Default"] == ""
+    for accepted in ("", "https://app.example.com", "https://a.example.com,http://localhost:5173"):
+        assert pattern.fullmatch(accepted), accepted
+    for refused in (
+        "*",
+        "https://*.example.com",
+        "https://app.example.com/",
+        "app.example.com",
+        "https://a.com, https://b.com",
+    ):
+        assert not pattern.fullmatch(refused), refused
+    # And the proxy alone reads it (the management functions must send no CORS headers)
+    assert VARIABLES["CORS_ALLOWED_ORIGINS"] == {"Ref": "CorsAllowedOrigins"}
+    assert "CORS_ALLOWED_ORIGINS" not in GLOBALS["Environment"]["Variables"]
+    for logical_id, resource in RESOURCES.items():
+        if resource["Type"] == "AWS::Serverless::Function" and logical_id != "ProxyFunction":
+            variables = (resource["Properties"].get("Environment") or {}).get("Variables") or {}
+            assert "CORS_ALLOWED_ORIGINS" not in variables, logical_id
+
+
+def test_only_the_v1_routes_answer_preflights() -> None:
+    # Given every Api event of every function, and the REST API itself
+    api = RESOURCES["PlatformApi"]["Properties"]
+    options = {
+        (logical_id, event["Properties"]["Path"])
+        for logical_id, resource in RESOURCES.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        for event in (resource["Properties"].get("Events") or {}).values()
+        if event["Type"] == "Api" and event["Properties"]["Method"].lower() == "options"
+    }
+
+    # Then OPTIONS exists only on the proxy's /v1 routes, and reaches the proxy (no mock integration of the
+    # API's Cors setting, which would cover the management API too and answer without the origin check)
+    assert options == {("ProxyFunction", path) for method, path in routes() if method == "OPTIONS"}
+    assert "Cors" not in api and "Cors" not in (TEMPLATE["Globals"].get("Api") or {})
+    # And each preflight is a streaming integration, like every route of the adapter's function
+    for (method, _), props in routes().items():
+        if method == "OPTIONS":
+            assert props["ResponseTransferMode"] == "RESPONSE_STREAM" and "Auth" not in props

@@ -4,6 +4,7 @@ A plain dataclass, not pydantic: the proxy imports this on its cold path."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
@@ -80,6 +81,9 @@ class Settings:
     # Where the dashboard is served, comma-separated (e.g. a custom domain). Empty: the request's own origin
     # (X-Forwarded-Proto + Host), which is the dashboard's, as it is served by the same API.
     dashboard_origin: str | None = None
+    # Browser origins allowed to call /v1 across origins (CORS, proxy/cors.py), comma-separated exact origins
+    # (scheme://host[:port]). Empty: no CORS headers at all. The management API never sends any (cookies).
+    cors_allowed_origins: tuple[str, ...] = ()
 
 
 class ConfigError(RuntimeError):
@@ -89,11 +93,25 @@ class ConfigError(RuntimeError):
 def _parse(kind: object, raw: str) -> object:
     if kind == "int":
         return int(raw)
+    if kind == "tuple[str, ...]":
+        return _origins(raw)
     if kind == "bool":
         if raw.lower() not in {"true", "false", "1", "0"}:
             raise ConfigError(f"not a boolean: {raw!r}")
         return raw.lower() in {"true", "1"}
     return raw
+
+
+_ORIGIN = re.compile(r"^https?://[^/\s,*]+$")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated exact origins, as browsers serialize them: lower case, no path, no trailing slash."""
+    origins = tuple(part.strip().rstrip("/").lower() for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"not an origin (scheme://host[:port]): {origin!r}")
+    return origins
 
 
 @cache

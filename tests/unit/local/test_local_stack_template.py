@@ -350,6 +350,9 @@ def test_repository_template_serves_the_proxy_under_the_web_adapter() -> None:
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{model+}"),
         ("GET", "/v1/key"),
+    } | {
+        ("OPTIONS", path)
+        for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model+}", "/v1/key")
     }
     assert all(r.web_adapter and r.streaming and r.handler == "run.sh" for r in proxy.values())
     assert others and not any(r.web_adapter or r.streaming for r in others)

@@ -23,7 +23,7 @@ from llm_platform.config import get_settings
 from llm_platform.data import dynamo
 from llm_platform.domain.credentials import bearer_token
 from llm_platform.domain.money import format_usd
-from llm_platform.proxy import catalog, key_info, parameters, telemetry
+from llm_platform.proxy import catalog, cors, key_info, parameters, telemetry
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.generation import Generation, sse_chunks
 from llm_platform.proxy.http1 import HTTPError
@@ -103,7 +103,10 @@ class ProxyApp:
             return
         request_id = str(uuid.uuid4())
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
-        response = _Response(send)
+        if method == "OPTIONS":  # a browser's CORS preflight: no key, no DynamoDB, not a metered request
+            await cors.preflight(scope, send, path)
+            return
+        response = _Response(cors.with_cors(scope, send, path))
         # One JSON line per request with its metrics (proxy/telemetry.py); the readiness probe is not a request.
         record = telemetry.begin(request_id, method, path, scope.get("headers") or []) if path != "/healthz" else None
         response.record = record
