@@ -539,7 +539,7 @@ def tuned_lease_scenario(built: Scenario, requests_per_lease: float, shards: int
         if w.step in ("take", "return"):
             w = replace(w, per_request=per_lease)
         writes.append(w)
-    name = built.name.split(", ")[0].replace("(as built)", "(tuned)") + ", " + built.name.split(", ")[1]
+    name = built.name.split(", ")[0].replace("(as built)", "(tuned, not built)") + ", " + built.name.split(", ")[1]
     name += f", {requests_per_lease:g} requests per lease, 64 reservation shards"
     return Scenario(name, writes, built.ids, built.records, reservation_shards=64)
 
