@@ -539,7 +539,7 @@ def tuned_lease_scenario(built: Scenario, requests_per_lease: float, shards: int
         if w.step in ("take", "return"):
             w = replace(w, per_request=per_lease)
         writes.append(w)
-    name = built.name.split(", ")[0].replace("(as built)", "(tuned)") + ", " + built.name.split(", ")[1]
+    name = built.name.split(", ")[0].replace("(as built)", "(tuned, not built)") + ", " + built.name.split(", ")[1]
     name += f", {requests_per_lease:g} requests per lease, 64 reservation shards"
     return Scenario(name, writes, built.ids, built.records, reservation_shards=64)
 
@@ -700,10 +700,12 @@ def main() -> None:
             f"{HOLD_MS:g} ms hold per transaction it is busy all the time from {conflicts:,.0f} requests/s"
         )
         summary.append((scenario.name, by_scope, conflicts))
-    rate_per_instance = 2000 / INSTANCES
     credit = scenarios[0]
-    built = lease_scenario(credit, math.ceil(rate_per_instance * BUILT_HORIZON) + 1)
-    tuned_n = math.ceil(rate_per_instance * TUNED_HORIZON) + 1
+    # The lease rows: 2,000 req/s of chat (mean 4.9 s) on a multi-concurrency host, where the built leases engage;
+    # on Lambda they do not (the deployment table below), and the key stays on the direct path (the rows above).
+    host = deployment_row(2000, WORKLOADS["chat"], HOST_IN_FLIGHT)
+    built = lease_scenario(credit, host.requests_per_lease)
+    tuned_n = math.ceil(host.rate_per_instance * TUNED_HORIZON) + 1
     tuned = tuned_lease_scenario(lease_scenario(credit, tuned_n, registry_on_minute=False), tuned_n)
     for lease in (built, tuned):
         print_writes(lease)
@@ -715,16 +717,104 @@ def main() -> None:
         note = f"; TransactionConflict from ~{conflicts:,.0f}" if conflicts else ""
         print(f"  {name}: {limit:,.0f} req/s ({others}){note}")
     print(
-        f"  (lease rows: {INSTANCES} instances sharing 2,000 req/s, {rate_per_instance:g} req/s each; "
-        "subscription keys stay on the direct path (Decisions D1))"
+        f"  (lease rows: 2,000 req/s of chat on a multi-concurrency host, {host.instances} processes of "
+        f"{HOST_IN_FLIGHT} in flight, {host.rate_per_instance:.1f} req/s each; on Lambda the built leases do not "
+        "engage for chat (below); subscription keys stay on the direct path (Decisions D1))"
     )
+    print_deployments()
 
 
 HOLD_MS = 5.0  # assumed server-side hold of an item by one transaction (prepare to commit)
-INSTANCES = 200
+LEASE_MIN_RATE = 2.0  # Decisions D2: LEASE_MIN_RATE_PER_SECOND
+LEASE_LIFETIME = 5.0  # Decisions D4: a lease admits nothing 5 s after its take
 BUILT_HORIZON = 2.0  # Decisions D3: a lease covers ~2 s of the instance's rate (n = ceil(rate x 2) + 1)
 TUNED_HORIZON = 10.0  # the simulation's tuned variant
 LIVE_LEASES = 400  # leases not yet returned, whose ids the built design keeps on the minute counter
+
+
+# ------------------------------------------------------------------------------------------ deployments
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    median_seconds: float  # request duration (admission to the end of the response): lognormal
+    sigma: float
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.median_seconds * math.exp(self.sigma**2 / 2)
+
+
+WORKLOADS = {
+    "embeddings": Workload("embeddings", 0.2, 0.5),  # ~0.09-0.45 s (5-95%)
+    "chat": Workload("chat", 4.5, 0.4),  # ~2.3-8.7 s (5-95%): LLM generations of seconds
+}
+LAMBDA_IN_FLIGHT = 1  # Lambda (Web Adapter): one execution environment serves one request at a time
+HOST_IN_FLIGHT = 64  # a multi-concurrency host: uvicorn on a container, or Lambda Managed Instances
+
+
+def instances_for(rate: float, mean_seconds: float, in_flight_per_instance: int) -> int:
+    """Little's law: requests in flight = rate x duration; each instance holds ``in_flight_per_instance``."""
+    return max(1, math.ceil(rate * mean_seconds / in_flight_per_instance))
+
+
+def ewma_at_arrival(interval_seconds: float, tau: float = 2.0) -> float:
+    """The built policy's rate (proxy/leases.py KeyRate: +1/tau per admission, decaying with time constant tau)
+    as seen at an admission, when the instance's admissions of the key come every ``interval_seconds``."""
+    return (1 / tau) / (1 - math.exp(-interval_seconds / tau))
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    rate: float
+    workload: Workload
+    in_flight: int
+    instances: int
+    rate_per_instance: float
+    ewma: float  # what the built policy sees at an admission, in steady state
+    engaged: bool  # D2: > 2/s (sustained 5 s)
+    requests_per_lease: int  # D3/D4: n = ceil(2 r) + 1, used up or 5 s, whichever first
+
+    @property
+    def central_writes_per_request(self) -> float:
+        """Writes per request of the key item (and of the balance and the minute counter)."""
+        return 2 / self.requests_per_lease if self.engaged else 2.0
+
+
+def deployment_row(rate: float, workload: Workload, in_flight: int) -> DeploymentRow:
+    count = instances_for(rate, workload.mean_seconds, in_flight)
+    per_instance = rate / count
+    # On Lambda each environment serves its requests back to back at best: one every mean duration (its EWMA
+    # seen at admission is then highest); a multi-concurrency process sees a Poisson stream at its share.
+    ewma = ewma_at_arrival(workload.mean_seconds) if in_flight == 1 else per_instance
+    engaged = ewma > LEASE_MIN_RATE
+    per_lease = min(math.ceil(per_instance * BUILT_HORIZON) + 1, max(1, math.floor(per_instance * LEASE_LIFETIME)))
+    return DeploymentRow(rate, workload, in_flight, count, per_instance, ewma, engaged, max(2, per_lease))
+
+
+def print_deployments() -> None:
+    print("\nDeployments (Little's law: instances = rate x mean duration / requests in flight per instance), and")
+    print(
+        f"whether the built leases engage (D2: the instance's EWMA rate of the key > {LEASE_MIN_RATE:g}/s for 5 s; on"
+    )
+    print("Lambda at best one admission per mean duration, back to back). Writes/req: of the key item, the balance and")
+    print("the minute counter each (2 on the direct path, 2 / n on leases of n requests)")
+    print(f"  {'deployment':<34}{'workload':<18}{'req/s':>7}{'instances':>10}{'req/s each':>11}{'EWMA':>7}"
+          f"{'leases':>8}{'n':>5}{'writes/req':>11}{'key WCU/s':>11}")  # fmt: skip
+    for label, in_flight in (
+        ("Lambda, 1 in flight", LAMBDA_IN_FLIGHT),
+        (f"host, {HOST_IN_FLIGHT} in flight", HOST_IN_FLIGHT),
+    ):
+        for workload in WORKLOADS.values():
+            for rate in (500, 2000, 10000):
+                row = deployment_row(rate, workload, in_flight)
+                n = f"{row.requests_per_lease}" if row.engaged else "-"
+                print(
+                    f"  {label:<34}{f'{workload.name} {workload.mean_seconds:.2g} s':<18}{rate:>7,}{row.instances:>10,}"
+                    f"{row.rate_per_instance:>11.2f}{row.ewma:>7.2f}{'yes' if row.engaged else 'no':>8}{n:>5}"
+                    f"{row.central_writes_per_request:>11.3f}{rate * row.central_writes_per_request * 2:>11,.0f}"
+                )
+    print("  (key WCU/s: what the key item would need, 2 WCU per transactional write; a partition serves 1,000.")
+    print("  n is also capped at RPM/8, unbounded here; the built design's other ceilings are in the summary above)")
 
 
 if __name__ == "__main__":

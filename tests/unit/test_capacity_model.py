@@ -133,3 +133,19 @@ def test_the_lease_registry_grows_the_minute_counter_alike_in_model_and_simulati
     simulation.registry[0] = {f"lease-{n}" for n in range(model.LIVE_LEASES)}
     assert simulation.units("minute#0") == minute_writes[0].wcu
     assert simulation.units("minute#1") == sim.TX_ITEM_WCU
+
+
+def test_instances_follow_littles_law_and_the_built_leases_engage_only_where_an_instance_is_busy() -> None:
+    # Little's law: 2,000 req/s of 5 s requests keep 10,000 in flight: 10,000 Lambda environments (one each) or
+    # 157 processes of 64. The built policy's EWMA (tau 2 s) seen at back-to-back admissions every d seconds is
+    # 0.5 / (1 - exp(-d / 2)): above 2/s only for d < 2 ln(4/3) = 0.575 s.
+    assert model.instances_for(2000, 5.0, model.LAMBDA_IN_FLIGHT) == 10_000
+    assert model.instances_for(2000, 5.0, model.HOST_IN_FLIGHT) == 157
+    assert model.ewma_at_arrival(0.57) > 2 > model.ewma_at_arrival(0.58)
+    chat, embeddings = model.WORKLOADS["chat"], model.WORKLOADS["embeddings"]
+    assert not model.deployment_row(2000, chat, model.LAMBDA_IN_FLIGHT).engaged
+    assert model.deployment_row(2000, chat, model.LAMBDA_IN_FLIGHT).central_writes_per_request == 2
+    assert model.deployment_row(2000, embeddings, model.LAMBDA_IN_FLIGHT).engaged
+    assert model.deployment_row(2000, chat, model.HOST_IN_FLIGHT).engaged
+    # The simulation draws the same durations.
+    assert {name: (w.median_seconds, w.sigma) for name, w in model.WORKLOADS.items()} == sim.WORKLOADS

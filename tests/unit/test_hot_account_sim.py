@@ -3,19 +3,24 @@ conflicts are real overlaps, its partitions throttle, and a seed fixes every fig
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import pytest
 
 from bench import hot_account_sim as sim
 
-TUNED = sim.VARIANTS["lease (tuned)"]
+TUNED = sim.VARIANTS["lease (tuned, not built)"]
 BUILT = sim.VARIANTS["lease (as built)"]
-DESIGNS = [{"design": "direct"}, BUILT, TUNED]
+BUILT_ON_LAMBDA = {**BUILT, "deployment": "lambda", "workload": "embeddings"}  # short requests: leases engage
+DESIGNS = [{"design": "direct"}, BUILT, TUNED, BUILT_ON_LAMBDA, sim.SHARDED_ALL]
+IDS = ["direct", "built", "tuned", "built-lambda", "sharded"]
 
 
 def run(**settings) -> sim.Simulation:
-    return sim.Simulation(sim.Config(**{"seconds": 3.0, "warmup": 1.0, **settings})).run()
+    # A multi-concurrency host unless told (64 in flight per process: chat at 300 req/s is 23 processes at
+    # 13 req/s each, where the built leases engage).
+    return sim.Simulation(sim.Config(**{"seconds": 3.0, "warmup": 1.0, "deployment": "host", **settings})).run()
 
 
 def test_a_seed_fixes_every_figure() -> None:
@@ -25,7 +30,7 @@ def test_a_seed_fixes_every_figure() -> None:
     assert first != other
 
 
-@pytest.mark.parametrize("design", DESIGNS, ids=["direct", "built", "tuned"])
+@pytest.mark.parametrize("design", DESIGNS, ids=IDS)
 def test_the_limiter_never_admits_over_rpm(design) -> None:
     # Given an RPM of 1.5 s of traffic in a 3 s run, when requests keep coming, then no minute admits more than
     # the RPM, requests are refused, and the central minute counter never passes the RPM either.
@@ -35,7 +40,7 @@ def test_the_limiter_never_admits_over_rpm(design) -> None:
     assert simulation.counts["refused"] > 0
 
 
-@pytest.mark.parametrize("design", DESIGNS, ids=["direct", "built", "tuned"])
+@pytest.mark.parametrize("design", DESIGNS, ids=IDS)
 def test_spend_stays_within_the_balance_and_every_micro_dollar_is_accounted(design) -> None:
     # Given a balance of 1 s of reservations, when it runs out, then spend never passes it (by more than one
     # request's reservation) and, once every request is settled and every lease returned, balance + spend =
@@ -82,3 +87,33 @@ def test_a_partition_never_serves_more_than_its_limit() -> None:
     assert simulation.counts["throttles"] > 0
     assert figures["hottest partition WCU/s"] <= sim.PARTITION_WCU * (1 + 1 / window)
     assert all(tokens >= 0 for tokens, _ in simulation.buckets.values())
+
+
+@pytest.mark.parametrize("deployment", ["lambda", "host"])
+def test_instances_follow_littles_law(deployment) -> None:
+    # Given 100 req/s of chat (mean 4.9 s), money and RPM unbound, when run, then the requests holding an instance
+    # average rate x mean duration (plus the milliseconds of admission); on Lambda, one request per environment,
+    # there are at least that many environments and at most 3 sigma more (the starting pool's headroom); on a
+    # host of 64 in flight per process, ceil(rate x mean duration / 64) processes.
+    # (Central counters sharded x64, so that no admission fails on conflicts and frees its instance early.)
+    simulation = run(rate=100, deployment=deployment, workload="chat", seconds=8.0, warmup=2.0, **sim.SHARDED_ALL)
+    assert simulation.counts["failed requests (503)"] == 0
+    expected = 100 * simulation.mean_duration
+    assert abs(simulation.mean_in_flight() - expected) < 0.1 * expected
+    if deployment == "lambda":
+        assert expected <= len(simulation.instances) <= expected + 4 * math.sqrt(expected) + 2
+        assert not any(instance.busy for instance in simulation.instances)  # every environment freed at the end
+    else:
+        assert len(simulation.instances) == math.ceil(expected / 64)
+
+
+def test_built_leases_engage_on_lambda_only_for_short_requests() -> None:
+    # Given the built policy (> 2 admissions/s on the instance), when 300 req/s run on Lambda, then chat (seconds
+    # per request: ~0.2 req/s per environment) never takes a lease, embeddings (0.2 s) do, and on a host of 64 in
+    # flight chat does too.
+    def share(**settings) -> float:
+        return run(rate=300, **BUILT, **settings).figures()["on lease %"]
+
+    assert share(deployment="lambda", workload="chat") == 0
+    assert share(deployment="lambda", workload="embeddings") > 50
+    assert share(deployment="host", workload="chat") > 50
