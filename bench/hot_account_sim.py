@@ -452,14 +452,17 @@ class Simulation:
     # ------------------------------------------------------------------ requests
     def arrive(self, request: Request) -> None:
         instance = request.instance
-        instance.ewma = instance.ewma * math.exp(-(self.now - instance.seen) / self.c.ewma_tau) + 1 / self.c.ewma_tau
+        instance_before = instance.ewma * math.exp(-(self.now - instance.seen) / self.c.ewma_tau)
+        instance.ewma = instance_before + 1 / self.c.ewma_tau
         instance.seen = self.now
-        self.key_ewma = self.key_ewma * math.exp(-(self.now - self.key_seen) / self.c.ewma_tau) + 1 / self.c.ewma_tau
+        key_before = self.key_ewma * math.exp(-(self.now - self.key_seen) / self.c.ewma_tau)
+        self.key_ewma = key_before + 1 / self.c.ewma_tau
         self.key_seen = self.now
         rate = self.key_ewma if self.c.switch == "key" else instance.ewma
-        # As built (proxy/leases.py KeyRate): warm once the key was first seen here >= 5 s ago and its rate is
-        # above the threshold now (the cool-down reset at a rate < 0.05 never fires: each admission adds 1/tau).
-        if instance.hot_since is None:
+        before = key_before if self.c.switch == "key" else instance_before
+        # As built (proxy/leases.py KeyRate): warm once the rate has stayed above the threshold for the warm-up
+        # (it restarts whenever the rate, decayed to this event, was not above it).
+        if instance.hot_since is None or before <= self.c.lease_threshold:
             instance.hot_since = self.now
         warm = rate > self.c.lease_threshold and self.now - instance.hot_since >= self.c.warm_seconds
         if self.c.design == "lease" and (warm or instance.active is not None):

@@ -10,7 +10,7 @@ POLICY = LeasePolicy()  # 2 admissions/s, sustained 5 s
 
 def _hot_after(times: list[float]) -> list[bool]:
     rates = KeyRate()
-    return [POLICY.hot(*rates.observe("key", moment)) for moment in times]
+    return [POLICY.hot(*rates.observe("key", moment, POLICY.min_rate)) for moment in times]
 
 
 def test_a_quiet_key_is_never_leased() -> None:
@@ -33,9 +33,19 @@ def test_a_sustained_rate_above_the_threshold_is_leased_after_the_warm_up() -> N
 def test_a_key_that_cooled_down_must_warm_up_again() -> None:
     rates = KeyRate()
     for index in range(60):
-        rates.observe("key", index / 5)
+        rates.observe("key", index / 5, POLICY.min_rate)
     # After a minute of silence, a new burst is not hot at once
-    assert not POLICY.hot(*rates.observe("key", 72.0))
+    assert not POLICY.hot(*rates.observe("key", 72.0, POLICY.min_rate))
+
+
+def test_a_key_that_was_busy_below_the_threshold_still_warms_up_above_it() -> None:
+    # Given a minute at one request a second (seen long ago, never above the threshold)
+    steady = [float(second) for second in range(60)]
+    # When it rises to five a second, then it is hot only after 5 s above the threshold, not at once
+    rising = [60 + index / 5 for index in range(50)]
+    hot = _hot_after(steady + rising)
+    first = hot.index(True)
+    assert not any(hot[:60]) and rising[first - 60] - 60 >= POLICY.warmup_seconds
 
 
 def test_leases_can_be_turned_off() -> None:

@@ -40,24 +40,26 @@ class LeasePolicy:
 
 
 class KeyRate:
-    """An exponentially weighted rate of events per key (time constant ``tau`` seconds)."""
+    """An exponentially weighted rate of events per key (time constant ``tau`` seconds), and since when it
+    has stayed above a given rate (a key is hot once it stayed there through the warm-up)."""
 
     def __init__(self, tau: float = 2.0) -> None:
         self.tau = tau
-        self._state: dict[str, tuple[float, float, float]] = {}  # key -> (last, rate, first seen)
+        self._state: dict[str, tuple[float, float, float]] = {}  # key -> (last, rate, above the rate since)
         self._lock = threading.Lock()
 
-    def observe(self, key: str, now: float) -> tuple[float, float]:
-        """Count one event now; the key's rate and how long it has been seen."""
+    def observe(self, key: str, now: float, warm_rate: float) -> tuple[float, float]:
+        """Count one event now; the key's rate and how long it has been above ``warm_rate``."""
         with self._lock:
-            last, rate, first = self._state.get(key, (now, 0.0, now))
-            rate = rate * math.exp(-(now - last) / self.tau) + 1.0 / self.tau
-            if rate < 0.05:  # cooled down: a later rise must be sustained again
-                first = now
+            last, rate, since = self._state.get(key, (now, 0.0, now))
+            decayed = rate * math.exp(-(now - last) / self.tau)
+            if decayed <= warm_rate:  # not above it before this event: a warm-up starts (again) here
+                since = now
+            rate = decayed + 1.0 / self.tau
             if len(self._state) > 10_000:
                 self._state.clear()
-            self._state[key] = (now, rate, first)
-            return rate, now - first
+            self._state[key] = (now, rate, since)
+            return rate, now - since
 
 
 @dataclass

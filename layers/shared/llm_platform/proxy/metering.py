@@ -292,7 +292,7 @@ class Meter:
         rate, with room in its limits for slices of two requests. None: the direct path."""
         if not self.lease_policy.enabled or not key.credit:
             return None
-        rate, seen = self._key_rates.observe(key.key_hash, time.monotonic())
+        rate, seen = self._key_rates.observe(key.key_hash, time.monotonic(), self.lease_policy.min_rate)
         share = self.lease_policy.max_share
         roomy = key.rpm // share >= 2 and key.tpm // share >= 2 * reserve_tokens
         return rate if roomy and self.lease_policy.hot(rate, seen) else None
