@@ -79,13 +79,20 @@ def credentials() -> Credentials:
 
 
 def _chain_credentials() -> Credentials:
+    # Frozen on each call: refreshable credentials (an instance role, SSO) renew themselves in there.
+    frozen = _credential_chain().get_frozen_credentials()
+    return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+
+
+@cache
+def _credential_chain() -> Any:
+    """botocore's credential chain, resolved once (a session per call would read the profile files each time)."""
     import boto3  # only when the environment holds no keys (a profile, an instance role)
 
     found = boto3.Session().get_credentials()
     if found is None:
         raise RuntimeError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile")
-    frozen = found.get_frozen_credentials()
-    return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+    return found
 
 
 def _hmac(key: bytes, message: str) -> bytes:
