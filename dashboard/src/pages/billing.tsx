@@ -111,7 +111,7 @@ function PlanCard({ plan, balance, onSubscribed }: { plan: Plan; balance?: strin
       </ul>
       {short ? (
         <p class="hint" id={`${headingId}-short`}>
-          Your balance ({usd(balance)}) does not cover {usd(plan.price)}: pay by card, or top up first.
+          Your balance ({usd(balance, { cents: true })}) does not cover {usd(plan.price)}: pay by card, or top up first.
         </p>
       ) : null}
       <div class="plan-actions">
