@@ -47,6 +47,15 @@ async function onPage(title) {
   await page.getByRole("heading", { level: 1, name: title }).waitFor();
 }
 
+/** Whether `locator` holds the keyboard focus, waiting up to 5 s for it: dialogs move focus after they render
+ * or close, a frame after what the test waits on. */
+async function focused(locator) {
+  const element = await locator.elementHandle();
+  return page
+    .waitForFunction((el) => el === document.activeElement, element, { timeout: 5000 })
+    .then(() => true, () => false);
+}
+
 async function go(linkName, title) {
   await page.getByRole("navigation", { name: "Dashboard" }).getByRole("link", { name: linkName, exact: true }).click();
   await onPage(title);
@@ -199,10 +208,10 @@ try {
   await opener.focus();
   await page.keyboard.press("Enter");
   await page.getByRole("dialog", { name: "Create key" }).waitFor();
-  check(await page.getByRole("dialog").getByLabel("Name").evaluate((el) => el === document.activeElement), "the dialog focuses its first field");
+  check(await focused(page.getByRole("dialog").getByLabel("Name")), "the dialog focuses its first field");
   await page.keyboard.press("Escape");
   await page.getByRole("dialog").waitFor({ state: "hidden" });
-  check(await opener.evaluate((el) => el === document.activeElement), "focus returns to the Create key button");
+  check(await focused(opener), "focus returns to the Create key button");
   await opener.click();
   let dialog = page.getByRole("dialog", { name: "Create key" });
   await dialog.getByLabel("Name").fill("ci-credit");
