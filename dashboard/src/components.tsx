@@ -409,3 +409,44 @@ export function DeleteKeyDialog({
     </ConfirmDialog>
   );
 }
+
+/** A column heading: its text, or { label, num } for a right-aligned number column, { label, hidden } for a
+ * column named for screen readers only (row actions). */
+export type Column = string | { label: string; num?: boolean; hidden?: boolean };
+
+/** The dashboard's one table: scrolls sideways on a phone, captioned for screen readers; children are the rows. */
+export function DataTable({
+  caption,
+  columns,
+  nowrap,
+  note,
+  children,
+}: {
+  caption: string;
+  columns: Column[];
+  nowrap?: boolean;
+  note?: ComponentChildren;
+  children: ComponentChildren;
+}) {
+  return (
+    <div class="table-wrap">
+      <table class={nowrap ? "table table-nowrap" : "table"}>
+        <caption class="sr-only">{caption}</caption>
+        <thead>
+          <tr>
+            {columns.map((column) => {
+              const { label, num, hidden } = typeof column === "string" ? { label: column } : column;
+              return (
+                <th scope="col" key={label} class={num ? "num" : undefined}>
+                  {hidden ? <span class="sr-only">{label}</span> : label}
+                </th>
+              );
+            })}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+      {note}
+    </div>
+  );
+}

@@ -1,7 +1,7 @@
 import { useEffect, useId, useState } from "preact/hooks";
 
 import { api, query, type BillingStatus, type LedgerEntry, type Plan, type Subscription, type Wallet } from "../api";
-import { Badge, Button, Card, ConfirmDialog, CopyButton, EmptyState, ErrorNotice, Field, Loaded, Loading, Notice, PageHeader, StatusBadge, useAction, useResource } from "../components";
+import { Badge, Button, Card, DataTable, ConfirmDialog, CopyButton, EmptyState, ErrorNotice, Field, Loaded, Loading, Notice, PageHeader, StatusBadge, useAction, useResource } from "../components";
 import { asApiError } from "../components";
 import { number, planName, usd, when } from "../format";
 
@@ -150,21 +150,7 @@ function Subscriptions({ subscriptions, plans, onChanged }: { subscriptions: Sub
   };
   return (
     <>
-      <div class="table-wrap">
-        <table class="table">
-          <caption class="sr-only">Your subscriptions</caption>
-          <thead>
-            <tr>
-              <th scope="col">Plan</th>
-              <th scope="col">Status</th>
-              <th scope="col">Period ends</th>
-              <th scope="col">Keys</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
+      <DataTable caption="Your subscriptions" columns={["Plan", "Status", "Period ends", "Keys", { label: "Actions", hidden: true }]}>
             {subscriptions.map((subscription) => (
               <tr key={subscription.id} data-testid={`subscription-${subscription.planSlug}`}>
                 <th scope="row" class="cell-name">
@@ -192,9 +178,7 @@ function Subscriptions({ subscriptions, plans, onChanged }: { subscriptions: Sub
                 </td>
               </tr>
             ))}
-          </tbody>
-        </table>
-      </div>
+          </DataTable>
       {cancelling ? (
         <ConfirmDialog title={`Cancel ${nameOf(cancelling)}?`} open onClose={() => setCancelling(undefined)} onConfirm={confirm} confirmLabel="Cancel subscription" danger busy={busy} error={error}>
           <p>
@@ -466,20 +450,7 @@ function Ledger() {
       <ErrorNotice error={error} title="Could not load the ledger." />
       {entries.length === 0 && !loading && !error ? <EmptyState title="No entries yet" /> : null}
       {entries.length ? (
-        <div class="table-wrap">
-          <table class="table">
-            <caption class="sr-only">Ledger</caption>
-            <thead>
-              <tr>
-                <th scope="col">Date</th>
-                <th scope="col">Kind</th>
-                <th scope="col">Reference</th>
-                <th scope="col" class="num">
-                  Amount
-                </th>
-              </tr>
-            </thead>
-            <tbody>
+        <DataTable caption="Ledger" columns={["Date", "Kind", "Reference", { label: "Amount", num: true }]}>
               {entries.map((entry) => (
                 <tr key={entry.id}>
                   <td>{when(entry.createdAt)}</td>
@@ -488,9 +459,7 @@ function Ledger() {
                   <td class={`num amount ${entry.amount.startsWith("-") ? "amount-out" : "amount-in"}`}>{usd(entry.amount, { signed: true })}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
-        </div>
+            </DataTable>
       ) : null}
       {cursor ? (
         <Button small busy={loading} onClick={() => void load(cursor)}>

@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ApiKey, type BillingStatus, type BudgetReset, type CreatedKey, type Plan, type RotatedKey } from "../api";
-import { Badge, Button, Card, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource } from "../components";
+import { Badge, Button, Card, DataTable, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource } from "../components";
 import { day, number, planName, usd, when } from "../format";
 
 type Dialogs =
@@ -61,23 +61,7 @@ export function KeysPage() {
                 </Button>
               </EmptyState>
             ) : (
-              <div class="table-wrap">
-                <table class="table">
-                  <caption class="sr-only">Your API keys</caption>
-                  <thead>
-                    <tr>
-                      <th scope="col">Name</th>
-                      <th scope="col">Key</th>
-                      <th scope="col">Type</th>
-                      <th scope="col">Status</th>
-                      <th scope="col" class="num">Spend</th>
-                      <th scope="col">Limits</th>
-                      <th scope="col">
-                        <span class="sr-only">Actions</span>
-                      </th>
-                    </tr>
-                  </thead>
-                  <tbody>
+              <DataTable caption="Your API keys" columns={["Name", "Key", "Type", "Status", { label: "Spend", num: true }, "Limits", { label: "Actions", hidden: true }]}>
                     {list.map((key) => (
                       <tr key={key.id}>
                         <th scope="row" class="cell-name">
@@ -121,9 +105,7 @@ export function KeysPage() {
                         </td>
                       </tr>
                     ))}
-                  </tbody>
-                </table>
-              </div>
+                  </DataTable>
             )
           }
         </Loaded>

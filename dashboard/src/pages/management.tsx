@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ManagementKey } from "../api";
-import { Badge, Button, Card, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
+import { Badge, Button, Card, DataTable, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, useAction, useResource } from "../components";
 import { when } from "../format";
 
 export function ManagementKeysPage() {
@@ -32,20 +32,11 @@ export function ManagementKeysPage() {
                 </Button>
               </EmptyState>
             ) : (
-            <div class="table-wrap">
-              <table class="table">
-                <caption class="sr-only">Your management keys</caption>
-                <thead>
-                  <tr>
-                    <th scope="col">Name</th>
-                    <th scope="col">Key</th>
-                    <th scope="col">Created</th>
-                    <th scope="col">
-                      <span class="sr-only">Actions</span>
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
+            <DataTable
+              caption="Your management keys"
+              columns={["Name", "Key", "Created", { label: "Actions", hidden: true }]}
+              note={list.length <= 1 ? <p class="hint table-note">The last management key cannot be deleted: create another one first.</p> : null}
+            >
                   {list.map((key) => (
                     <tr key={key.id}>
                       <th scope="row" class="cell-name">
@@ -72,10 +63,7 @@ export function ManagementKeysPage() {
                       </td>
                     </tr>
                   ))}
-                </tbody>
-              </table>
-              {list.length <= 1 ? <p class="hint table-note">The last management key cannot be deleted: create another one first.</p> : null}
-            </div>
+                </DataTable>
             )
           }
         </Loaded>

@@ -2,7 +2,7 @@ import { useId, useMemo, useState } from "preact/hooks";
 
 import { api, query, type ApiKey, type DailyUsage, type KeyUsage, type RequestRecord } from "../api";
 import { BarChart, type Point } from "../chart";
-import { Button, Card, EmptyState, Loaded, PageHeader, useResource } from "../components";
+import { Button, Card, DataTable, EmptyState, Loaded, PageHeader, useResource } from "../components";
 import { micros, microsToUsd, number, shortTime, usd } from "../format";
 
 function isoDay(date: Date): string {
@@ -138,27 +138,7 @@ export function UsagePage() {
                 <p>Requests to /v1 with your API keys show up here.</p>
               </EmptyState>
             ) : (
-              <div class="table-wrap">
-                <table class="table table-nowrap">
-                  <caption class="sr-only">The latest requests</caption>
-                  <thead>
-                    <tr>
-                      <th scope="col">Time</th>
-                      <th scope="col">Key</th>
-                      <th scope="col">Model</th>
-                      <th scope="col">Status</th>
-                      <th scope="col" class="num">
-                        Tokens in / out
-                      </th>
-                      <th scope="col" class="num">
-                        Cost
-                      </th>
-                      <th scope="col" class="num">
-                        Duration
-                      </th>
-                    </tr>
-                  </thead>
-                  <tbody>
+              <DataTable caption="The latest requests" nowrap columns={["Time", "Key", "Model", "Status", { label: "Tokens in / out", num: true }, { label: "Cost", num: true }, { label: "Duration", num: true }]}>
                     {page.data.map((record) => (
                       <tr key={record.id}>
                         <td>{shortTime(record.createdAt)}</td>
@@ -177,9 +157,7 @@ export function UsagePage() {
                         <td class="num">{number(record.durationMs)} ms</td>
                       </tr>
                     ))}
-                  </tbody>
-                </table>
-              </div>
+                  </DataTable>
             )
           }
         </Loaded>
@@ -190,24 +168,7 @@ export function UsagePage() {
             data.keys.length === 0 ? (
               <EmptyState title="No keys yet" />
             ) : (
-              <div class="table-wrap">
-                <table class="table">
-                  <caption class="sr-only">Lifetime usage per key</caption>
-                  <thead>
-                    <tr>
-                      <th scope="col">Key</th>
-                      <th scope="col" class="num">
-                        Requests
-                      </th>
-                      <th scope="col" class="num">
-                        Tokens
-                      </th>
-                      <th scope="col" class="num">
-                        Spend
-                      </th>
-                    </tr>
-                  </thead>
-                  <tbody>
+              <DataTable caption="Lifetime usage per key" columns={["Key", { label: "Requests", num: true }, { label: "Tokens", num: true }, { label: "Spend", num: true }]}>
                     {data.keys.map((key) => (
                       <tr key={key.id}>
                         <th scope="row" class="cell-name">
@@ -219,9 +180,7 @@ export function UsagePage() {
                         <td class="num">{usd(key.usage.lifetime.spend)}</td>
                       </tr>
                     ))}
-                  </tbody>
-                </table>
-              </div>
+                  </DataTable>
             )
           }
         </Loaded>
