@@ -151,6 +151,10 @@ def test_shard_history_of_another_accounts_key_is_not_found_and_changes_nothing(
         history.shard_history(other.id, "key_not-an-id#1")
     assert api_keys.api_keys_table.get_by_hash(owner.keys[0].key_hash).log_shards is None
     assert accounts.get_account(other.id).log_shards is None
+    with pytest.raises(NotFound):  # by the key item's hash (as a proxy knows it): the account is checked too
+        history.shard_history(other.id, owner.keys[0].key_id, key_hash=owner.keys[0].key_hash)
+    assert api_keys.api_keys_table.get_by_hash(owner.keys[0].key_hash).log_shards is None
+    assert history.shard_history(owner.id, owner.keys[0].key_id, 8, key_hash=owner.keys[0].key_hash) == 8
     with pytest.raises(ValueError, match="at least 1"):
         history.shard_history(owner.id, owner.keys[0].key_id, 0)
 

@@ -91,10 +91,10 @@ def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
     return None if item is None else from_record(ApiKey, item)
 
 
-def raise_log_shards(key: ApiKey, shards: int) -> int | None:
+def raise_log_shards(key_hash: str, account_id: str, shards: int) -> int | None:
     """The key item's ``logShards`` raised to ``shards`` (never lowered): its L afterwards (None: not the
     account's key). No version bump: proxies pick it up when they next read the key."""
-    return log_shards.raise_log_shards(_table(), {"keyHash": key.key_hash}, shards, account_id=key.account_id)
+    return log_shards.raise_log_shards(_table(), {"keyHash": key_hash}, shards, account_id=account_id)
 
 
 def subscription_keys_page(

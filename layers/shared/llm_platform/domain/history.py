@@ -98,19 +98,25 @@ def _account_log_shards(caller: Caller) -> int:
     return (account.log_shards or 0) if account is not None else 0
 
 
-def shard_history(account_id: str, key_id: str, shards: int = DEFAULT_LOG_SHARDS) -> int:
+def shard_history(
+    account_id: str, key_id: str, shards: int = DEFAULT_LOG_SHARDS, *, key_hash: str | None = None
+) -> int:
     """Spread the key's per-request partitions (its log records' ``byAccount``/``byKey`` index partitions and
     the account's day counters) over ``shards`` log shards (at most ``MAX_LOG_SHARDS``), for a key too hot
     for one partition. Never lowers or clears them: readers must keep finding the old shards. The account
     first, then the key, so the account's readers cover every shard before the key writes on it. Proxies
-    use it from their next read of the key. The key's log shards afterwards; 404 for another account's key."""
+    use it from their next read of the key. ``key_hash`` (the key item's, e.g. a proxy's snapshot's) saves
+    looking the id up: two UpdateItems then. The key's log shards afterwards; 404 for another account's key
+    (with ``key_hash``, the caller's own account may then have been raised: harmless, its lists read more)."""
     if shards < 1:
         raise ValueError(f"log shards must be at least 1, not {shards}")
     shards = min(shards, MAX_LOG_SHARDS)
-    key = api_keys_table.find_for_account(account_id, key_id) if is_id(key_id, "key") else None
-    if key is None or accounts_table.raise_log_shards(account_id, shards) is None:
+    if key_hash is None:
+        key = api_keys_table.find_for_account(account_id, key_id) if is_id(key_id, "key") else None
+        key_hash = key.key_hash if key is not None else None
+    if key_hash is None or accounts_table.raise_log_shards(account_id, shards) is None:
         raise NotFound(f"Key {key_id} not found.")
-    raised = api_keys_table.raise_log_shards(key, shards)
+    raised = api_keys_table.raise_log_shards(key_hash, account_id, shards)
     if raised is None:
         raise NotFound(f"Key {key_id} not found.")
     return raised
