@@ -37,7 +37,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from llm_platform.domain import billing
+from llm_platform.domain import billing, history
 from llm_platform.domain.accounts import CreatedAccount, create_account, grant_credit
 from llm_platform.domain.sign_in import link_email
 from local_stack import chain as localchain
@@ -365,6 +365,9 @@ def build_tenant(api: httpx.Client, local_stack: Any, label: str) -> Tenant:
     )
     new = ok(api.post(f"/api/keys/{rotated['id']}/rotate", headers=headers, json={"gracePeriodSeconds": 3600}))
     tenant.rotated_key = {**rotated, "apiKey": new["apiKey"]}
+    # Both tenants' history on log shards (the same 4: their records' index values share the shard numbers)
+    for key in (tenant.credit_key, tenant.credit_sub_key, tenant.granted_sub_key, tenant.stripe_sub_key, rotated):
+        history.shard_history(tenant.account.account_id, key["id"], 4)
     # Usage on /v1 from every kind of key that can serve (logged, counted per day, in the ledger)
     for key in (
         tenant.credit_key,
@@ -377,7 +380,18 @@ def build_tenant(api: httpx.Client, local_stack: Any, label: str) -> Tenant:
         response = chat(api, key["apiKey"])
         assert response.status_code == 200
         tenant.request_ids.append(response.headers["x-request-id"])
+    stored = [stored_log_item(request_id) for request_id in tenant.request_ids]
+    assert all(item["accountId"]["S"] == f"{tenant.account.account_id}#{item['logShard']['N']}" for item in stored)
     return tenant
+
+
+def stored_log_item(request_id: str) -> dict[str, Any]:
+    """A request's log record as stored (a sharded one's index values carry their shard)."""
+    from llm_platform.config import get_settings
+    from llm_platform.data.dynamo import client
+
+    table = get_settings().request_log_table
+    return client().get_item(TableName=table, Key={"requestId": {"S": request_id}}, ConsistentRead=True)["Item"]
 
 
 @dataclass

@@ -48,6 +48,8 @@ class Account:
     credit_balance_micros: int = 0
     management_key_count: int = 0
     api_key_count: int = 0  # keys not revoked (capped per account); absent on accounts from before the cap
+    # A hot account's request log and day counters are spread over this many shards (data/log_shards.py).
+    log_shards: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class ApiKey:
     # Bumped by every change the proxy caches (limits, expiry, rotation): admission proves the cached
     # version is current, so a change applies to the very next request even on a warm instance.
     version: int = 0
+    # A hot key's requests write their log record and day counter on one of this many shards
+    # (data/log_shards.py); None: unsharded. Only ever raised.
+    log_shards: int | None = None
     # Rotation: the item stays keyed by the key's first secret; later secrets are alias items. The
     # current secret's hash, and when this item's own secret stops working (set once rotated away).
     current_secret_hash: str | None = None

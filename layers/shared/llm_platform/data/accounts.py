@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llm_platform.config import get_settings
 from llm_platform.core.entities import Account, ManagementKey
-from llm_platform.data import management_keys
+from llm_platform.data import log_shards, management_keys
 from llm_platform.data.dynamo import client, to_values, transact
 from llm_platform.data.records import from_record_item, to_record_item
 
@@ -16,6 +16,11 @@ def _table() -> str:
 def get(account_id: str) -> Account | None:
     response = client().get_item(TableName=_table(), Key={"accountId": {"S": account_id}}, ConsistentRead=True)
     return from_record_item(Account, response.get("Item"))
+
+
+def raise_log_shards(account_id: str, shards: int) -> int | None:
+    """The account's ``logShards`` raised to ``shards`` (never lowered): its L afterwards (None: no account)."""
+    return log_shards.raise_log_shards(_table(), {"accountId": account_id}, shards)
 
 
 def create_with_management_key(account: Account, key: ManagementKey, *also: dict) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.core.entities import ApiKey, KeyStatus
-from llm_platform.data import key_items
+from llm_platform.data import key_items, log_shards
 from llm_platform.data.dynamo import (
     WriteRefused,
     client,
@@ -89,6 +89,12 @@ id_pointer = key_items.id_pointer
 def find_for_account(account_id: str, key_id: str) -> ApiKey | None:
     item = key_items.find_for_account(_table(), account_id, key_id)
     return None if item is None else from_record(ApiKey, item)
+
+
+def raise_log_shards(key_hash: str, account_id: str, shards: int) -> int | None:
+    """The key item's ``logShards`` raised to ``shards`` (never lowered): its L afterwards (None: not the
+    account's key). No version bump: proxies pick it up when they next read the key."""
+    return log_shards.raise_log_shards(_table(), {"keyHash": key_hash}, shards, account_id=account_id)
 
 
 def subscription_keys_page(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data import ledger, request_log
+from llm_platform.data import ledger
 from llm_platform.data import metering as direct
 from llm_platform.data.dynamo import WriteRefused, client, from_item, to_item, to_values, transact
 from llm_platform.data.usage_counters import CounterId, as_key, get_many, minute_counter
@@ -209,7 +209,6 @@ def settle(plan: direct.SettlePlan, lease_id: str) -> None:
     (a shard of it) come."""
     settings = get_settings()
     tokens = plan.input_tokens + plan.output_tokens
-    log = plan.log_record
     items = [
         {
             "Update": {
@@ -233,8 +232,7 @@ def settle(plan: direct.SettlePlan, lease_id: str) -> None:
                 ),
             }
         },
-        request_log.record_put(log, plan.log_expires_at),
-        direct.daily_update(daily_shard(plan.daily, plan.request_id), log),
+        *direct.log_items(plan, daily_shard(plan.daily, plan.request_id)),
         {
             "Delete": {
                 "TableName": settings.reservations_table,

@@ -6,14 +6,17 @@
 - ``key#<keyId>`` / ``budget#<reset>#<YYYYMMDD>``: a credit key's spend in one calendar period of its
   ``budgetReset`` (the period's first day), checked against ``maxBudget`` at admission.
 - ``daily#<accountId>`` / ``<YYYY-MM-DD>#<keyId>#<model>``: requests, tokens and spend of one key and
-  model on one UTC day, added in the settle transaction with the request's log record (never expire).
+  model on one UTC day, added in the settle transaction with the request's log record (never expire);
+  a hot account's are spread over ``daily#<accountId>#<n>`` (log shards, ``data.log_shards``).
 Admission increments these with conditional updates inside one transaction; items expire by TTL."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llm_platform.config import get_settings
+from llm_platform.data import log_shards
 from llm_platform.data.dynamo import client, from_item, query_all, to_values
 
 CounterId = tuple[str, str]  # (pk, sk)
@@ -60,17 +63,25 @@ def get_many(counters: list[CounterId]) -> dict[CounterId, dict[str, Any]]:
 _DAILY_SUMS = ("requests", "promptTokens", "completionTokens", "spendMicros")
 
 
-def daily_between(account_id: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+def daily_between(account_id: str, first_day: str, last_day: str, shards: int = 0) -> list[dict[str, Any]]:
     """The account's daily counters from ``first_day`` to ``last_day`` (YYYY-MM-DD, both included), one per
-    day x key x model: a hot key's shards (``<day>#<key>#<model>#<shard>``, see ``data.leases``) summed."""
-    rows = query_all(
-        TableName=get_settings().usage_counters_table,
-        KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
-        ExpressionAttributeValues=to_values(
-            {":pk": f"daily#{account_id}", ":first": first_day, ":last": last_day + "#\uffff"}
-        ),
-        ConsistentRead=True,
-    )
+    day x key x model: a hot key's shards (``<day>#<key>#<model>#<shard>``, see ``data.leases``) and the
+    account's ``shards`` log shards (one query each, in parallel) summed."""
+
+    def query(pk: str) -> list[dict[str, Any]]:
+        return query_all(
+            TableName=get_settings().usage_counters_table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
+            ExpressionAttributeValues=to_values({":pk": pk, ":first": first_day, ":last": last_day + "#\uffff"}),
+            ConsistentRead=True,
+        )
+
+    partitions = log_shards.partitions(f"daily#{account_id}", shards)
+    if len(partitions) == 1:
+        rows = query(partitions[0])
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(partitions), 16)) as pool:
+            rows = [row for found in pool.map(query, partitions) for row in found]
     summed: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:
         counter = (str(row["date"]), str(row["keyId"]), str(row["model"]))

@@ -9,9 +9,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from llm_platform.core.clock import to_iso, utc_now
+from llm_platform.data import accounts as accounts_table
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import ledger as ledger_table
 from llm_platform.data import request_log, usage_counters
+from llm_platform.data.log_shards import DEFAULT_LOG_SHARDS, MAX_LOG_SHARDS
 from llm_platform.data.pages import InvalidCursor, Page, decode_cursor
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import is_id
@@ -68,11 +70,15 @@ def list_requests(
     if start and end and start >= end:
         raise BadRequest("'from' must be before 'to'.", code="invalid_time_range")
     if key_id:
-        if not is_id(key_id, "key") or api_keys_table.find_for_account(caller.account_id, key_id) is None:
+        key = api_keys_table.find_for_account(caller.account_id, key_id) if is_id(key_id, "key") else None
+        if key is None:
             raise NotFound(f"Key {key_id} not found.")
-        index, partition = "byKey", {"keyId": key_id}
+        index, partition, shards = "byKey", {"keyId": key_id}, key.log_shards or 0
     else:
-        index, partition = "byAccount", {"accountId": caller.account_id}
+        index, partition, shards = "byAccount", {"accountId": caller.account_id}, _account_log_shards(caller)
+    position = _cursor(cursor, partition)
+    if position is not None and "sortKey" not in position:
+        raise BadRequest("The cursor is not one this list returned.", code="invalid_cursor")
     return request_log.query_newest_first(
         index=index,
         partition=next(iter(partition.values())),
@@ -81,8 +87,39 @@ def list_requests(
         account_id=caller.account_id,
         model=model,
         limit=limit,
-        start=_cursor(cursor, partition),
+        start=position,
+        shards=shards,
     )
+
+
+def _account_log_shards(caller: Caller) -> int:
+    """How many log shards the account's lists cover (0: its records are all on the plain partitions)."""
+    account = accounts_table.get(caller.account_id)
+    return (account.log_shards or 0) if account is not None else 0
+
+
+def shard_history(
+    account_id: str, key_id: str, shards: int = DEFAULT_LOG_SHARDS, *, key_hash: str | None = None
+) -> int:
+    """Spread the key's per-request partitions (its log records' ``byAccount``/``byKey`` index partitions and
+    the account's day counters) over ``shards`` log shards (at most ``MAX_LOG_SHARDS``), for a key too hot
+    for one partition. Never lowers or clears them: readers must keep finding the old shards. The account
+    first, then the key, so the account's readers cover every shard before the key writes on it. Proxies
+    use it from their next read of the key. ``key_hash`` (the key item's, e.g. a proxy's snapshot's) saves
+    looking the id up: two UpdateItems then. The key's log shards afterwards; 404 for another account's key
+    (with ``key_hash``, the caller's own account may then have been raised: harmless, its lists read more)."""
+    if shards < 1:
+        raise ValueError(f"log shards must be at least 1, not {shards}")
+    shards = min(shards, MAX_LOG_SHARDS)
+    if key_hash is None:
+        key = api_keys_table.find_for_account(account_id, key_id) if is_id(key_id, "key") else None
+        key_hash = key.key_hash if key is not None else None
+    if key_hash is None or accounts_table.raise_log_shards(account_id, shards) is None:
+        raise NotFound(f"Key {key_id} not found.")
+    raised = api_keys_table.raise_log_shards(key_hash, account_id, shards)
+    if raised is None:
+        raise NotFound(f"Key {key_id} not found.")
+    return raised
 
 
 def get_request(caller: Caller, request_id: str) -> dict[str, Any]:
@@ -109,7 +146,9 @@ def daily_usage(
         raise BadRequest("'from' must not be after 'to'.", code="invalid_date_range")
     if (last - first).days + 1 > MAX_DAILY_RANGE_DAYS:
         raise BadRequest(f"Ask for at most {MAX_DAILY_RANGE_DAYS} days at a time.", code="date_range_too_long")
-    rows = usage_counters.daily_between(caller.account_id, first.isoformat(), last.isoformat())
+    rows = usage_counters.daily_between(
+        caller.account_id, first.isoformat(), last.isoformat(), _account_log_shards(caller)
+    )
     return [
         row for row in rows if (not key_id or row.get("keyId") == key_id) and (not model or row.get("model") == model)
     ]

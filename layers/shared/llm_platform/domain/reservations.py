@@ -14,6 +14,7 @@ from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.core.clock import from_iso, to_iso, utc_now
+from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
 from llm_platform.data.dynamo import WriteRefused
@@ -44,6 +45,8 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
     cutoff = to_iso(now - timedelta(seconds=settings.reconcile_grace_seconds))
     report = ReconcileReport()
     leases: dict[str, dict[str, Any]] = {}
+    log_shards: dict[str, int] = {}  # key hash -> the key's log shards, read once per run
+    # Every shard of the index, 0-63: reservations put when there were 16 are on shards 0-15, covered too.
     for index in range(store.RESERVATION_SHARDS):
         shard = f"open#{index}"
         while True:
@@ -54,7 +57,7 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
                     leases[record["leaseId"]] = record
                     continue
                 try:
-                    report.charged_micros += _settle_abandoned(record, now)
+                    report.charged_micros += _settle_abandoned(record, now, log_shards)
                     report.settled += 1
                     progressed = True
                 except WriteRefused:  # settled by its request (or another run) meanwhile
@@ -96,7 +99,19 @@ def _return_abandoned(lease_id: str, now: datetime, report: ReconcileReport) -> 
         )
 
 
-def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
+def _key_log_shards(record: dict[str, Any], known: dict[str, int]) -> int:
+    """The log shards of the reservation's key (as the request would have settled: any shard a reader
+    covers will do, the request's own settle and this one can never both apply)."""
+    if "logShards" in record:
+        return int(record["logShards"])
+    key_hash = record["keyHash"]
+    if key_hash not in known:
+        key = api_keys_table.get_by_hash(key_hash)
+        known[key_hash] = (key.log_shards or 0) if key is not None else 0
+    return known[key_hash]
+
+
+def _settle_abandoned(record: dict[str, Any], now: datetime, log_shards: dict[str, int]) -> int:
     reserve = int(record["reserveMicros"])
     cost = min(int(record.get("promptCostMicros", 0)), reserve)
     prompt_tokens = int(record.get("promptTokens", 0))
@@ -138,6 +153,7 @@ def _settle_abandoned(record: dict[str, Any], now: datetime) -> int:
             credit=bool(record.get("credit")),
             budget_period=tuple(record["budgetPeriod"]) if record.get("budgetPeriod") else None,
             by="reconciler",
+            log_shards=_key_log_shards(record, log_shards),
         )
     )
     logger.warning(

@@ -32,6 +32,7 @@ class KeySnapshot:
     budget_micros: int | None
     window_anchor: str | None  # the subscription's start: budget windows are anchored there
     version: int = 0
+    log_shards: int = 0  # the key's log shards (data/log_shards.py): 0 unsharded
     budget_reset: str | None = None
     expires_at: datetime | None = None  # the key's own expiry
     secret_expires_at: datetime | None = None  # the presented secret's, once rotated away
@@ -104,6 +105,7 @@ def _load(secret_hash: str) -> KeySnapshot | None:
         budget_micros=subscription.budget_per_window_micros if subscription else None,
         window_anchor=subscription.created_at if subscription else None,
         version=key.version,
+        log_shards=key.log_shards or 0,
         budget_reset=key.budget_reset if key.kind == KeyKind.CREDIT else None,
         expires_at=from_iso(key.key_expires_at) if key.key_expires_at else None,
         secret_expires_at=from_iso(presented.secret_expires_at) if presented.secret_expires_at else None,

@@ -594,6 +594,7 @@ class Meter:
                 log_record=log_record,
                 log_expires_at=int(admission.admitted_at.timestamp()) + retention,
                 daily=daily_counter(key.account_id, created_at[:10], key.key_id, outcome.model),
+                log_shards=key.log_shards,
             )
         )
         self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens - admission.reserve_tokens)
