@@ -9,10 +9,12 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotocoreCredentials
@@ -196,3 +198,59 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced(fake: FakeDynamoD
     dynamo_wire.transact_write_items([{"Update": {}}], ClientRequestToken="req-5")
     # Then both applied, once each
     assert [r["body"]["ClientRequestToken"] for r in fake.received] == ["req-4", "req-5"]
+
+
+class _Tier(str):
+    """A str subclass (as an enum's value may be): boto3 keeps the instance, and so must the fast path."""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text",
+        "",
+        0,
+        -7,
+        10**37,
+        -(10**37) - 1,
+        True,
+        False,
+        None,
+        [1, "a", None, [True]],
+        {"nested": {"n": 3, "s": "x", "l": [], "m": {}}, "none": None},
+        Decimal("1.50"),
+        Decimal("-0.000001"),
+        {1, 2},
+        {"a", "b"},
+        b"\x00\xff",
+        bytearray(b"ab"),
+        ("tuple", 1),
+        _Tier("pro"),
+        {"deep": [Decimal("2.5"), {"x": b"y"}]},
+    ],
+)
+def test_attribute_values_are_boto3s(value: Any) -> None:
+    # Given any value a record may hold
+    # When the proxy's serialiser writes it
+    # Then it is exactly what boto3's TypeSerializer writes, types included
+    expected = TypeSerializer().serialize(value)
+    written = dynamo.to_attribute(value)
+    assert written == expected
+    assert json.dumps(written, default=repr, sort_keys=True) == json.dumps(expected, default=repr, sort_keys=True)
+
+
+@pytest.mark.parametrize("value", [10**38, -(10**38), 1.5, float("nan"), Decimal("Infinity"), object()])
+def test_attribute_values_boto3_refuses_are_refused(value: Any) -> None:
+    # Given a value boto3 cannot write (too many digits, a float, infinity, an unknown type)
+    # When the proxy's serialiser is asked to write it
+    # Then it refuses it with boto3's own error
+    with pytest.raises(Exception) as boto3s:
+        TypeSerializer().serialize(value)
+    with pytest.raises(type(boto3s.value)):
+        dynamo.to_attribute(value)
+
+
+def test_items_leave_out_none_and_values_keep_it() -> None:
+    record = {"pk": "a", "n": 5, "gone": None, "flag": False}
+    assert dynamo.to_item(record) == {"pk": {"S": "a"}, "n": {"N": "5"}, "flag": {"BOOL": False}}
+    assert dynamo.to_values({":v": None, ":n": 1}) == {":v": {"NULL": True}, ":n": {"N": "1"}}

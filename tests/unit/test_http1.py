@@ -252,3 +252,45 @@ def test_tls_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("buffer", "spans"),
+    [
+        (b"5\r\nhello\r\n3;ext=1\r\nabc\r\n", [(3, 8), (19, 22)]),  # two whole chunks, an extension
+        (b"5\r\nhello\r\n3\r\nab", [(3, 8)]),  # the second chunk's data not all in yet
+        (b"5\r\nhello\r\n3\r\nabc", [(3, 8)]),  # nor its closing CRLF
+        (b"5\r\nhello\r\n0\r\n\r\n", [(3, 8)]),  # the last chunk is left to the chunk-by-chunk reading
+        (b"5\r\nhelloXY3\r\nabc\r\n", []),  # no CRLF after the data: left to it too (it raises)
+        (b"zz\r\nhello\r\n", []),  # a size that is not hex: the same
+        (b"5\r", []),
+        (b"", []),
+    ],
+)
+def test_the_chunks_already_buffered_are_found_whole(buffer: bytes, spans: list[tuple[int, int]]) -> None:
+    # Given what a chunked body's reader holds so far
+    # When the complete chunks at its start are looked for
+    # Then exactly those whose size line, data and CRLF all arrived are taken, nothing unusual
+    assert http1._complete_chunks(bytearray(buffer)) == spans
+
+
+def test_a_malformed_chunk_after_whole_ones_is_a_protocol_error() -> None:
+    # Given a chunked answer whose third chunk's size is not hex, all of it sent at once
+    whole = chunked(b"data: {}\n\n", b"data: {}\n\n").removesuffix(b"0\r\nX-Trailer: yes\r\n\r\n")
+    reply = whole + b"zz\r\nx\r\n0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with Server(lambda head, body: reply) as server:
+            client = http1.Client()
+            response = await post(client, server.url)
+            # When it is read line by line
+            lines = []
+            with pytest.raises(http1.RemoteProtocolError):
+                async for line in response.aiter_lines():
+                    lines.append(line)
+            # Then the whole chunks came first, and the malformed one failed as before
+            assert lines == ["data: {}", "", "data: {}", ""]
+            await response.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())

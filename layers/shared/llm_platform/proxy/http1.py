@@ -165,6 +165,14 @@ class Response:
         headers = self.headers
         if "chunked" in headers.get("transfer-encoding", "").lower():
             while True:
+                # Every chunk the buffer holds already, taken in one read and yielded as one piece: a
+                # provider's stream arrives a few chunks at a time, and each await through the layers
+                # above (lines, events) costs more than the bytes it carries.
+                whole = _complete_chunks(_buffered(self._connection.reader))
+                if whole:
+                    data = await self._connection.reader.readexactly(whole[-1][1] + 2)  # buffered: no wait
+                    yield b"".join(data[start:end] for start, end in whole)
+                    continue
                 size_line = (await self._line()).split(b";", 1)[0].strip()
                 try:
                     size = int(size_line, 16)
@@ -296,6 +304,26 @@ class Client:
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+def _complete_chunks(buffer: bytearray) -> list[tuple[int, int]]:
+    """Where the data of each complete chunk at the start of ``buffer`` lies (start, end): those whose size
+    line, data and closing CRLF have all arrived. Stops at the last chunk (size 0), at anything unusual
+    and at an incomplete chunk: the chunk-by-chunk reading handles those, with its checks and errors."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (line_end := buffer.find(b"\r\n", position)) >= 0:
+        try:
+            size = int(bytes(buffer[position:line_end]).split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            break
+        start = line_end + 2
+        end = start + size
+        if size <= 0 or len(buffer) < end + 2 or buffer[end : end + 2] != b"\r\n":
+            break
+        spans.append((start, end))
+        position = end + 2
+    return spans
 
 
 def _buffered(reader: asyncio.StreamReader) -> bytearray:
