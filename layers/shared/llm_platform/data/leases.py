@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from llm_platform.config import get_settings
-from llm_platform.data import ledger, request_log
+from llm_platform.data import ledger
 from llm_platform.data import metering as direct
 from llm_platform.data.dynamo import WriteRefused, client, from_item, to_item, to_values, transact
 from llm_platform.data.usage_counters import CounterId, as_key, get_many, minute_counter
@@ -111,9 +111,9 @@ def take(plan: TakePlan) -> None:
     item and the triggering request's reservation. ``direct.AdmissionRefused`` names the failed check."""
     admit = plan.admit
     money = replace(admit, reserve_micros=plan.micros)
-    checks = [direct._key_check(money), _minute_take(plan), direct._balance_update(money)]
+    checks = [direct.key_check(money), _minute_take(plan), direct.balance_update(money)]
     if admit.budget_period is not None:
-        checks.append(direct._key_budget_update(money))
+        checks.append(direct.key_budget_update(money))
     checks.append(
         (
             "lease",
@@ -203,13 +203,12 @@ def daily_shard(counter: CounterId, request_id: str) -> CounterId:
     return counter[0], f"{counter[1]}#{int(request_id.replace('-', '')[-4:], 16) % DAILY_SHARDS}"
 
 
-def settle(plan: direct.SettlePlan, lease_id: str) -> None:
+def settle(plan: direct.SettlePlan, lease_id: str) -> int:
     """One transaction: the lease item takes the request's real cost and tokens (the central items get
     them when the lease is returned), the reservation record goes, the log record and the day's counter
     (a shard of it) come."""
     settings = get_settings()
     tokens = plan.input_tokens + plan.output_tokens
-    log = plan.log_record
     items = [
         {
             "Update": {
@@ -233,17 +232,10 @@ def settle(plan: direct.SettlePlan, lease_id: str) -> None:
                 ),
             }
         },
-        request_log.record_put(log, plan.log_expires_at),
-        direct.daily_update(daily_shard(plan.daily, plan.request_id), log),
-        {
-            "Delete": {
-                "TableName": settings.reservations_table,
-                "Key": {"requestId": {"S": plan.request_id}},
-                "ConditionExpression": "attribute_exists(requestId)",
-            }
-        },
+        *direct.log_items(plan, daily_shard(plan.daily, plan.request_id)),
+        direct.reservation_delete(plan.request_id),
     ]
-    transact(items, ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}")))
+    return transact(items, ClientRequestToken=direct.settle_token(plan))
 
 
 def read(lease_id: str) -> dict[str, Any] | None:
