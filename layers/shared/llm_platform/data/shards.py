@@ -72,9 +72,9 @@ def admit(
             "Key": _shard_item_key(key),
             "UpdateExpression": "ADD requestsLeft :minus, tokensLeft :minus_t, available :minus_m, openCount :one "
             "SET lastUsed = :now",
-            "ConditionExpression": "#status = :active AND version = :v AND minute = :m AND requestsLeft >= :one "
+            "ConditionExpression": "#status = :active AND version = :v AND #minute = :m AND requestsLeft >= :one "
             "AND tokensLeft >= :rt AND available >= :r",
-            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeNames": {"#status": "status", "#minute": "minute"},
             "ExpressionAttributeValues": to_values(
                 {
                     ":minus": -1,
@@ -134,6 +134,7 @@ class RefillPlan:
     new_minute: bool  # the shard's minute is another (or it does not exist): SET the slice, else ADD to it
     sync: Sync  # moved off the shard to the ledger and the key's totals (the shard's values as read)
     now_ms: int
+    shards: int = 1  # S: the balance / maxBudget must cover S slices, so one shard holds at most ~1/S of it
 
 
 def _shard_refill(plan: RefillPlan) -> tuple[str, dict[str, Any]]:
@@ -159,17 +160,17 @@ def _shard_refill(plan: RefillPlan) -> tuple[str, dict[str, Any]]:
     }
     assign = (
         "SET version = :v, #status = :active, keyId = :key_id, accountId = :account, keyHash = :key_hash, "
-        "lastUsed = :now, refilledAt = :now, slice = :slice"
+        "lastUsed = :now, refilledAt = :now, #slice = :slice"
     )
     adds = "ADD available :avail, openCount :one, spent :spent, requests :requests, inputTokens :input, "
     adds += "outputTokens :output, refills :one"
     if plan.new_minute:
         # A new minute's slice replaces what was left of the old one (the central counter counted it).
-        expression = f"{assign}, minute = :m, requestsLeft = :left_r, tokensLeft = :left_t {adds}"
-        condition = "attribute_not_exists(minute) OR minute < :m"
+        expression = f"{assign}, #minute = :m, requestsLeft = :left_r, tokensLeft = :left_t {adds}"
+        condition = "attribute_not_exists(#minute) OR #minute < :m"
     else:
         expression = f"{assign} {adds}, requestsLeft :left_r, tokensLeft :left_t"
-        condition = "minute = :m"
+        condition = "#minute = :m"
     # The sync moves what was read: never more than is there (a concurrent sync took it: refused, re-read).
     for attribute, placeholder, amount in (
         ("spent", ":has_spent", sync.spent),
@@ -186,7 +187,7 @@ def _shard_refill(plan: RefillPlan) -> tuple[str, dict[str, Any]]:
             "Key": _shard_item_key(plan.shard),
             "UpdateExpression": expression,
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeNames": {"#status": "status", "#minute": "minute", "#slice": "slice"},
             "ExpressionAttributeValues": to_values(values),
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -231,7 +232,14 @@ def refill(plan: RefillPlan) -> int:
         raise ValueError("a key with a budget reset is not served from shards")
     money = replace(admit, reserve_micros=plan.micros)
     label, key_update = direct.key_check(money)
+    balance = direct.balance_update(money)
+    # Headroom: the money left centrally must cover S such slices (the refill takes one), so shards never hold
+    # most of a small balance or maxBudget; below that the requests go the direct path, exact to the last one.
+    cover = plan.micros * plan.shards
+    balance[1]["Update"]["ExpressionAttributeValues"][":reserve"] = to_values({":c": cover})[":c"]
     update = key_update["Update"]
+    if ":room" in update["ExpressionAttributeValues"] and admit.max_budget_micros is not None:
+        update["ExpressionAttributeValues"][":room"] = to_values({":r": admit.max_budget_micros - cover})[":r"]
     sync = plan.sync
     update["UpdateExpression"] += ", requestCount :sync_requests, inputTokens :sync_input, outputTokens :sync_output"
     update["ExpressionAttributeValues"].update(
@@ -243,7 +251,7 @@ def refill(plan: RefillPlan) -> int:
             }
         )
     )
-    checks = [(label, key_update), _minute_slice(plan), direct.balance_update(money), _shard_refill(plan)]
+    checks = [(label, key_update), _minute_slice(plan), balance, _shard_refill(plan)]
     request_id = (admit.reservation or {})["requestId"]
     if sync.spent:
         checks.append(

@@ -185,6 +185,7 @@ class KeyShards:
                 new_minute=new_minute,
                 sync=sync,
                 now_ms=now_ms,
+                shards=key.shards,
             )
             try:
                 shard_store.refill(refill)
