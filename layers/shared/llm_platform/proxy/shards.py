@@ -144,7 +144,7 @@ class KeyShards:
         the key's RPM and TPM; divided by this environment's divisor after refused refills. (0, 0): none."""
         policy = self.policy
         previous = int(seen.get("slice", 0))
-        if previous and seen.get("refilledAt"):
+        if previous and seen.get("refilledAt") is not None:
             used = max(1, previous - max(0, int(seen.get("requestsLeft", 0))))
             elapsed = max(0.05, (now_ms - int(seen["refilledAt"])) / 1000)
             wanted = min(math.ceil(used * policy.horizon_seconds / elapsed), policy.growth * previous)
