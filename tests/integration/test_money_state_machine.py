@@ -986,8 +986,8 @@ class MoneyMachine(RuleBasedStateMachine):
         model.held -= spent
         account = self.model_accounts[model.account_id]
         account.in_flight -= spent
-        if spent:
-            account.book("usage", -spent, shard)
+        if spent:  # a ledger entry, not a balance change: the refill already took the money from the balance
+            account.ledger[("usage", -spent, shard)] += 1
 
     def _shard_returned(self, shard: str, micros: int) -> None:
         model = self.model_shards[shard]

@@ -268,7 +268,8 @@ def refill(plan: RefillPlan) -> int:
             )
         )
     checks.append(direct.reservation_put({**(admit.reservation or {}), "shardKey": plan.shard}))
-    token = str(uuid.uuid5(uuid.NAMESPACE_URL, f"refill:{request_id}"))
+    # Per plan (a re-planned refill of the same request is another transaction, not a retry of this one).
+    token = str(uuid.uuid5(uuid.NAMESPACE_URL, f"refill:{request_id}:{plan.new_minute}:{plan.requests}:{sync}"))
     try:
         return transact([item for _, item in checks], ClientRequestToken=token)
     except WriteRefused as refused:
