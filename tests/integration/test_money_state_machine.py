@@ -1021,6 +1021,29 @@ class MoneyMachine(RuleBasedStateMachine):
         spend; what the shard had spent is synced: one usage entry), or exactly as the direct path would. A
         request the direct path would refuse may still be admitted from money a shard already holds; one it
         would admit is never refused."""
+        request = self._admit_on_shard(key_id, reserve)
+        return multiple() if request is None else request
+
+    @rule(
+        key_id=credit_keys,
+        requests=st.lists(
+            st.tuples(st.integers(1, 5_000), st.sampled_from([0.0, 0.3, 1.0]), st.booleans()), min_size=2, max_size=8
+        ),
+    )
+    def shard_traffic(self, key_id: str, requests: list[tuple[int, float, bool]]) -> None:
+        """When a hot key's requests come one after another (each admitted as ``admit_on_shard`` says, then
+        settled at a share of its reservation, or released), then refills, admissions on shards and syncs follow
+        each other, and every micro-dollar stays where the model says."""
+        for reserve, share, served in requests:
+            request = self._admit_on_shard(key_id, reserve)
+            if request is None:
+                continue
+            if served:
+                self.settle_in_process(request, share)
+            else:
+                self.release_in_process(request)
+
+    def _admit_on_shard(self, key_id: str, reserve: int) -> InFlight | None:
         key = self.model_keys[key_id]
         if key_id not in self.promoted:  # this rule's keys are hot: promoted at their first request here
             self.promote_key(key_id)
@@ -1034,7 +1057,7 @@ class MoneyMachine(RuleBasedStateMachine):
         except ProxyError as refused:
             assert refusal is not None and refused.status == refusal, (refusal, refused.status, refused.code)
             note(f"shard admit: {refusal}")
-            return multiple()
+            return None
         self.live.add(request_id)
         model = self.model_accounts[key.account_id]
         if admission.shard is None:  # not in shard mode, or no slice fitted: the direct path admitted it
