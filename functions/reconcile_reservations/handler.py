@@ -21,7 +21,10 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     metrics.add_metric(name="ReservationsReconciled", unit=MetricUnit.Count, value=report.settled)
     metrics.add_metric(name="ReservationReconcileFailures", unit=MetricUnit.Count, value=len(report.failed))
     summary = {"settled": report.settled, "alreadySettled": report.already_settled, "failed": len(report.failed)}
-    logger.info("reconcile run", extra={**summary, "chargedMicros": report.charged_micros})
+    logger.info(
+        "reconcile run",
+        extra={**summary, "chargedMicros": report.charged_micros, "keyShardsReturned": len(report.shards_returned)},
+    )
     if report.failed:
         raise ReconcileFailed(f"{len(report.failed)} reservations could not be settled: {report.failed[:10]}")
     return summary

@@ -26,10 +26,17 @@ credit keys and the requests they have in flight) through random sequences of th
   lease (settles and releases touch only the lease), returns (one ``usage`` entry for what the lease
   spent, the rest back), expiry and revocation by key changes (the next admission takes a new lease with
   the key's new limits), and the instance holding leases dying (the reconciler settles its open requests
-  into their leases and returns them).
+  into their leases and returns them);
+- key shards of hot keys (issue 16, Lambda), through a third in-process ``Meter`` (leases off): a key is
+  promoted to shard mode (2 shards here, so they are revisited); a refill (the slice's money leaves the
+  balance and joins the key's spend, and what the shard had spent is synced: one ``usage`` entry), admissions,
+  settles and releases on a shard (they touch only the shard), requests dying on a shard (the reconciler
+  settles them into it), the reconciler giving idle shards back (their money to the balance, their unsynced
+  spend in one ``usage`` entry), and key changes revoking the shards (the next admission reads the key again).
 
 After every step the invariants compare the model with what is stored:
-- the ledger explains the balance: ``balance + in-flight reservations + leases not yet returned ==
+- the ledger explains the balance: ``balance + in-flight reservations + leases not yet returned + money
+  held by key shards (available, reserved by their open requests, spent and not yet synced) ==
   sum(ledger entries)``. A credit
   key's admission deducts its worst-case cost from the balance without a ledger entry; the settle
   refunds the difference and writes the one ``usage`` entry (-cost). With nothing in flight this is
@@ -95,9 +102,11 @@ from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.leases import LeasePolicy
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
 from llm_platform.proxy.pricing import cost_micros, input_token_bound
+from llm_platform.proxy.shards import KeyShards, ShardPolicy
 from tests.support.stripe_events import outcome, sample, webhook_function
 
 SECRET = "whsec_money_state_machine"
+NO_SHARDS = KeyShards(ShardPolicy(enabled=False))  # the other in-process instances: direct path, or leases
 MICROS_PER_CENT = 10_000
 MAX_ACCOUNTS = 3
 MAX_API_KEYS = 4  # the account caps of this test (catalog accountLimits, made small)
@@ -184,6 +193,7 @@ class InFlight:
     reserve: int
     period: tuple[str, int] | None  # the budget period it was reserved in (keys with a reset)
     lease: str | None = None  # admitted on this lease (its money is the lease's, booked at take and return)
+    shard: str | None = None  # admitted on this key shard (its money is the shard's, booked at refill, sync, return)
 
 
 @dataclass
@@ -197,6 +207,17 @@ class LeaseModel:
     period: tuple[str, int] | None
     spent: int = 0  # what its settled (and reconciled) requests cost
     returned: bool = False
+
+
+@dataclass
+class ShardModel:
+    """A key shard: ``held`` left the balance at its refills (available + open reservations + unsynced spend),
+    ``unsynced`` is what its settled requests spent and no sync has moved to the ledger yet."""
+
+    account_id: str
+    key: KeyModel
+    held: int = 0
+    unsynced: int = 0
 
 
 @dataclass
@@ -226,9 +247,12 @@ class MoneyMachine(RuleBasedStateMachine):
         self.applied_events: set[str] = set()
         self.delivered_events: set[str] = set()
         self.model_subs: dict[str, SubscriptionModel] = {}
-        self.meter = Meter(KeyCache())
+        self.meter = Meter(KeyCache(), shards=NO_SHARDS)
         self.leasing = self._leasing_instance()  # an instance serving every credit key from leases
         self.model_leases: dict[str, LeaseModel] = {}
+        self.sharding = self._sharding_instance()  # an environment serving promoted keys from their shards
+        self.model_shards: dict[str, ShardModel] = {}
+        self.promoted: set[str] = set()
         self.admitted: dict[str, InFlight] = {}  # every in-process admission by request id
         self.settled: list[tuple[str, str, int]] = []  # in-process requests settled: (id, account, cost)
         self.live: set[str] = set()  # admitted in process, still being served
@@ -608,6 +632,9 @@ class MoneyMachine(RuleBasedStateMachine):
         if stream and model == "test/story" and max_tokens is None:
             max_tokens = 4  # the story runs to the cap: keep streamed chunks few
         key = self.model_keys[key_id]
+        if key.key_id in self.promoted:  # the local stack's proxy would serve it from shards: in-process only
+            note("http: skipped, the key is in shard mode")
+            return
         if key.budget_reset is not None:  # periods follow the machine's clock: only in-process admissions
             note("http: skipped, the key has a budget reset")
             return
@@ -662,7 +689,7 @@ class MoneyMachine(RuleBasedStateMachine):
         generated before is billed (a local count: no usage came), with its ledger entry; no failover
         (or the usual 402/400 if it could not be admitted at all)."""
         key = self.model_keys[key_id]
-        if key.budget_reset is not None:
+        if key.budget_reset is not None or key.key_id in self.promoted:
             return
         body = {"model": "test/cutoff", "messages": [{"role": "user", "content": " ".join(words)}], "max_tokens": 3}
         raw = json.dumps(body).encode()
@@ -746,6 +773,11 @@ class MoneyMachine(RuleBasedStateMachine):
             self.live.discard(request.admission.request_id)
             note(f"settle on a lease: {share:.0%} of the reservation")
             return
+        if request.shard is not None:  # the shard takes it: synced to the ledger at a refill or its return
+            self.model_shards[request.shard].unsynced += cost
+            self.live.discard(request.admission.request_id)
+            note(f"settle on a shard: {share:.0%} of the reservation")
+            return
         self._end_in_flight(request)
         self._charged(request.key, cost, request.admission.request_id)
         if request.period:
@@ -767,9 +799,9 @@ class MoneyMachine(RuleBasedStateMachine):
             outcome=Outcome("test/echo", None, 502, False),
         )
         self.settled.append((request.admission.request_id, request.account_id, 0))
-        if request.lease is not None:
+        if request.lease is not None or request.shard is not None:
             self.live.discard(request.admission.request_id)
-            note("release on a lease")
+            note("release on a lease" if request.lease else "release on a shard")
             return
         self._end_in_flight(request)
         note("release in process")
@@ -793,7 +825,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.abandoned.append(request)
         note("a request dies in flight")
 
-    @precondition(lambda self: (self.abandoned or self._unreturned_leases()) and not self.live)
+    @precondition(lambda self: (self.abandoned or self._unreturned_leases() or self._held_shards()) and not self.live)
     @rule()
     def reconciler_runs(self) -> None:
         """When the reconciler runs after the dead requests' deadlines, then each is settled once: its
@@ -812,6 +844,10 @@ class MoneyMachine(RuleBasedStateMachine):
                 self.model_leases[request.lease].spent += cost
                 self.settled.append((request.admission.request_id, request.account_id, cost))
                 continue
+            if request.shard is not None:
+                self.model_shards[request.shard].unsynced += cost
+                self.settled.append((request.admission.request_id, request.account_id, cost))
+                continue
             self._end_in_flight(request)
             self._charged(request.key, cost, request.admission.request_id)
             if request.period:
@@ -819,16 +855,28 @@ class MoneyMachine(RuleBasedStateMachine):
             self.settled.append((request.admission.request_id, request.account_id, cost))
         for lease in unreturned:
             self._lease_returned(lease)
-        note(f"reconciler settled {len(self.abandoned)}, returned {len(unreturned)} leases")
+        # Every shard holding money is idle now (nothing live, its last use more than a minute ago): given back
+        # once, its unsynced spend in one usage entry, the rest of what it held to the balance.
+        returned = {given.shard: given for given in report.shards_returned if given.account_id in self.env.my_accounts}
+        assert set(returned) == {shard for shard, model in self.model_shards.items() if model.held}, returned
+        for shard, given in returned.items():
+            model = self.model_shards[shard]
+            assert (given.synced.spent, given.returned_micros) == (model.unsynced, model.held - model.unsynced)
+            self._shard_synced(shard, model.unsynced)
+            self._shard_returned(shard, given.returned_micros)
+        note(f"reconciler settled {len(self.abandoned)}, returned {len(unreturned)} leases, {len(returned)} shards")
         self.abandoned.clear()
         again = reservations.reconcile(now)
         assert (again.settled, again.leases_returned) == (0, 0)
+        assert not [given for given in again.shards_returned if given.account_id in self.env.my_accounts]
 
     # ------------------------------------------------------------ leases of hot keys (issue 16)
     @staticmethod
     def _leasing_instance() -> Meter:
         """An instance that leases every credit key at once; it returns leases only when told to (flush)."""
-        return Meter(KeyCache(), LeasePolicy(min_rate=0, warmup_seconds=0, return_in_background=False))
+        return Meter(
+            KeyCache(), LeasePolicy(min_rate=0, warmup_seconds=0, return_in_background=False), shards=NO_SHARDS
+        )
 
     def _unreturned_leases(self) -> list[LeaseModel]:
         return [lease for lease in self.model_leases.values() if not lease.returned]
@@ -917,7 +965,126 @@ class MoneyMachine(RuleBasedStateMachine):
         note(f"instances die: {len(self.live)} requests in flight, {self.leasing.leases_held()} leases held")
         self.live.clear()
         self.leasing = self._leasing_instance()
-        self.meter = Meter(KeyCache())
+        self.sharding = self._sharding_instance()
+        self.meter = Meter(KeyCache(), shards=NO_SHARDS)
+
+    # ------------------------------------------------------------ key shards of hot keys (issue 16, Lambda)
+    @staticmethod
+    def _sharding_instance() -> Meter:
+        """An environment without leases (one request at a time, as on Lambda); shards are picked in turn."""
+        turn = itertools.count()
+        return Meter(KeyCache(), LeasePolicy(enabled=False), KeyShards(choose=lambda shards: next(turn) % shards))
+
+    def _held_shards(self) -> list[str]:
+        return [shard for shard, model in self.model_shards.items() if model.held]
+
+    def _shard_synced(self, shard: str, spent: int) -> None:
+        """A sync moved ``spent`` off the shard: one usage entry (the key's spend already holds it)."""
+        model = self.model_shards[shard]
+        assert 0 <= spent <= model.unsynced, (spent, model)
+        model.unsynced -= spent
+        model.held -= spent
+        account = self.model_accounts[model.account_id]
+        account.in_flight -= spent
+        if spent:  # a ledger entry, not a balance change: the refill already took the money from the balance
+            account.ledger[("usage", -spent, shard)] += 1
+
+    def _shard_returned(self, shard: str, micros: int) -> None:
+        model = self.model_shards[shard]
+        assert micros == model.held - model.unsynced and model.unsynced == 0, (micros, model)
+        model.held = 0
+        account = self.model_accounts[model.account_id]
+        account.balance += micros
+        account.in_flight -= micros
+        model.key.spend -= micros
+
+    @rule(key_id=credit_keys)
+    def promote_key(self, key_id: str) -> None:
+        """When a key met TransactionConflict (promoted here directly: no local DynamoDB reports one), then it
+        is in shard mode (2 shards) and the environment serving it reads it again."""
+        from llm_platform.domain import hot_keys
+
+        key = self.model_keys[key_id]
+        promoted = hot_keys.promote(key.key_hash, key_id, key.account_id, 2)
+        self.promoted.add(key_id)
+        self.sharding.keys.reload(hashlib.sha256(key.plaintext.encode()).hexdigest())
+        note(f"key promoted: {promoted}")
+
+    @rule(
+        target=in_flight,
+        key_id=credit_keys,
+        reserve=st.one_of(st.integers(1, 5_000), st.integers(1, 3).map(lambda d: d * 1_000_000)),
+    )
+    def admit_on_shard(self, key_id: str, reserve: int) -> Any:
+        """When an environment admits a request of a key (in shard mode or not), then it is admitted on a
+        shard with room, or by a refill carrying it (the slice's money leaves the balance and joins the key's
+        spend; what the shard had spent is synced: one usage entry), or exactly as the direct path would. A
+        request the direct path would refuse may still be admitted from money a shard already holds; one it
+        would admit is never refused."""
+        request = self._admit_on_shard(key_id, reserve)
+        return multiple() if request is None else request
+
+    @rule(
+        key_id=credit_keys,
+        requests=st.lists(
+            st.tuples(st.integers(1, 5_000), st.sampled_from([0.0, 0.3, 1.0]), st.booleans()), min_size=2, max_size=8
+        ),
+    )
+    def shard_traffic(self, key_id: str, requests: list[tuple[int, float, bool]]) -> None:
+        """When a hot key's requests come one after another (each admitted as ``admit_on_shard`` says, then
+        settled at a share of its reservation, or released), then refills, admissions on shards and syncs follow
+        each other, and every micro-dollar stays where the model says."""
+        for reserve, share, served in requests:
+            request = self._admit_on_shard(key_id, reserve)
+            if request is None:
+                continue
+            if served:
+                self.settle_in_process(request, share)
+            else:
+                self.release_in_process(request)
+
+    def _admit_on_shard(self, key_id: str, reserve: int) -> InFlight | None:
+        key = self.model_keys[key_id]
+        if key_id not in self.promoted:  # this rule's keys are hot: promoted at their first request here
+            self.promote_key(key_id)
+        snapshot = self.sharding.keys.lookup(key.plaintext)
+        now = max(self.clock, utc_now())
+        refusal = self._admissible(key, reserve, now)
+        request_id = str(uuid.uuid4())
+        pending = Pending(model="test/echo", stream=False, prompt_tokens=7, prompt_cost_micros=reserve // 3)
+        try:
+            admission = self.sharding.admit(snapshot, reserve, 100, request_id, now, pending)
+        except ProxyError as refused:
+            assert refusal is not None and refused.status == refusal, (refusal, refused.status, refused.code)
+            note(f"shard admit: {refusal}")
+            return None
+        self.live.add(request_id)
+        model = self.model_accounts[key.account_id]
+        if admission.shard is None:  # not in shard mode, or no slice fitted: the direct path admitted it
+            assert refusal is None
+            period = self._period(key, now)
+            model.balance -= reserve
+            model.in_flight += reserve
+            key.spend += reserve
+            if period:
+                key.period_spend[period] += reserve
+            note("shard admit: direct")
+            return self._track(InFlight(admission, key.account_id, key, reserve, period))
+        shard = admission.shard.shard
+        state = self.model_shards.setdefault(shard, ShardModel(key.account_id, key))
+        if admission.shard.refilled_micros:  # a refill carrying it: the direct path's room for the whole slice
+            assert refusal is None
+            micros = admission.shard.refilled_micros
+            model.balance -= micros
+            model.in_flight += micros
+            key.spend += micros
+            state.held += micros
+            synced = admission.shard.synced
+            self._shard_synced(shard, synced.spent if synced else 0)
+            note("shard refilled" + (" and synced" if synced and synced.spent else ""))
+        else:
+            note("admitted on a shard" + (" past the direct path's refusal" if refusal else ""))
+        return self._track(InFlight(admission, key.account_id, key, reserve, None, shard=shard))
 
     # ------------------------------------------------------------ key lifecycle
     @rule(
@@ -1085,7 +1252,9 @@ class MoneyMachine(RuleBasedStateMachine):
         records = self._get_many("RequestLogTable", "requestId", [request_id for request_id, _, _ in self.settled])
         for request_id, account_id, cost in self.settled:
             record = records[request_id]
-            assert (record["accountId"]["S"], int(record["costMicros"]["N"])) == (account_id, cost), request_id
+            # A promoted key's records sit on a log shard: the stored index value is `<accountId>#<n>`.
+            stored_account = record["accountId"]["S"].split("#")[0]
+            assert (stored_account, int(record["costMicros"]["N"])) == (account_id, cost), request_id
 
 
 def _end_account(sub: SubscriptionModel) -> tuple[str, str]:

@@ -35,6 +35,9 @@ class Settings:
     # one instance (sustained 5 s) above which the instance takes slices of the key's limits (0: always).
     leases_enabled: bool = True
     lease_min_rate_per_second: int = 2
+    # Key shards of hot credit keys on Lambda (issue 16, proxy/shards.py): a key promoted after a
+    # TransactionConflict is admitted on shard items shared by every environment. false: the direct path.
+    key_shards_enabled: bool = True
     # Only set locally (DynamoDB Local); on AWS boto3 uses the regional endpoint.
     dynamodb_endpoint_url: str | None = None
     # Request bodies of the management API above this size are refused with 413.

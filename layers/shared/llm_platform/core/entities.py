@@ -97,6 +97,8 @@ class ApiKey:
     # current secret's hash, and when this item's own secret stops working (set once rotated away).
     current_secret_hash: str | None = None
     secret_expires_at: str | None = None
+    # A hot credit key's number of key shards (issue 16, ``domain.hot_keys``); None: not in shard mode.
+    shards: int | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return self.key_expires_at is not None and from_iso(self.key_expires_at) <= now

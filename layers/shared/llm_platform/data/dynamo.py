@@ -201,17 +201,18 @@ class WriteRefused(Exception):
 _CONFLICT_ATTEMPTS = 8
 
 
-def transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
+def transact(items: list[dict[str, Any]], **kwargs: Any) -> int:
     """One TransactWriteItems, retried while it only collided with another transaction on the same
     items (``TransactionConflict``: concurrent requests of one key, subscription or account). A failed
-    condition becomes ``WriteRefused``; anything else is raised."""
+    condition becomes ``WriteRefused``; anything else is raised. Returns how many conflicts it retried
+    (the proxy promotes a key that meets them to key shards, see ``domain.hot_keys``)."""
     write: Callable[..., object] = _boto3_transact
     if _hot_path.get():
         from llm_platform.data.dynamo_wire import transact_write_items as write
     for attempt in range(_CONFLICT_ATTEMPTS):
         try:
             write(items, **kwargs)
-            return
+            return attempt
         except ClientError as error:
             if error.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
@@ -223,6 +224,7 @@ def transact(items: list[dict[str, Any]], **kwargs: Any) -> None:
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
                 continue
             raise
+    raise AssertionError("unreachable")
 
 
 def _boto3_transact(items: list[dict[str, Any]], **kwargs: Any) -> None:

@@ -111,9 +111,9 @@ def take(plan: TakePlan) -> None:
     item and the triggering request's reservation. ``direct.AdmissionRefused`` names the failed check."""
     admit = plan.admit
     money = replace(admit, reserve_micros=plan.micros)
-    checks = [direct._key_check(money), _minute_take(plan), direct._balance_update(money)]
+    checks = [direct.key_check(money), _minute_take(plan), direct.balance_update(money)]
     if admit.budget_period is not None:
-        checks.append(direct._key_budget_update(money))
+        checks.append(direct.key_budget_update(money))
     checks.append(
         (
             "lease",
@@ -203,7 +203,7 @@ def daily_shard(counter: CounterId, request_id: str) -> CounterId:
     return counter[0], f"{counter[1]}#{int(request_id.replace('-', '')[-4:], 16) % DAILY_SHARDS}"
 
 
-def settle(plan: direct.SettlePlan, lease_id: str) -> None:
+def settle(plan: direct.SettlePlan, lease_id: str) -> int:
     """One transaction: the lease item takes the request's real cost and tokens (the central items get
     them when the lease is returned), the reservation record goes, the log record and the day's counter
     (a shard of it) come."""
@@ -233,15 +233,9 @@ def settle(plan: direct.SettlePlan, lease_id: str) -> None:
             }
         },
         *direct.log_items(plan, daily_shard(plan.daily, plan.request_id)),
-        {
-            "Delete": {
-                "TableName": settings.reservations_table,
-                "Key": {"requestId": {"S": plan.request_id}},
-                "ConditionExpression": "attribute_exists(requestId)",
-            }
-        },
+        direct.reservation_delete(plan.request_id),
     ]
-    transact(items, ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}")))
+    return transact(items, ClientRequestToken=direct.settle_token(plan))
 
 
 def read(lease_id: str) -> dict[str, Any] | None:

@@ -67,7 +67,7 @@ class AdmissionRefused(Exception):
         self.refusal = refusal
 
 
-def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+def key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     settings = get_settings()
     # Active, and at the version the caller's snapshot of its limits was read at.
     # (Keys created before versions existed have none: version 0.)
@@ -86,7 +86,7 @@ def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
             }
         }
     # Credit key: reserve against its own lifetime cap in the same write that proves it is active
-    # (with budgetReset the cap is checked on the period's counter instead, see _key_budget_update).
+    # (with budgetReset the cap is checked on the period's counter instead, see key_budget_update).
     values[":reserve"] = plan.reserve_micros
     if plan.max_budget_micros is not None and plan.budget_period is None:
         condition += " AND (attribute_not_exists(spendMicros) OR spendMicros <= :room)"
@@ -104,7 +104,7 @@ def _key_check(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _key_budget_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+def key_budget_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     """A credit key with ``budgetReset``: its spend in the current calendar period stays within maxBudget
     (the item of a new period starts at zero: that is the reset)."""
     period, max_budget_micros = plan.budget_period, plan.max_budget_micros
@@ -128,7 +128,7 @@ def _key_budget_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+def rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     return "rate", {
         "Update": {
             "TableName": get_settings().usage_counters_table,
@@ -152,7 +152,7 @@ def _rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
+def subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
     settings = get_settings()
     window = plan.window
     if window is None:
@@ -195,7 +195,7 @@ def _subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
+def balance_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     return "balance", {
         "Update": {
             "TableName": get_settings().accounts_table,
@@ -217,7 +217,7 @@ def reservation_shard(request_id: str) -> str:
     return f"open#{int(request_id.replace('-', '')[:4], 16) % RESERVATION_SHARDS}"
 
 
-def _reservation_put(reservation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def reservation_put(reservation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "reservation", {
         "Put": {
             "TableName": get_settings().reservations_table,
@@ -227,16 +227,18 @@ def _reservation_put(reservation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-def admit(plan: AdmitPlan) -> None:
-    checks = [_key_check(plan), _rate_update(plan)]
-    checks += _subscription_items(plan) if plan.subscription_id is not None else [_balance_update(plan)]
+def admit(plan: AdmitPlan) -> int:
+    """One transaction; the number of ``TransactionConflict`` retries it met (a hot key's sign, see
+    ``domain.hot_keys``). ``AdmissionRefused`` names the failed check."""
+    checks = [key_check(plan), rate_update(plan)]
+    checks += subscription_items(plan) if plan.subscription_id is not None else [balance_update(plan)]
     if plan.budget_period is not None:
-        checks.append(_key_budget_update(plan))
+        checks.append(key_budget_update(plan))
     if plan.reservation is not None:
-        checks.append(_reservation_put(plan.reservation))
+        checks.append(reservation_put(plan.reservation))
     request_id = plan.reservation["requestId"] if plan.reservation else None
     try:
-        transact([item for _, item in checks], **({"ClientRequestToken": request_id} if request_id else {}))
+        return transact([item for _, item in checks], **({"ClientRequestToken": request_id} if request_id else {}))
     except WriteRefused as refused:
         failed = refused.reasons.index("ConditionalCheckFailed")
         raise AdmissionRefused(Refusal(checks[failed][0], refused.items[failed])) from refused
@@ -266,8 +268,9 @@ class SettlePlan:
     log_shards: int = 0  # the key's log shards (L): the log record and day counter go on one of them
 
 
-def settle(plan: SettlePlan) -> None:
-    """One transaction; ``ClientRequestToken`` makes a retried settle apply once."""
+def settle(plan: SettlePlan) -> int:
+    """One transaction; ``ClientRequestToken`` makes a retried settle apply once. The number of
+    ``TransactionConflict`` retries it met."""
     settings = get_settings()
     tokens = plan.input_tokens + plan.output_tokens
     delta = plan.cost_micros - plan.reserve_micros
@@ -348,16 +351,24 @@ def settle(plan: SettlePlan) -> None:
                 )
             )
     # The reservation record goes with the settle: a request and the reconciler cannot both settle it.
-    items.append(
-        {
-            "Delete": {
-                "TableName": settings.reservations_table,
-                "Key": {"requestId": {"S": plan.request_id}},
-                "ConditionExpression": "attribute_exists(requestId)",
-            }
+    items.append(reservation_delete(plan.request_id))
+    return transact(items, ClientRequestToken=settle_token(plan))
+
+
+def settle_token(plan: SettlePlan) -> str:
+    """The settle's ``ClientRequestToken``: who settles (request, reconciler) and which request."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}"))
+
+
+def reservation_delete(request_id: str) -> dict[str, Any]:
+    """The settle deletes the reservation record: a request and the reconciler cannot both settle it."""
+    return {
+        "Delete": {
+            "TableName": get_settings().reservations_table,
+            "Key": {"requestId": {"S": request_id}},
+            "ConditionExpression": "attribute_exists(requestId)",
         }
-    )
-    transact(items, ClientRequestToken=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}")))
+    }
 
 
 def log_items(plan: SettlePlan, daily: CounterId | None = None) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from llm_platform.domain import listing
 from llm_platform.domain.accounts import Caller
 from llm_platform.domain.credentials import API_KEY_PREFIX, is_id, issue_secret, new_id
 from llm_platform.domain.errors import Conflict, NotFound, Unprocessable
+from llm_platform.domain.hot_keys import revoke_key_shards
 from llm_platform.domain.leases import revoke_key_leases
 from llm_platform.domain.plans import catalog
 
@@ -196,6 +197,7 @@ def update_key(
         raise NotFound(f"Key {key_id} not found.") from refused
     if status is not None or limits:
         revoke_key_leases(key.key_id)  # instances admitting it from leases read it again first
+        revoke_key_shards(key.key_id)  # and so do environments admitting it from key shards
     return updated
 
 
@@ -234,6 +236,7 @@ def rotate_key(caller: Caller, key_id: str, grace_period_seconds: int) -> tuple[
     except WriteRefused as refused:  # revoked, or rotated by someone else, since it was read
         raise Conflict(f"Key {key_id} changed while rotating it; try again.", code="key_changed") from refused
     revoke_key_leases(key.key_id)
+    revoke_key_shards(key.key_id)
     return rotated, secret.plaintext, old_expires_at
 
 
@@ -252,6 +255,7 @@ def revoke_key(caller: Caller, key_id: str) -> ApiKey:
             raise NotFound(f"Key {key_id} not found.") from refused
         raise
     revoke_key_leases(key.key_id)
+    revoke_key_shards(key.key_id)
     revoked = api_keys_table.get_by_hash(key.key_hash)
     if revoked is None:  # cannot happen: keys are never deleted
         raise NotFound(f"Key {key_id} not found.")

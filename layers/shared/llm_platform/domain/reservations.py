@@ -8,6 +8,7 @@ request itself and the reconciler (or two reconciler runs) can never both apply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from llm_platform.core.clock import from_iso, to_iso, utc_now
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
+from llm_platform.data import shards as shard_store
 from llm_platform.data.dynamo import WriteRefused
 from llm_platform.data.usage_counters import daily_counter
 from llm_platform.observability import logger
@@ -34,6 +36,7 @@ class ReconcileReport:
     charged_micros: int = 0
     leases_returned: int = 0  # leases of instances that did not return them (died, frozen)
     leases_waiting: int = 0  # ended leases with requests still open on them: returned by a later run
+    shards_returned: list[shard_store.GivenBack] = field(default_factory=list)  # idle key shards given back
 
 
 def reconcile(now: datetime | None = None) -> ReconcileReport:
@@ -73,7 +76,34 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
         except Exception:
             logger.exception("lease return failed", extra={"leaseId": lease_id})
             report.failed.append(f"lease#{lease_id}")
+    _return_idle_shards(now, report)
     return report
+
+
+SHARD_IDLE_SECONDS = 60  # a key shard unused this long (and nothing open on it) is given back
+
+
+def _return_idle_shards(now: datetime, report: ReconcileReport) -> None:
+    """Give back every key shard idle for ``SHARD_IDLE_SECONDS`` with nothing open on it: its money to the
+    balance (and off the key's spend), its unsynced spend to the ledger (one usage entry), its counts to the
+    key; once (conditioned on the shard as read). Shards with requests open wait for those requests' own
+    deadlines (settled into the shard above, in a run after them)."""
+    idle_before = int((now - timedelta(seconds=SHARD_IDLE_SECONDS)).timestamp() * 1000)
+    for key in shard_store.registered_keys():
+        try:
+            for item in shard_store.read(key["keyId"], int(key["shards"])).values():
+                if int(item.get("lastUsed", 0)) > idle_before:
+                    continue
+                given = shard_store.give_back(item, to_iso(now))
+                if given is not None:
+                    report.shards_returned.append(given)
+                    logger.info(
+                        "key shard returned",
+                        extra={"shard": given.shard, "returnedMicros": given.returned_micros, "synced": given.synced},
+                    )
+        except Exception:
+            logger.exception("shard return failed", extra={"keyId": key.get("keyId")})
+            report.failed.append(f"shards#{key.get('keyId')}")
 
 
 def _return_abandoned(lease_id: str, now: datetime, report: ReconcileReport) -> None:
@@ -131,8 +161,12 @@ def _settle_abandoned(record: dict[str, Any], now: datetime, log_shards: dict[st
         "durationMs": max(0, int((now - from_iso(reserved_at)).total_seconds() * 1000)),
     }
     retention = get_settings().request_log_retention_days * 86400
-    lease_id = record.get("leaseId")
-    settle = (lambda plan: lease_store.settle(plan, lease_id)) if lease_id else store.settle
+    lease_id, shard = record.get("leaseId"), record.get("shardKey")
+    settle: Callable[[store.SettlePlan], int] = store.settle
+    if lease_id:
+        settle = lambda plan: lease_store.settle(plan, lease_id)  # noqa: E731 - one line each
+    elif shard:  # settled into its key shard, as the request would have been
+        settle = lambda plan: shard_store.settle(plan, shard)  # noqa: E731
     settle(
         store.SettlePlan(
             request_id=record["requestId"],

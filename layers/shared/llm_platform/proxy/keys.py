@@ -36,6 +36,7 @@ class KeySnapshot:
     budget_reset: str | None = None
     expires_at: datetime | None = None  # the key's own expiry
     secret_expires_at: datetime | None = None  # the presented secret's, once rotated away
+    shards: int = 0  # key shards (issue 16, proxy/shards.py): >= 2 puts a credit key in shard mode
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -109,4 +110,5 @@ def _load(secret_hash: str) -> KeySnapshot | None:
         budget_reset=key.budget_reset if key.kind == KeyKind.CREDIT else None,
         expires_at=from_iso(key.key_expires_at) if key.key_expires_at else None,
         secret_expires_at=from_iso(presented.secret_expires_at) if presented.secret_expires_at else None,
+        shards=key.shards or 0,
     )

@@ -15,12 +15,15 @@ from llm_platform.config import get_settings
 from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
+from llm_platform.data import shards as shard_store
 from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
+from llm_platform.domain import hot_keys
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.windows import Window, budget_period, budget_window, budget_window_hours, minute_window
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 from llm_platform.proxy.leases import KeyRate, Lease, LeasePolicy
+from llm_platform.proxy.shards import KeyShards, ShardAdmission, ShardOutdated
 
 _log = logging.getLogger("llm_platform.proxy")
 _MINUTE_TTL = 3 * 3600
@@ -48,6 +51,7 @@ class Admission:
     admitted_at: datetime
     budget_period: Window | None = None  # credit keys with budgetReset
     lease: Lease | None = None  # admitted on this instance's lease of the key (None: the direct path)
+    shard: ShardAdmission | None = None  # admitted on one of the key's shards (key shards, proxy/shards.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +133,9 @@ class Meter:
     settings'); every lease this instance holds is returned by a background thread once it has ended and
     nothing is in flight on it (``flush`` returns them all at once)."""
 
-    def __init__(self, keys: KeyCache, leases: LeasePolicy | None = None) -> None:
+    def __init__(self, keys: KeyCache, leases: LeasePolicy | None = None, shards: KeyShards | None = None) -> None:
         self.keys = keys
+        self.shards = shards or KeyShards()  # a promoted hot key's shards (after leases, before the direct path)
         self.rates = RateView()
         self._lease_policy = leases  # None: the settings', read on first use (not at import)
         self.instance_id = uuid.uuid4().hex
@@ -260,12 +265,18 @@ class Meter:
             **plan_fields,
         )
         lease = None
+        shard = None
+        conflicts = 0
         try:
             rate = self._hot_rate(key, reserve_tokens)
             if rate is not None:
                 lease = self._admit_on_lease(key, plan, minute.index, now, rate)
-            if lease is None:
-                store.admit(plan)
+            if lease is None and self.shards.serves(key, reserve_tokens):
+                shard = self.shards.admit(key, plan, minute.index, now)
+            if lease is None and shard is None:
+                conflicts = store.admit(plan)
+        except ShardOutdated:
+            raise _Outdated from None
         except store.AdmissionRefused as refused:
             item = refused.refusal.item or {}
             if (
@@ -275,10 +286,27 @@ class Meter:
             ):
                 raise _Outdated from refused
             raise self._refusal_error(key, refused.refusal, minute, window, period, now) from refused
+        if conflicts:
+            self._conflicted(key, on_shard=False)
+        elif shard is not None and shard.conflicts:
+            self._conflicted(key, on_shard=True)
         rate_headers = self.rates.admitted(key, minute, now, reserve_tokens)
         return Admission(
-            request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period, lease
+            request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period, lease, shard
         )
+
+    def _conflicted(self, key: KeySnapshot, *, on_shard: bool) -> None:
+        """A write of this key met ``TransactionConflict``: the key is hot across environments. A credit key
+        on the direct path is promoted to 8 key shards; a conflict on one of its shards doubles them (256 at
+        most). This environment then reads the key again (others learn when they meet a conflict, or reload).
+        Never fails the request: the promotion is an optimisation."""
+        if not key.credit or key.budget_reset is not None or (key.shards >= 2 and not on_shard):
+            return
+        try:
+            hot_keys.promote(key.key_hash, key.key_id, key.account_id, hot_keys.next_shards(key.shards))
+            self.keys.reload(key.secret_hash)
+        except Exception:
+            _log.exception("key promotion failed", extra={"keyId": key.key_id})
 
     # ------------------------------------------------------------------ leases (issue 16)
     @property
@@ -561,17 +589,23 @@ class Meter:
         }
         retention = get_settings().request_log_retention_days * 86400
         settle = store.settle
+        if admission.shard is not None:
+            shard = admission.shard.shard
+
+            def settle(plan: store.SettlePlan) -> int:
+                return shard_store.settle(plan, shard)
+
         if admission.lease is not None:
             lease = admission.lease
 
-            def settle(plan: store.SettlePlan) -> None:
+            def settle(plan: store.SettlePlan) -> int:
                 try:
-                    lease_store.settle(plan, lease.lease_id)
+                    return lease_store.settle(plan, lease.lease_id)
                 finally:  # a failed settle stays open on the lease item: the reconciler settles it
                     lease.settled(plan.reserve_micros, plan.cost_micros, plan.reserve_tokens, tokens_used)
 
         tokens_used = input_tokens + output_tokens
-        settle(
+        conflicts = settle(
             store.SettlePlan(
                 request_id=admission.request_id,
                 key_hash=key.key_hash,
@@ -597,4 +631,6 @@ class Meter:
                 log_shards=key.log_shards,
             )
         )
+        if conflicts and admission.lease is None:
+            self._conflicted(key, on_shard=admission.shard is not None)
         self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens - admission.reserve_tokens)
