@@ -103,6 +103,8 @@ class Config:
     slice_growth: int = 4  # ShardPolicy.growth: a slice is at most 4 x the shard's previous one
     prewarm_shards: bool = True  # steady state: each of the S shards holds a slice (rate / S x horizon), part used
     log_shards: int = 16  # K9 (domain/hot_keys.py LOG_SHARDS): a promoted key's log GSIs and day counter pk x16
+    promote_on_failure: bool = False  # a write that failed on conflicts (8 attempts) promotes too (not built: as
+    # built, ``transact`` raises and neither promotes nor reloads, so that environment keeps its old S)
     promotion_trips: int = 4  # round trips of a promotion on the request path (registry, key, account, reload)
     trace: bool = False  # keep every committed hold (item, from, until), for the tests
 
@@ -253,6 +255,7 @@ class Simulation:
         self.shard_items: dict[int, ShardItem] = {}
         self.promotions: list[tuple[float, int]] = [(0.0, self.key_shards)]
         self.ledger = 0  # usage entries: per direct settle, per shard sync (refill, reconciler)
+        self.by_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # arrival second -> counts
         if config.prewarmed:  # the key has been this hot for long: every instance is past its warm-up
             self.key_ewma = config.rate
             if config.deployment == "lambda":  # what an environment's EWMA reads at an admission (one every interval)
@@ -382,6 +385,7 @@ class Simulation:
         request = Request(len(self.requests), self.now, instance, duration, cost)
         request.shard = self.random.randrange(self.c.central_shards)
         self.requests.append(request)
+        self.by_second[int(self.now)]["arrived"] += 1
         following = self.now + self.random.expovariate(self.c.rate)
         if following < self.c.seconds:
             self.at(following, self.next_arrival)
@@ -416,6 +420,7 @@ class Simulation:
                 self.counts[f"conflicts ({tx.kind})"] += 1
                 self.counts["conflicts"] += 1
                 self.window["conflicts"] += self.measured()
+                self.by_second[int(now)]["conflicts"] += 1
                 self.at(now + 0.001 + self.network(), self.answer, tx, "conflict")
                 return
         needs: dict[str, float] = defaultdict(float)
@@ -575,6 +580,7 @@ class Simulation:
         self.free(request)
         self.counts["failed requests (503)"] += 1
         self.window["failed"] += self.in_window(request)
+        self.by_second[int(request.arrival)]["failed"] += 1
 
     def finish(self, request: Request) -> None:
         self.free(request)
@@ -622,6 +628,7 @@ class Simulation:
                 self.refuse(request, "limit")
             else:
                 self.fail(request)
+                self.failed_on_conflicts(tx, request.instance, on_shard=False)
 
         items = [self.KEY, self.BALANCE, self.minute_item(minute)] if shards == 1 else self.central_items(request)
         indexes = (
@@ -654,6 +661,7 @@ class Simulation:
                 self.counts["settles left to the reconciler"] += 1
                 self.window["settles failed"] += self.in_window(request)
                 apply()
+                self.failed_on_conflicts(tx, request.instance, on_shard=False)
             elif tx.attempt and self.c.design == "shards":
                 self.conflicted(request.instance, on_shard=False)
 
@@ -915,6 +923,11 @@ class Simulation:
 
         self.at(self.now + delay, promoted)
 
+    def failed_on_conflicts(self, tx: Tx, instance: Instance, *, on_shard: bool) -> None:
+        """``promote_on_failure`` (not built): a write that ran out of conflict retries promotes (and reloads) too."""
+        if self.c.design == "shards" and self.c.promote_on_failure and tx.attempt >= CONFLICT_ATTEMPTS - 1:
+            self.conflicted(instance, on_shard=on_shard)
+
     def admit_on_shard(self, request: Request) -> None:
         """K4: a random shard of the environment's S; its cache decides: admit there (one transaction), or refill."""
         instance = request.instance
@@ -951,7 +964,7 @@ class Simulation:
         def done(outcome: str) -> None:
             if outcome == "ok":
                 request.on_shard = index
-                if seen is not None:
+                if seen:
                     seen["requests_left"] -= 1
                     seen["available"] -= reserve
                 if tx.attempt:
@@ -963,6 +976,7 @@ class Simulation:
                 self.refill_shard(request, index, state[0], fresh=True, attempt=0)
             else:
                 self.fail(request)
+                self.failed_on_conflicts(tx, instance, on_shard=True)
 
         tx = Tx("shard admit", [self.shard_item(index)], [None], [self.reservation_index(request)], check, apply, done)
         tx.owner = request
@@ -1079,6 +1093,7 @@ class Simulation:
                 self.counts["settles left to the reconciler"] += 1
                 self.window["settles failed"] += self.in_window(request)
                 apply()
+                self.failed_on_conflicts(tx, request.instance, on_shard=True)
             elif tx.attempt:
                 self.conflicted(request.instance, on_shard=True)
 
@@ -1160,6 +1175,7 @@ class Simulation:
             "refills/s": self.window["refills"] / window,
             "ledger": self.ledger,
             "refills refused": self.counts["refills refused"],
+            "by second": {second: dict(counts) for second, counts in sorted(self.by_second.items())},
         }
 
 
@@ -1196,25 +1212,18 @@ VARIANTS = {
 }
 
 
-# What remains for issue 16 on Lambda (recommendations, none built), cumulative, for chat on Lambda: the direct
-# path's central counters sharded (key spend, balance, minute counter; a request admits on one shard, one other if
-# refused; readers sum), then every per-request account partition sharded in its key (ledger entry, request-log
-# GSIs, daily counter) and 64 reservation shards; and leases held per environment for a minute across its
-# sequential requests, switched on by the key's rate (the alternative to sharding the central items).
+# The key-shard design as the shards branch built it (shard design K1-K9, proxy/shards.py, data/shards.py): the key
+# item says S; every environment admits on a random one of its S shards; 64 reservation shards, log shards x16.
+# "as built": promoted to S = 8 at the start (every warm environment has read it), every conflict met on a shard
+# doubles S (the S it settles at is printed); "S = 256 known": where it settles, every environment knowing it.
+SHARDS = {"design": "shards", "reservation_shards": 64}
+SHARD_ROWS = {
+    "key shards (as built)": SHARDS,
+    "key shards, S=256 known": {**SHARDS, "shards": 256},
+}
+# The earlier recommendation (sharded central counters on the direct path, kept for the unit tests' comparisons).
 SHARDED = {"design": "direct", "central_shards": 64}
 SHARDED_ALL = {**SHARDED, "ledger_shards": 64, "index_shards": 64, "reservation_shards": 64}
-LAMBDA_STEPS = {
-    "as built (direct path)": VARIANTS["lease (as built)"],
-    "+ central counters x64": SHARDED,
-    "+ ledger, logs, daily x64": SHARDED_ALL,
-    "+ central counters x256": {**SHARDED_ALL, "central_shards": 256},
-    "leases per env., 60 s": {
-        **VARIANTS["lease (tuned, not built)"],
-        "horizon": 60.0,
-        "lease_lifetime": 60.0,
-        "index_shards": 64,
-    },
-}
 DEPLOYMENTS = {"Lambda (1 in flight)": {"deployment": "lambda"}, "host (64 in flight)": {"deployment": "host"}}
 _cache: dict[str, dict[str, Any]] = {}
 
@@ -1227,21 +1236,22 @@ def run_once(**settings: Any) -> dict[str, Any]:
 
 
 def skipped(rate: float, deployment: str, workload: str, label: str) -> str | None:
-    """Runs left out, for time: today's design past 2,000 req/s (it fails nearly every admission at 2,000), and
-    leases switched on by the key's rate on Lambda for chat past 500 req/s (every one of 10,000-50,000
-    environments renews its own lease: ~45,000 conflicts/s at 2,000 req/s, minutes of CPU per run)."""
+    """Runs left out, for time: today's design past 2,000 req/s (it fails nearly every admission at 2,000), the
+    built leases on Lambda for chat past 500 req/s (they never engage there: the direct path, the row above), and
+    the tuned leases on Lambda for chat past 500 req/s (every one of 10,000-50,000 environments renews its own
+    lease: ~45,000 conflicts/s at 2,000 req/s, minutes of CPU per run)."""
     if rate > 2000 and label.startswith("direct"):
         return "not run: fails nearly every admission from 2,000 req/s"
+    if deployment == "lambda" and workload == "chat" and rate > 500 and label == "lease (as built)":
+        return "= direct (today): 0% on a lease for chat on Lambda (500 req/s)"
     if deployment == "lambda" and workload == "chat" and rate > 500 and "tuned" in label:
-        return "not run (CPU): see the Lambda table"
-    if rate > 2000 and "per env." in label:
-        return "not run (CPU)"
+        return "not run (CPU): every environment renews its own lease"
     return None
 
 
 def limit_rows(rate: float, deployment: str) -> list[tuple[str, dict[str, Any]]]:
-    """The designs run with a binding balance or RPM (chat): the three, and on Lambda the sharded counters."""
-    rows = [*VARIANTS.items(), *([("sharded x64 (not built)", SHARDED_ALL)] if deployment == "lambda" else [])]
+    """The designs run with a binding balance or RPM (chat): the leases and direct, and the key shards."""
+    rows = [*VARIANTS.items(), ("key shards (as built)", SHARDS)]
     return [(label, settings) for label, settings in rows if not skipped(rate, deployment, "chat", label)]
 
 
@@ -1251,7 +1261,7 @@ def short(name: str) -> str:
 
 LOAD_HEADER = (
     f"  {'design':<27}{'inst.':>7}{'req/s':>7}{'lease':>6}  {'hottest item':<24}  {'hottest partition key':<32}"
-    f"{'confl/s':>8}{'thrtl/s':>8}{'admit':>7}{'settle':>7}{'p50':>6}{'p99':>6}"
+    f"{'confl/s':>8}{'thrtl/s':>8}{'admit':>7}{'settle':>7}{'p50':>6}{'p99':>6}{'S':>5}{'trips':>6}"
 )
 
 
@@ -1262,8 +1272,25 @@ def print_load(label: str, f: dict[str, Any]) -> None:
         f"  {short(f['hottest item'])[:13]:<13}{item:>6,.0f}{item / 10:>4.0f}%"
         f"  {short(f['hottest partition'])[:21]:<21}{partition:>6,.0f}{partition / 10:>4.0f}%"
         f"{f['conflicts/s']:>8,.0f}{f['throttles/s']:>8,.0f}{f['failed %']:>6.1f}%{f['settles failed %']:>6.1f}%"
-        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}"
+        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}{f['shards'] or '-':>5}{f['round trips']:>6.2f}"
     )
+
+
+def timeline(f: dict[str, Any]) -> str:
+    """When the key item's S changed (K2 promotions)."""
+    steps = f["shards at"]
+    return "S " + " -> ".join(f"{shards} ({at:.2f} s)" if at else f"{shards}" for at, shards in steps)
+
+
+def print_seconds(f: dict[str, Any], seconds: float) -> None:
+    """Admissions failed per 2-second bucket of arrivals (the promotion's transition)."""
+    by = f["by second"]
+    cells = []
+    for start in range(0, int(seconds), 2):
+        arrived = sum(by.get(t, {}).get("arrived", 0) for t in (start, start + 1))
+        failed = sum(by.get(t, {}).get("failed", 0) for t in (start, start + 1))
+        cells.append(f"{start}-{start + 2} s {100 * failed / max(1, arrived):.0f}%")
+    print("      admissions failed, by arrival: " + ", ".join(cells))
 
 
 def print_limits(label: str, f: dict[str, Any]) -> None:
@@ -1305,16 +1332,24 @@ def main() -> None:
                         continue
                     f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
                     print_load(label, f)
-    print("\nWhat remains on Lambda for chat (recommendations, none built; cumulative from the top, same load table):")
-    for rate in [r for r in args.rates if r >= 2000]:
-        print(f"\nLambda (1 in flight), chat, {rate:,.0f} req/s")
-        print(LOAD_HEADER)
-        for label, settings in LAMBDA_STEPS.items():
-            why = skipped(rate, "lambda", "chat", label)
-            if why:
-                print(f"  {label:<27}{why}")
-                continue
-            print_load(label, run_once(rate=rate, seed=seed, workload="chat", deployment="lambda", **settings))
+                for label, settings in SHARD_ROWS.items():
+                    f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
+                    print_load(label, f)
+                    if settings.get("shards") is None:
+                        print(f"      {timeline(f)}")
+    print("\nKey shards, promotion from the direct path (K2) on Lambda, chat: the key starts unpromoted (S absent), every")
+    print("environment's snapshot too; 'as built': an admission or settle that met a conflict and succeeded promotes and")
+    print("reloads (a write that fails on conflicts, after 8 attempts, does neither); 'promote on failure' (not built):")
+    print("such a failed write promotes and reloads too. 12 s runs, figures over seconds 6-12.")
+    print(LOAD_HEADER)
+    for rate in [r for r in args.rates if r <= 2000]:
+        print(f" {rate:,.0f} req/s")
+        for label, extra in (("as built", {}), ("promote on failure", {"promote_on_failure": True})):
+            settings = {**SHARDS, "shards": 0, "seconds": 12.0, "warmup": 6.0, **extra}
+            f = run_once(rate=rate, seed=seed, workload="chat", deployment="lambda", **settings)
+            print_load(label, f)
+            print(f"      {timeline(f)}")
+            print_seconds(f, 12.0)
     print("\nLimits (chat): a small balance, 2.5 s of reservations, runs out mid-run (the worst case for leases: it is")
     print("less than the instances' slices hold); instances are warm but hold no lease at the start; the run ends when")
     print("every request is settled and every lease returned. False: refused while the budget still had room for the")
@@ -1331,7 +1366,10 @@ def main() -> None:
             print(f" {rate:,.0f} req/s")
             for label, settings in limit_rows(rate, where["deployment"]):
                 budget = int(rate * 2.5 * 1_500)
-                f = simulate(rate=rate, seed=seed, balance_micros=budget, prewarm_leases=False, **where, **settings)
+                f = simulate(
+                    rate=rate, seed=seed, balance_micros=budget, prewarm_leases=False, prewarm_shards=False, **where,
+                    **settings,
+                )
                 print_limits(label, f)
     print("\nRPM (chat): a limit of 4 s of traffic per minute (money ample, no lease at the start): the most requests")
     print("admitted in one minute, never above the RPM; false: refused while the minute still had room")
@@ -1340,7 +1378,10 @@ def main() -> None:
     for deployment, where in DEPLOYMENTS.items():
         for rate in args.rates:
             for label, settings in limit_rows(rate, where["deployment"]):
-                f = simulate(rate=rate, seed=seed, rpm=int(rate * 4), prewarm_leases=False, **where, **settings)
+                f = simulate(
+                    rate=rate, seed=seed, rpm=int(rate * 4), prewarm_leases=False, prewarm_shards=False, **where,
+                    **settings,
+                )
                 print(
                     f"  {deployment:<22}{label:<27}{rate:>7,.0f}{f['max per minute']:>24,}{f['rpm']:>9,}"
                     f"{f['refused']:>9,}{f['false refusals']:>7,}"
