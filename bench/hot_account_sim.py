@@ -269,7 +269,8 @@ class Simulation:
                 instance.shards = self.key_shards
             if config.design == "lease" and config.prewarm_leases:
                 self.prewarm_leases()
-            if config.design == "shards" and config.prewarm_shards and self.key_shards >= 2:
+            unbound = config.balance_micros is None and config.rpm is None  # (limits runs start with empty shards)
+            if config.design == "shards" and config.prewarm_shards and self.key_shards >= 2 and unbound:
                 self.prewarm_shards()
         if config.prefill and config.balance_micros is None and config.rpm is None:
             self.prefill()
@@ -1169,6 +1170,7 @@ class Simulation:
             "registry peak": self.registry_peak,
             "max per minute": max(self.admitted_per_minute.values(), default=0),
             "rpm": self.rpm,
+            "design": self.c.design,
             "shards": self.key_shards,
             "shards at": self.promotions,
             "round trips": self.window["round trips"] / max(1, self.window["admitted"]),
@@ -1267,12 +1269,14 @@ LOAD_HEADER = (
 
 def print_load(label: str, f: dict[str, Any]) -> None:
     item, partition = f["hottest item WCU/s"], f["hottest partition WCU/s"]
+    # Round trips before the first byte (conflict retries included), counted for the direct path and key shards.
+    trips = f"{f['round trips']:.2f}" if f["design"] in ("direct", "shards") else "-"
     print(
         f"  {label:<27}{f['instances']:>7,}{f['rate per instance']:>7.1f}{f['on lease %']:>5.0f}%"
         f"  {short(f['hottest item'])[:13]:<13}{item:>6,.0f}{item / 10:>4.0f}%"
         f"  {short(f['hottest partition'])[:21]:<21}{partition:>6,.0f}{partition / 10:>4.0f}%"
         f"{f['conflicts/s']:>8,.0f}{f['throttles/s']:>8,.0f}{f['failed %']:>6.1f}%{f['settles failed %']:>6.1f}%"
-        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}{f['shards'] or '-':>5}{f['round trips']:>6.2f}"
+        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}{f['shards'] or '-':>5}{trips:>6}"
     )
 
 
