@@ -611,14 +611,12 @@ def shard_scenario(direct: Scenario, requests_per_refill: float, shards: int, lo
         list("abcdefghijkl"),
     )
     refill = [*central, refill_shard]
-    shard_settle = [
-        shard_update("ADD available :a, openCount :b, spent :c, requests :d, inputTokens :e, outputTokens :f", list("abcdef"))
-    ]
+    settle_update = "ADD available :a, openCount :b, spent :c, requests :d, inputTokens :e, outputTokens :f"
+    shard_settle = [shard_update(settle_update, list("abcdef"))]
     for entry in settle:
         body = next(iter(entry.values()))
-        if body["TableName"] in (reservations, settings.request_log_table):
-            shard_settle.append(entry)
-        elif body.get("Key", {}).get("pk", {}).get("S", "").startswith("daily#"):
+        daily = body.get("Key", {}).get("pk", {}).get("S", "").startswith("daily#")
+        if body["TableName"] in (reservations, settings.request_log_table) or daily:
             shard_settle.append(entry)
         elif body["TableName"] == settings.ledger_table:  # the sync's usage entry: once per refill
             refill.append(entry)
@@ -629,9 +627,8 @@ def shard_scenario(direct: Scenario, requests_per_refill: float, shards: int, lo
         if w.partition.startswith("shard#"):  # one of S shard items, each its own partition key
             return replace(w, partition=re.sub(r"#\d+$", "#<shard>", w.partition), spread=shards)
         if w.partition.startswith("daily#"):  # K9: pk daily#<account>#<n> (and the sort key's #<hash % 8>)
-            return replace(
-                w, partition=f"{w.partition}#<shard>", sort=f"{w.sort}#3", spread=8 * log_shards, partition_spread=log_shards
-            )
+            sharded = {"partition": f"{w.partition}#<shard>", "sort": f"{w.sort}#3"}
+            return replace(w, **sharded, spread=8 * log_shards, partition_spread=log_shards)
         if w.table == "RequestLogTable":  # K9: the GSI partition values <id>#<n>
             indexes = tuple(replace(i, partition=f"{i.partition}#<shard>", spread=log_shards) for i in w.indexes)
             return replace(w, indexes=indexes)

@@ -15,10 +15,16 @@ generation of a few seconds, against a model of DynamoDB:
     per transactional item and 1 WCU per GSI write, except the built design's minute counter, which carries
     the ids of the minute's live leases: 2 WCU per KB of them); tests/unit/test_capacity_model.py keeps the
     two in step.
-Two designs: "direct" (today: one admission and one settle transaction on the central items per request)
-and "lease" (issue 16: per-instance leases taken from the central items in one transaction, admit and settle
+Three designs: "direct" (today: one admission and one settle transaction on the central items per request),
+"lease" (issue 16: per-instance leases taken from the central items in one transaction, admit and settle
 on the instance's own lease item, unspent money and requests returned when the lease ends), modelled as the
-leases branch built it (the lease design's "Decisions" D2-D9) and tuned as the figures suggest.
+leases branch built it (the lease design's "Decisions" D2-D9) and tuned as the figures suggest, and "shards"
+(key shards for Lambda, /work/notes/shard-design.md K1-K9): S shard items per key shared by every environment,
+admitted on at random in one transaction, refilled from the central items in one transaction carrying the
+request, settled on, given back by the reconciler; S doubled by conflicts. Modelled from the code of the shards
+branch (proxy/shards.py, data/shards.py, domain/hot_keys.py at 17dc0bd) and the logshards branch
+(data/log_shards.py: log GSIs and day counter x16 in the partition key, 64 reservation shards): the shard
+design's "Decisions (as built)" section was still empty when this was written.
 """
 
 from __future__ import annotations
@@ -996,6 +1002,16 @@ class Simulation:
         requests = min(max(self.c.min_slice, math.ceil(wanted / instance.shard_divisor)), self.rpm // instance.shards)
         return requests if requests >= self.c.min_slice else 0
 
+    @staticmethod
+    def shard_changed(item: ShardItem | None, minute: int, *, new_minute: bool, sync: int) -> bool:
+        """The refill's shard condition fails: the new-minute variant finds this minute's slice already there, the
+        same-minute one finds another minute (or no item), or the sync finds less spent than was read."""
+        if new_minute and item is not None and item.minute is not None and item.minute >= minute:
+            return True
+        if not new_minute and (item is None or item.minute != minute):
+            return True
+        return bool(sync) and (item is None or item.spent < sync)
+
     def refill_shard(self, request: Request, index: int, seen: dict[str, Any], *, fresh: bool, attempt: int) -> None:
         """K5: one transaction carrying the request: key item (maxBudget room), minute counter (room for n), balance
         (covers S slices, -= m), the shard (new minute: SET the slice; same minute: ADD; the sync of what was read
@@ -1015,11 +1031,7 @@ class Simulation:
             item = self.shard_items.get(index)
             if self.minute_counter[minute] + requests > self.rpm or self.balance < cover:
                 why[0] = "room"  # the central items come first in the transaction: their reason is reported
-            elif new_minute and item is not None and item.minute is not None and item.minute >= minute:
-                why[0] = "shard"
-            elif not new_minute and (item is None or item.minute != minute):
-                why[0] = "shard"
-            elif sync and (item is None or item.spent < sync):
+            elif self.shard_changed(item, minute, new_minute=new_minute, sync=sync):
                 why[0] = "shard"
             else:
                 return None
@@ -1222,6 +1234,8 @@ SHARDS = {"design": "shards", "reservation_shards": 64}
 SHARD_ROWS = {
     "key shards (as built)": SHARDS,
     "key shards, S=256 known": {**SHARDS, "shards": 256},
+    # At 10,000 req/s the day counter's 16 partition keys take ~1,250 WCU/s each: data/log_shards.py allows 64.
+    "S=256 known, log x64": {**SHARDS, "shards": 256, "log_shards": 64},
 }
 # The earlier recommendation (sharded central counters on the direct path, kept for the unit tests' comparisons).
 SHARDED = {"design": "direct", "central_shards": 64}
@@ -1248,13 +1262,24 @@ def skipped(rate: float, deployment: str, workload: str, label: str) -> str | No
         return "= direct (today): 0% on a lease for chat on Lambda (500 req/s)"
     if deployment == "lambda" and workload == "chat" and rate > 500 and "tuned" in label:
         return "not run (CPU): every environment renews its own lease"
+    if rate > 2000 and label == "key shards (as built)":
+        return "not run (CPU): the seconds after S jumps to 256 (0.1-0.6 s at 500-2,000 req/s), see 2,000"
+    heavy = "tuned" in label or deployment == "host"
+    if rate > 2000 and workload == "embeddings" and heavy and label.startswith("lease"):
+        return "not run (CPU): 40,000-80,000 conflicts/s"
+    if "log x64" in label and (rate <= 2000 or deployment != "lambda" or workload != "chat"):
+        return "skip"  # only needed at 10,000 req/s (shown for chat on Lambda)
     return None
 
 
 def limit_rows(rate: float, deployment: str) -> list[tuple[str, dict[str, Any]]]:
     """The designs run with a binding balance or RPM (chat): the leases and direct, and the key shards."""
     rows = [*VARIANTS.items(), ("key shards (as built)", SHARDS)]
-    return [(label, settings) for label, settings in rows if not skipped(rate, deployment, "chat", label)]
+    return [
+        (label, settings)
+        for label, settings in rows
+        if label.startswith("key shards") or not skipped(rate, deployment, "chat", label)
+    ]
 
 
 def short(name: str) -> str:
@@ -1317,8 +1342,14 @@ def main() -> None:
     print("Instances from Little's law: Lambda runs one request per execution environment (an idle one takes each")
     print("request, a new one starts when none is idle); a host runs 64 in flight per process (rate x mean duration")
     print("/ 64 processes, each request to one at random). Durations: embeddings lognormal median 0.2 s (mean 0.23),")
-    print("chat median 4.5 s (mean 4.9, 2.3-8.7 s). 'as built' = the merged lease policy (Decisions D2-D9);")
-    print("'tuned, not built' = a recommendation.")
+    print("chat median 4.5 s (mean 4.9, 2.3-8.7 s). 'lease (as built)' = the merged lease policy (Decisions D2-D9);")
+    print("'tuned, not built' = a recommendation. 'key shards (as built)': the shards branch's code (17dc0bd; the")
+    print("design's 'Decisions (as built)' were still empty), log shards x16, 64 reservation shards: the key promoted")
+    print("to S = 8 at the start (every warm environment read it; the shards empty but for 8 steady slices), S doubled")
+    print("by every conflict met on a shard (an environment learns the new S when it meets one itself); 'S=256")
+    print("known': where S settles (every run reaches 256 within 0.6 s), every environment knowing it, each shard")
+    print("holding a steady slice. S: the key's shards at the end; trips: DynamoDB round trips before the first")
+    print("byte per admitted request (conflict retries and promotions included; direct path and key shards).")
     print("\nLoad (money and RPM never bind; steady state: requests already in flight at the start), over seconds")
     print("2.5-6 of a 6 s run (2.5-4.5 of 4.5 s at 10,000 req/s): instances (Lambda: environments at the end) and")
     print("req/s per instance, share of admissions on a lease, WCU/s on the hottest item and partition key (% of")
@@ -1337,14 +1368,19 @@ def main() -> None:
                     f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
                     print_load(label, f)
                 for label, settings in SHARD_ROWS.items():
+                    why = skipped(rate, where["deployment"], workload, label)
+                    if why:
+                        if why != "skip":
+                            print(f"  {label:<27}{why}")
+                        continue
                     f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
                     print_load(label, f)
                     if settings.get("shards") is None:
                         print(f"      {timeline(f)}")
-    print("\nKey shards, promotion from the direct path (K2) on Lambda, chat: the key starts unpromoted (S absent), every")
-    print("environment's snapshot too; 'as built': an admission or settle that met a conflict and succeeded promotes and")
-    print("reloads (a write that fails on conflicts, after 8 attempts, does neither); 'promote on failure' (not built):")
-    print("such a failed write promotes and reloads too. 12 s runs, figures over seconds 6-12.")
+    print("\nKey shards, promotion from the direct path (K2) on Lambda, chat: the key starts unpromoted (S absent),")
+    print("every environment's snapshot too; 'as built': an admission or settle that met a conflict and succeeded")
+    print("promotes and reloads (a write that fails on conflicts, after 8 attempts, does neither); 'promote on")
+    print("failure' (not built): such a failed write promotes and reloads too. 12 s runs, figures over seconds 6-12.")
     print(LOAD_HEADER)
     for rate in [r for r in args.rates if r <= 2000]:
         print(f" {rate:,.0f} req/s")
@@ -1371,7 +1407,12 @@ def main() -> None:
             for label, settings in limit_rows(rate, where["deployment"]):
                 budget = int(rate * 2.5 * 1_500)
                 f = simulate(
-                    rate=rate, seed=seed, balance_micros=budget, prewarm_leases=False, prewarm_shards=False, **where,
+                    rate=rate,
+                    seed=seed,
+                    balance_micros=budget,
+                    prewarm_leases=False,
+                    prewarm_shards=False,
+                    **where,
                     **settings,
                 )
                 print_limits(label, f)
@@ -1383,7 +1424,12 @@ def main() -> None:
         for rate in args.rates:
             for label, settings in limit_rows(rate, where["deployment"]):
                 f = simulate(
-                    rate=rate, seed=seed, rpm=int(rate * 4), prewarm_leases=False, prewarm_shards=False, **where,
+                    rate=rate,
+                    seed=seed,
+                    rpm=int(rate * 4),
+                    prewarm_leases=False,
+                    prewarm_shards=False,
+                    **where,
                     **settings,
                 )
                 print(
