@@ -21,10 +21,9 @@ on the instance's own lease item, unspent money and requests returned when the l
 leases branch built it (the lease design's "Decisions" D2-D9) and tuned as the figures suggest, and "shards"
 (key shards for Lambda, /work/notes/shard-design.md K1-K9): S shard items per key shared by every environment,
 admitted on at random in one transaction, refilled from the central items in one transaction carrying the
-request, settled on, given back by the reconciler; S doubled by conflicts. Modelled from the code of the shards
-branch (proxy/shards.py, data/shards.py, domain/hot_keys.py at 17dc0bd) and the logshards branch
-(data/log_shards.py: log GSIs and day counter x16 in the partition key, 64 reservation shards): the shard
-design's "Decisions (as built)" section was still empty when this was written.
+request, settled on, given back by the reconciler; S doubled by conflicts. Modelled from the shards branch's code
+(proxy/shards.py, data/shards.py, domain/hot_keys.py at 17dc0bd) and its "Decisions (as built)" S1-S12, and the
+logshards branch (data/log_shards.py: log GSIs and day counter x16 in the partition key, 64 reservation shards).
 """
 
 from __future__ import annotations
@@ -1273,8 +1272,9 @@ def skipped(rate: float, deployment: str, workload: str, label: str) -> str | No
 
 
 def limit_rows(rate: float, deployment: str) -> list[tuple[str, dict[str, Any]]]:
-    """The designs run with a binding balance or RPM (chat): the leases and direct, and the key shards."""
-    rows = [*VARIANTS.items(), ("key shards (as built)", SHARDS)]
+    """The designs run with a binding balance or RPM (chat): the leases and direct, and the key shards at the S
+    they settle at (every environment knowing it; the shards empty at the start)."""
+    rows = [*VARIANTS.items(), ("key shards, S=256 known", {**SHARDS, "shards": 256})]
     return [
         (label, settings)
         for label, settings in rows
@@ -1343,8 +1343,8 @@ def main() -> None:
     print("request, a new one starts when none is idle); a host runs 64 in flight per process (rate x mean duration")
     print("/ 64 processes, each request to one at random). Durations: embeddings lognormal median 0.2 s (mean 0.23),")
     print("chat median 4.5 s (mean 4.9, 2.3-8.7 s). 'lease (as built)' = the merged lease policy (Decisions D2-D9);")
-    print("'tuned, not built' = a recommendation. 'key shards (as built)': the shards branch's code (17dc0bd; the")
-    print("design's 'Decisions (as built)' were still empty), log shards x16, 64 reservation shards: the key promoted")
+    print("'tuned, not built' = a recommendation. 'key shards (as built)': the shards branch (17dc0bd, Decisions")
+    print("S1-S12) with the logshards branch's log shards x16 and 64 reservation shards: the key promoted")
     print("to S = 8 at the start (every warm environment read it; the shards empty but for 8 steady slices), S doubled")
     print("by every conflict met on a shard (an environment learns the new S when it meets one itself); 'S=256")
     print("known': where S settles (every run reaches 256 within 0.6 s), every environment knowing it, each shard")
@@ -1391,9 +1391,10 @@ def main() -> None:
             print(f"      {timeline(f)}")
             print_seconds(f, 12.0)
     print("\nLimits (chat): a small balance, 2.5 s of reservations, runs out mid-run (the worst case for leases: it is")
-    print("less than the instances' slices hold); instances are warm but hold no lease at the start; the run ends when")
-    print("every request is settled and every lease returned. False: refused while the budget still had room for the")
-    print("request (money held in other instances' leases, or in other shards). 1st refusal: committed money")
+    print("less than the instances' slices hold); instances are warm but hold no lease (and the shards nothing) at")
+    print("the start; the run ends when every request is settled, every lease returned and every shard given back")
+    print("(the reconciler). False: refused while the budget still had room for the request (money held in other")
+    print("instances' leases, or in other shards). 1st refusal: committed money")
     print("(reserved + spent) / budget at the first refusal. Unaccounted: budget - spend - balance left (0 = every")
     print("micro-dollar back).")
     for deployment, where in DEPLOYMENTS.items():

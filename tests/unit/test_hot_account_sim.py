@@ -174,8 +174,8 @@ def test_a_quiet_key_admits_on_its_shards_in_one_round_trip_or_two_with_a_refill
 
 def test_as_built_any_conflict_on_a_shard_doubles_s_even_for_a_quiet_key() -> None:
     # The built promotion rule has no threshold: at 5 req/s the shards' rare conflicts (a settle meeting a slow
-    # admission) still double S, so over time even a quiet promoted key climbs towards 256 (demotion is the
-    # reconciler's, K2, not modelled in these seconds).
+    # admission) still double S, so over time even a quiet promoted key climbs towards 256 (demotion was
+    # K2's sketch; not built: Decisions S2).
     simulation = run(rate=5, seconds=20.0, warmup=4.0, **sim.SHARDS)
     assert simulation.counts["conflicts"] > 0
     assert simulation.key_shards > 8
