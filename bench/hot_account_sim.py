@@ -1059,7 +1059,7 @@ class Simulation:
             if outcome == "ok":  # (a refill's conflicts are not passed on: they promote nothing, as built)
                 instance.shard_divisor = max(1, instance.shard_divisor // 2)
                 left = (seen.get("requests_left", 0) if not new_minute else 0) + requests - 1
-                available = (seen.get("available", 0) if not new_minute else 0) + money - reserve
+                available = seen.get("available", 0) + money - reserve  # money carries across minutes
                 instance.cache[index] = {
                     **seen,
                     "minute": minute,
