@@ -110,6 +110,8 @@ class Config:
     log_shards: int = 16  # K9 (domain/hot_keys.py LOG_SHARDS): a promoted key's log GSIs and day counter pk x16
     promote_on_failure: bool = False  # a write that failed on conflicts (8 attempts) promotes too (not built: as
     # built, ``transact`` raises and neither promotes nor reloads, so that environment keeps its old S)
+    first_slice_from_rate: bool = False  # (not built) a shard's first refill takes the key's rate / S x the horizon
+    # (the key's rate as the minute counter shows it), not 2 requests growing x4 per refill
     promotion_trips: int = 4  # round trips of a promotion on the request path (registry, key, account, reload)
     trace: bool = False  # keep every committed hold (item, from, until), for the tests
 
@@ -996,6 +998,8 @@ class Simulation:
             used = max(1, previous - max(0, seen["requests_left"]))
             elapsed = max(0.05, self.now - seen["refilled_at"])
             wanted = min(math.ceil(used * self.c.shard_horizon / elapsed), self.c.slice_growth * previous)
+        elif self.c.first_slice_from_rate:
+            wanted = math.ceil(self.key_ewma / instance.shards * self.c.shard_horizon)
         else:
             wanted = self.c.min_slice
         requests = min(max(self.c.min_slice, math.ceil(wanted / instance.shard_divisor)), self.rpm // instance.shards)
@@ -1380,11 +1384,15 @@ def main() -> None:
     print("\nKey shards, promotion from the direct path (K2) on Lambda, chat: the key starts unpromoted (S absent),")
     print("every environment's snapshot too; 'as built': an admission or settle that met a conflict and succeeded")
     print("promotes and reloads (a write that fails on conflicts, after 8 attempts, does neither); 'promote on")
-    print("failure' (not built): such a failed write promotes and reloads too. 12 s runs, figures over seconds 6-12.")
+    print("failure' (not built): such a failed write promotes and reloads too; '+ first slice' (not built): and a")
+    print("new shard's first refill takes the key's rate / S x 10 s, not 2 requests growing x4 per refill. 12 s runs,")
+    print("figures over seconds 6-12.")
     print(LOAD_HEADER)
     for rate in [r for r in args.rates if r <= 2000]:
         print(f" {rate:,.0f} req/s")
-        for label, extra in (("as built", {}), ("promote on failure", {"promote_on_failure": True})):
+        both = {"promote_on_failure": True, "first_slice_from_rate": True}
+        variants = (("as built", {}), ("promote on failure", {"promote_on_failure": True}), ("+ first slice", both))
+        for label, extra in variants:
             settings = {**SHARDS, "shards": 0, "seconds": 12.0, "warmup": 6.0, **extra}
             f = run_once(rate=rate, seed=seed, workload="chat", deployment="lambda", **settings)
             print_load(label, f)
