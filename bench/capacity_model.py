@@ -145,6 +145,7 @@ class Write:
     per_request: float = 1.0  # take and return happen once per lease of n requests
     indexes: tuple[IndexWrite, ...] = ()
     spread: int = 1  # written on one of this many shards (sharded counters)
+    partition_spread: int | None = None  # ...over this many partition keys (None: ``spread``; the rest in the sort key)
 
     @property
     def wcu(self) -> int:
@@ -544,6 +545,103 @@ def tuned_lease_scenario(built: Scenario, requests_per_lease: float, shards: int
     return Scenario(name, writes, built.ids, built.records, reservation_shards=64)
 
 
+# ------------------------------------------------------------------------------------------ key shards
+def _shard_record(direct: Scenario) -> dict[str, Any]:
+    """A key shard item as the shards branch stores it (shard design K3, data/shards.py): UsageCounters, pk
+    shard#<keyId>#<s>, sk shard, no index; the slice of its minute, the money it holds, what its requests did
+    since the last sync."""
+    from llm_platform.data.dynamo import to_item
+
+    account = next(i for i, scope in direct.ids.items() if scope == "account")
+    key_id = next(i for i, scope in direct.ids.items() if scope == "key" and i.startswith("key_"))
+    grown = 123_456_789_012
+    return to_item(
+        {
+            "pk": f"shard#{key_id}#17",
+            "sk": "shard",
+            "keyId": key_id,
+            "keyHash": "0" * 64,
+            "accountId": account,
+            "version": 3,
+            "status": "active",
+            "minute": 29934180,
+            "slice": 79,
+            "refilledAt": 1_796_050_807_400,
+            "lastUsed": 1_796_050_809_400,
+            **{name: grown for name in ("requestsLeft", "tokensLeft", "available", "openCount", "refills")},
+            **{name: grown for name in ("spent", "requests", "inputTokens", "outputTokens")},
+        }
+    )
+
+
+def shard_scenario(direct: Scenario, requests_per_refill: float, shards: int, log_shards: int = 16) -> Scenario:
+    """Key shards as the shards and logshards branches built them (shard design K3-K9), for a credit key without
+    budgetReset: per request an admission on one of S shard items (its Update + the reservation Put) and a settle
+    (the shard, the reservation Delete, the log record with its GSIs on one of L log shards, the day's counter on
+    one of L partition keys); once per slice of n requests a refill carrying one request (key item, minute counter,
+    balance, the shard, the sync's ledger entry; its reservation is the one counted in the admission). Items
+    shared with today are the proxy's own (captured); the shard item is built like them."""
+    from llm_platform.config import get_settings
+    from llm_platform.data.dynamo import to_values
+
+    settings = get_settings()
+    counters, reservations = settings.usage_counters_table, settings.reservations_table
+    shard = _shard_record(direct)
+    shard_key = {"pk": shard["pk"], "sk": shard["sk"]}
+    puts = {(counters, tuple(sorted((k, str(v)) for k, v in shard_key.items()))): shard}
+    admit, settle = direct.captured["admit"], direct.captured["settle"]
+
+    def table(entry: dict) -> str:
+        return next(iter(entry.values()))["TableName"]
+
+    def shard_update(expression: str, names: list[str]) -> dict[str, Any]:
+        values = to_values({f":{name}": 1 for name in names})
+        update = {"TableName": counters, "Key": shard_key, "UpdateExpression": expression}
+        return {"Update": {**update, "ExpressionAttributeValues": values}}
+
+    reservation_put = [e for e in admit if table(e) == reservations]
+    central = [e for e in admit if table(e) != reservations]  # key item, minute counter, balance
+    shard_admit = [
+        shard_update("ADD requestsLeft :a, tokensLeft :b, available :c, openCount :d SET lastUsed = :e", list("abcde")),
+        *reservation_put,
+    ]
+    refill_shard = shard_update(
+        "SET refilledAt = :a, lastUsed = :b, slice = :c ADD requestsLeft :d, tokensLeft :e, available :f, "
+        "openCount :g, spent :h, requests :i, inputTokens :j, outputTokens :k, refills :l",
+        list("abcdefghijkl"),
+    )
+    refill = [*central, refill_shard]
+    settle_update = "ADD available :a, openCount :b, spent :c, requests :d, inputTokens :e, outputTokens :f"
+    shard_settle = [shard_update(settle_update, list("abcdef"))]
+    for entry in settle:
+        body = next(iter(entry.values()))
+        daily = body.get("Key", {}).get("pk", {}).get("S", "").startswith("daily#")
+        if body["TableName"] in (reservations, settings.request_log_table) or daily:
+            shard_settle.append(entry)
+        elif body["TableName"] == settings.ledger_table:  # the sync's usage entry: once per refill
+            refill.append(entry)
+    records = direct.records
+    per_refill = 1 / requests_per_refill
+
+    def spread(w: Write) -> Write:
+        if w.partition.startswith("shard#"):  # one of S shard items, each its own partition key
+            return replace(w, partition=re.sub(r"#\d+$", "#<shard>", w.partition), spread=shards)
+        if w.partition.startswith("daily#"):  # K9: pk daily#<account>#<n> (and the sort key's #<hash % 8>)
+            sharded = {"partition": f"{w.partition}#<shard>", "sort": f"{w.sort}#3"}
+            return replace(w, **sharded, spread=8 * log_shards, partition_spread=log_shards)
+        if w.table == "RequestLogTable":  # K9: the GSI partition values <id>#<n>
+            indexes = tuple(replace(i, partition=f"{i.partition}#<shard>", spread=log_shards) for i in w.indexes)
+            return replace(w, indexes=indexes)
+        return w
+
+    writes = writes_of("admit (shard)", shard_admit, records, puts)
+    writes += writes_of("refill", refill, records, puts, per_refill)
+    writes += writes_of("settle (shard)", shard_settle, records, puts)
+    name = direct.name.replace("today (direct)", "key shards (as built)")
+    name += f", S = {shards}, {requests_per_refill:g} requests per refill, log shards x{log_shards}"
+    return Scenario(name, [spread(w) for w in writes], direct.ids, records, reservation_shards=64)
+
+
 # ------------------------------------------------------------------------------------------ ceilings
 @dataclass(frozen=True)
 class Target:
@@ -575,7 +673,8 @@ def targets(scenario: Scenario) -> list[Target]:
         scope = scope_of(w.partition, scenario.ids)
         load = w.wcu * w.per_request / w.spread
         # Shards in the sort key stay in one partition key (one item collection); in the partition key they do not.
-        partition_load = load if "<shard>" in w.partition else w.wcu * w.per_request
+        partition_load = w.wcu * w.per_request / (w.partition_spread or w.spread) if "<shard>" in w.partition else (
+            w.wcu * w.per_request)  # fmt: skip
         if scope not in ("unique", "request"):
             items[(w.table, w.partition, w.sort, scope)] += load
             if (w.table, None) in MONOTONIC_SORT_KEYS:
@@ -664,6 +763,17 @@ def print_ceilings(scenario: Scenario, rows: int = 9) -> dict[str, float]:
     return by_scope
 
 
+def _quiet_ceilings(scenario: Scenario) -> dict[str, float]:
+    """``print_ceilings``' per-scope figures without the table."""
+    found = targets(scenario)
+    by_scope = {s: min(ceiling(t) for t in found if t.scope == s) for s in ("key", "account") if any(
+        t.scope == s for t in found)}  # fmt: skip
+    platform = sum(t.wcu_per_request for t in found if t.scope == "platform")
+    if platform:
+        by_scope["platform"] = scenario.reservation_shards * PARTITION_WCU / platform
+    return by_scope
+
+
 def conflict_ceiling(scenario: Scenario, hold_ms: float) -> tuple[str, float]:
     """Transactions that overlap on one item fail with TransactionConflict: an item written by k
     transactions per request is busy k x hold per request; past 1 / (k x hold) requests/s it is busy all
@@ -672,7 +782,7 @@ def conflict_ceiling(scenario: Scenario, hold_ms: float) -> tuple[str, float]:
     for w in scenario.writes:
         scope = scope_of(w.partition, scenario.ids)
         if scope in ("account", "subscription", "key"):
-            counts[(w.table, w.partition, w.sort, scope)] += w.per_request
+            counts[(w.table, w.partition, w.sort, scope)] += w.per_request / w.spread  # one of ``spread`` shards
     (table, partition, sort, _), per_request = max(counts.items(), key=lambda kv: kv[1])
     return _label(table, partition, sort), 1000 / (per_request * hold_ms)
 
@@ -710,12 +820,37 @@ def main() -> None:
     for lease in (built, tuned):
         print_writes(lease)
         summary.append((lease.name, print_ceilings(lease), None))
+    # Key shards (built for Lambda): S = 256, where the simulation's key settles at these rates (shard design K2:
+    # every conflict on a shard doubles S); a refill covers ~10 s of its shard's rate (ShardPolicy.horizon_seconds).
+    shard_rows = []
+    for rate in (2000, 10000):
+        n = math.ceil(rate / SETTLED_SHARDS * SHARD_HORIZON)
+        sharded = shard_scenario(credit, n, SETTLED_SHARDS)
+        sharded.name += f" ({rate:,} req/s)"
+        if rate == 2000:
+            print_writes(sharded)
+        by_scope = print_ceilings(sharded) if rate == 2000 else {}
+        if rate != 2000:
+            by_scope = _quiet_ceilings(sharded)
+        item, conflicts = conflict_ceiling(sharded, HOLD_MS)
+        summary.append((sharded.name, by_scope, None))
+        shard_rows.append((item, conflicts))
+    item, conflicts = shard_rows[0]
+    print(
+        f"  transaction conflicts: the most written item of the key, {item}, is busy all the time from "
+        f"{conflicts:,.0f} requests/s (an assumed {HOLD_MS:g} ms hold; a shard item is written by 2 / S of the "
+        "requests' transactions plus its refills)"
+    )
     print("\nSummary: requests/s one key (of one account) can sustain before a partition throttles")
     for name, by_scope, conflicts in summary:
         limit = min(v for k, v in by_scope.items() if k in ("key", "subscription", "account"))
         others = ", ".join(f"per {k} {v:,.0f}" for k, v in by_scope.items())
         note = f"; TransactionConflict from ~{conflicts:,.0f}" if conflicts else ""
         print(f"  {name}: {limit:,.0f} req/s ({others}){note}")
+    print(
+        "  (key-shard rows: Lambda or host alike (the shard items are shared by every environment), S = 256, a "
+        "refill per 10 s of a shard's rate; subscription keys and keys with budgetReset stay on the direct path)"
+    )
     print(
         f"  (lease rows: 2,000 req/s of chat on a multi-concurrency host, {host.instances} processes of "
         f"{HOST_IN_FLIGHT} in flight, {host.rate_per_instance:.1f} req/s each; on Lambda the built leases do not "
@@ -729,6 +864,8 @@ LEASE_MIN_RATE = 2.0  # Decisions D2: LEASE_MIN_RATE_PER_SECOND
 LEASE_LIFETIME = 5.0  # Decisions D4: a lease admits nothing 5 s after its take
 BUILT_HORIZON = 2.0  # Decisions D3: a lease covers ~2 s of the instance's rate (n = ceil(rate x 2) + 1)
 TUNED_HORIZON = 10.0  # the simulation's tuned variant
+SETTLED_SHARDS = 256  # key shards: the S a hot key settles at (the simulation: from 500 req/s, within a second)
+SHARD_HORIZON = 10.0  # ShardPolicy.horizon_seconds: a refill covers ~10 s of its shard's observed rate
 LIVE_LEASES = 400  # leases not yet returned, whose ids the built design keeps on the minute counter
 
 

@@ -15,10 +15,15 @@ generation of a few seconds, against a model of DynamoDB:
     per transactional item and 1 WCU per GSI write, except the built design's minute counter, which carries
     the ids of the minute's live leases: 2 WCU per KB of them); tests/unit/test_capacity_model.py keeps the
     two in step.
-Two designs: "direct" (today: one admission and one settle transaction on the central items per request)
-and "lease" (issue 16: per-instance leases taken from the central items in one transaction, admit and settle
+Three designs: "direct" (today: one admission and one settle transaction on the central items per request),
+"lease" (issue 16: per-instance leases taken from the central items in one transaction, admit and settle
 on the instance's own lease item, unspent money and requests returned when the lease ends), modelled as the
-leases branch built it (the lease design's "Decisions" D2-D9) and tuned as the figures suggest.
+leases branch built it (the lease design's "Decisions" D2-D9) and tuned as the figures suggest, and "shards"
+(key shards for Lambda, /work/notes/shard-design.md K1-K9): S shard items per key shared by every environment,
+admitted on at random in one transaction, refilled from the central items in one transaction carrying the
+request, settled on, given back by the reconciler; S doubled by conflicts. Modelled from the shards branch's code
+(proxy/shards.py, data/shards.py, domain/hot_keys.py at 17dc0bd) and its "Decisions (as built)" S1-S12, and the
+logshards branch (data/log_shards.py: log GSIs and day counter x16 in the partition key, 64 reservation shards).
 """
 
 from __future__ import annotations
@@ -90,6 +95,24 @@ class Config:
     # counter split into this many items, each with its share of the balance and RPM; a request admits on one at
     # random and, refused there, on one other (2 round trips); readers sum them
     ledger_shards: int = 1  # >1 (a recommendation): the direct settle's ledger entry under accountId#<shard>
+    # Key shards (design "shards": /work/notes/shard-design.md K1-K9 as the shards and logshards branches built
+    # them, proxy/shards.py, data/shards.py, domain/hot_keys.py, data/log_shards.py). Defaults: as built.
+    shards: int = 8  # S of the key at the start (every warm environment's snapshot too); 0: direct, not promoted
+    promote: bool = True  # K2: a conflict met by a direct admission/settle promotes to 8 shards, one met by a shard
+    # admission or settle doubles S (the environment's S; at most 256); the environment then reads the key again,
+    # the others learn S when they meet a conflict themselves (or start cold)
+    first_shards: int = 8  # domain/hot_keys.py FIRST_SHARDS
+    max_shards: int = 256  # data/shards.py MAX_SHARDS
+    shard_horizon: float = 10.0  # ShardPolicy.horizon_seconds: a refill covers ~10 s of the shard's observed rate
+    min_slice: int = 2  # ShardPolicy.min_slice
+    slice_growth: int = 4  # ShardPolicy.growth: a slice is at most 4 x the shard's previous one
+    prewarm_shards: bool = True  # steady state: each of the S shards holds a slice (rate / S x horizon), part used
+    log_shards: int = 16  # K9 (domain/hot_keys.py LOG_SHARDS): a promoted key's log GSIs and day counter pk x16
+    promote_on_failure: bool = False  # a write that failed on conflicts (8 attempts) promotes too (not built: as
+    # built, ``transact`` raises and neither promotes nor reloads, so that environment keeps its old S)
+    first_slice_from_rate: bool = False  # (not built) a shard's first refill takes the key's rate / S x the horizon
+    # (the key's rate as the minute counter shows it), not 2 requests growing x4 per refill
+    promotion_trips: int = 4  # round trips of a promotion on the request path (registry, key, account, reload)
     trace: bool = False  # keep every committed hold (item, from, until), for the tests
 
 
@@ -121,6 +144,33 @@ class Instance:
     divisor: int = 1  # D3: doubles after a refused take (at most 64), halves after a granted one
     leases: int = 0
     busy: bool = False  # lambda: serving a request
+    shards: int = 0  # design "shards": S in this environment's snapshot of the key (>= 2: shard mode)
+    cache: dict = field(default_factory=dict)  # shard index -> what this environment last saw of it
+    shard_divisor: int = 1  # doubles after a refill refused for room (at most 64), halves after a granted one
+
+
+@dataclass
+class ShardItem:
+    """K3: one shard item (UsageCounters pk shard#<keyId>#<s>), as DynamoDB holds it."""
+
+    minute: int | None = None
+    requests_left: int = 0
+    available: int = 0  # micro-dollars taken from the balance, not yet reserved by a request
+    open: int = 0
+    spent: int = 0  # since the last sync
+    slice: int = 0
+    refilled_at: float | None = None
+    refills: int = 0
+
+    def seen(self) -> dict[str, Any]:
+        return {
+            "minute": self.minute,
+            "requests_left": self.requests_left,
+            "available": self.available,
+            "spent": self.spent,
+            "slice": self.slice,
+            "refilled_at": self.refilled_at,
+        }
 
 
 @dataclass
@@ -136,6 +186,8 @@ class Request:
     ended_at: float | None = None  # its instance is free again (answered, refused or failed)
     shard: int = 0  # central_shards > 1: the central counter shard it admits on
     moved: bool = False  # ...refused there once, it tried another
+    on_shard: int | None = None  # design "shards": the key shard it was admitted on
+    trips: int = 0  # DynamoDB round trips before its first byte (conflict retries and a promotion included)
 
 
 @dataclass
@@ -149,6 +201,7 @@ class Tx:
     apply: Any  # () -> None, the writes (applied while the items are held: serial order)
     done: Any  # (outcome) -> None: "ok" | "refused" | "failed"
     attempt: int = 0
+    owner: Any = None  # the request whose admission this is (its round trips are counted)
 
 
 def tx_wcu(tx: Tx) -> int:
@@ -204,6 +257,12 @@ class Simulation:
         shards = config.central_shards
         self.shard_balance = [self.balance // shards + (self.balance % shards if s == 0 else 0) for s in range(shards)]
         self.shard_minute: dict[tuple[int, int], int] = defaultdict(int)
+        # design "shards": the key item's S, its shard items, when S changed, and the money the ledger has seen
+        self.key_shards = config.shards if config.design == "shards" else 0
+        self.shard_items: dict[int, ShardItem] = {}
+        self.promotions: list[tuple[float, int]] = [(0.0, self.key_shards)]
+        self.ledger = 0  # usage entries: per direct settle, per shard sync (refill, reconciler)
+        self.by_second: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # arrival second -> counts
         if config.prewarmed:  # the key has been this hot for long: every instance is past its warm-up
             self.key_ewma = config.rate
             if config.deployment == "lambda":  # what an environment's EWMA reads at an admission (one every interval)
@@ -214,8 +273,12 @@ class Simulation:
             for instance in self.instances:
                 instance.ewma = per_instance
                 instance.hot_since = -math.inf
+                instance.shards = self.key_shards
             if config.design == "lease" and config.prewarm_leases:
                 self.prewarm_leases()
+            unbound = config.balance_micros is None and config.rpm is None  # (limits runs start with empty shards)
+            if config.design == "shards" and config.prewarm_shards and self.key_shards >= 2 and unbound:
+                self.prewarm_shards()
         if config.prefill and config.balance_micros is None and config.rpm is None:
             self.prefill()
 
@@ -240,6 +303,9 @@ class Simulation:
             self.shard_minute[(0, request.shard)] += 1
             self.committed += reserve
             rate = self.key_ewma if self.c.switch == "key" else instance.ewma
+            if self.c.design == "shards" and self.serves(instance):  # admitted earlier on one of its shards
+                request.on_shard = self.random.randrange(instance.shards)
+                self.shard_items.setdefault(request.on_shard, ShardItem()).open += 1
             if self.c.design == "lease" and rate > self.c.lease_threshold:
                 lease = older.get(instance.index)
                 if lease is None:
@@ -264,7 +330,7 @@ class Simulation:
             self.idle[index], self.idle[-1] = self.idle[-1], self.idle[index]
             instance = self.idle.pop()
         else:  # a cold start: its rate of the key starts from nothing (not warm for 5 s)
-            instance = Instance(len(self.instances))
+            instance = Instance(len(self.instances), shards=self.key_shards)  # it reads the key as it is now
             self.instances.append(instance)
             self.cold_starts += 1
         instance.busy = True
@@ -310,6 +376,8 @@ class Simulation:
 
     def run(self) -> Simulation:
         self.at(self.random.expovariate(self.c.rate), self.next_arrival)
+        if self.c.design == "shards":
+            self.at(self.c.seconds + 60, self.return_shards)
         queue, pop = self.queue, heapq.heappop
         while queue:
             self.now, _, action, args = pop(queue)
@@ -325,6 +393,7 @@ class Simulation:
         request = Request(len(self.requests), self.now, instance, duration, cost)
         request.shard = self.random.randrange(self.c.central_shards)
         self.requests.append(request)
+        self.by_second[int(self.now)]["arrived"] += 1
         following = self.now + self.random.expovariate(self.c.rate)
         if following < self.c.seconds:
             self.at(following, self.next_arrival)
@@ -346,6 +415,8 @@ class Simulation:
         return body
 
     def send(self, tx: Tx) -> None:
+        if tx.owner is not None:
+            tx.owner.trips += 1
         self.at(self.now + self.network(), self.serve, tx)
 
     def serve(self, tx: Tx) -> None:
@@ -357,6 +428,7 @@ class Simulation:
                 self.counts[f"conflicts ({tx.kind})"] += 1
                 self.counts["conflicts"] += 1
                 self.window["conflicts"] += self.measured()
+                self.by_second[int(now)]["conflicts"] += 1
                 self.at(now + 0.001 + self.network(), self.answer, tx, "conflict")
                 return
         needs: dict[str, float] = defaultdict(float)
@@ -429,13 +501,27 @@ class Simulation:
     def reservation_index(self, request: Request) -> str:
         return f"Reservations.byDeadline:open#{request.number % self.c.reservation_shards}"
 
+    def log_shard_count(self, request: Request) -> int:
+        """Partition-key shards of the request's log GSIs and day counter: K9 gives a promoted key (its snapshot
+        has S >= 2, so logShards too) 16; the recommendations' ``index_shards`` otherwise."""
+        if self.c.design == "shards":
+            return self.c.log_shards if request.instance.shards >= 2 else 1
+        return self.c.index_shards
+
     def log_indexes(self, request: Request) -> list[str]:
-        shard = f"#{request.number % self.c.index_shards}" if self.c.index_shards > 1 else ""
+        shards = self.log_shard_count(request)
+        shard = f"#{request.number % shards}" if shards > 1 else ""
         return [f"RequestLog.byAccount:acct{shard}", f"RequestLog.byKey:key{shard}"]
 
     def daily_item(self, request: Request, sharded: bool) -> tuple[str, str]:
         if not sharded:
             return "daily", "UsageCounters:daily#acct"
+        if self.c.design == "shards":  # K9: pk daily#<acct>#<crc % 16>; lease and shard settles also sk #<hash % 8>
+            pk = request.number % self.c.log_shards
+            if request.lease is None and request.on_shard is None:
+                return f"daily#{pk}", f"UsageCounters:daily#acct#{pk}"
+            sk = (request.number // self.c.log_shards) % self.c.daily_shards
+            return f"daily#{pk}.{sk}", f"UsageCounters:daily#acct#{pk}"
         shard = request.number % max(self.c.daily_shards, self.c.index_shards)  # D8: the request id's hash modulo 8
         if self.c.index_shards > 1:
             return f"daily#{shard}", f"UsageCounters:daily#acct#{shard % self.c.index_shards}"
@@ -467,6 +553,8 @@ class Simulation:
         warm = rate > self.c.lease_threshold and self.now - instance.hot_since >= self.c.warm_seconds
         if self.c.design == "lease" and (warm or instance.active is not None):
             self.admit_on_lease(request)
+        elif self.c.design == "shards" and self.serves(instance):
+            self.admit_on_shard(request)
         else:
             self.admit_direct(request)
 
@@ -477,7 +565,8 @@ class Simulation:
         self.counts["admitted"] += 1
         if self.in_window(request):
             self.window["admitted"] += 1
-            self.window["on lease"] += request.lease is not None
+            self.window["on lease"] += request.lease is not None or request.on_shard is not None
+            self.window["round trips"] += request.trips
             self.latencies.append(self.now - request.arrival)
         self.at(self.now + request.duration, self.finish, request)
 
@@ -499,11 +588,14 @@ class Simulation:
         self.free(request)
         self.counts["failed requests (503)"] += 1
         self.window["failed"] += self.in_window(request)
+        self.by_second[int(request.arrival)]["failed"] += 1
 
     def finish(self, request: Request) -> None:
         self.free(request)
         if request.lease is not None:
             self.settle_on_lease(request)
+        elif request.on_shard is not None:
+            self.settle_on_shard(request)
         else:
             self.settle_direct(request)
 
@@ -532,7 +624,9 @@ class Simulation:
             self.committed += reserve
 
         def done(outcome: str) -> None:
-            if outcome == "ok":
+            if outcome == "ok" and tx.attempt and self.c.design == "shards":  # K2: it met a conflict: promote
+                self.conflicted(request.instance, on_shard=False, then=lambda: self.admitted(request, minute))
+            elif outcome == "ok":
                 self.admitted(request, minute)
             elif outcome == "refused" and shards > 1 and not request.moved:
                 request.moved = True  # one more try, on another shard
@@ -542,12 +636,14 @@ class Simulation:
                 self.refuse(request, "limit")
             else:
                 self.fail(request)
+                self.failed_on_conflicts(tx, request.instance, on_shard=False)
 
         items = [self.KEY, self.BALANCE, self.minute_item(minute)] if shards == 1 else self.central_items(request)
         indexes = (
             [self.KEY_INDEX, self.reservation_index(request)] if shards == 1 else [self.reservation_index(request)]
         )
-        self.send(Tx("admit", items, [None], indexes, check, apply, done))
+        tx = Tx("admit", items, [None], indexes, check, apply, done, owner=request)
+        self.send(tx)
 
     def central_items(self, request: Request) -> list[tuple[str, str]]:
         """central_shards > 1: the key's spend counter, balance and minute counter shards this request writes (the
@@ -565,6 +661,7 @@ class Simulation:
         def apply() -> None:
             self.balance += reserve - request.cost
             self.shard_balance[request.shard] += reserve - request.cost
+            self.ledger += request.cost
             self.settled(request)
 
         def done(outcome: str) -> None:
@@ -572,8 +669,11 @@ class Simulation:
                 self.counts["settles left to the reconciler"] += 1
                 self.window["settles failed"] += self.in_window(request)
                 apply()
+                self.failed_on_conflicts(tx, request.instance, on_shard=False)
+            elif tx.attempt and self.c.design == "shards":
+                self.conflicted(request.instance, on_shard=False)
 
-        daily = self.daily_item(request, self.c.index_shards > 1)
+        daily = self.daily_item(request, self.log_shard_count(request) > 1)
         ledger = self.LEDGER if self.c.ledger_shards == 1 else f"{self.LEDGER}#{request.number % self.c.ledger_shards}"
         unique = [None, None, ledger]  # the reservation (deleted), the log record, the ledger entry
         if self.c.central_shards == 1:
@@ -582,7 +682,8 @@ class Simulation:
         else:
             items = [*self.central_items(request), daily]
             indexes = [*self.log_indexes(request), self.reservation_index(request)]
-        self.send(Tx("settle", items, unique, indexes, lambda: None, apply, done))
+        tx = Tx("settle", items, unique, indexes, lambda: None, apply, done)
+        self.send(tx)
 
     def settled(self, request: Request) -> None:
         self.committed += request.cost - self.c.reserve_micros
@@ -787,6 +888,253 @@ class Simulation:
         tx = Tx("return", items, unique, [self.KEY_INDEX, self.lease_index(lease)], lambda: None, apply, done)
         self.at(self.now + 2 * self.network() + 0.001, self.send, tx)  # after the GetItem's round trip
 
+    # key shards: admit, refill, settle, promote, return (shard design K2-K9, as the shards branch built them)
+    def serves(self, instance: Instance) -> bool:
+        """proxy/shards.py ``serves``: the environment's snapshot has S >= 2 and a shard's RPM share >= 2."""
+        return instance.shards >= 2 and self.rpm // instance.shards >= self.c.min_slice
+
+    def shard_item(self, index: int) -> tuple[str, str]:
+        return f"shard#{index}", f"UsageCounters:shard#key#{index}"
+
+    def prewarm_shards(self) -> None:
+        """Steady state: each shard holds a slice of its rate x the horizon, a random part of it left (taken from
+        the central counters before the run). The environments' caches start empty."""
+        reserve, shards = self.c.reserve_micros, self.key_shards
+        per_shard = self.c.rate / shards
+        slice_ = min(max(self.c.min_slice, math.ceil(per_shard * self.c.shard_horizon)), self.rpm // shards)
+        for index in range(shards):
+            left = self.random.randint(1, slice_)
+            item = ShardItem(0, left, left * reserve, slice=slice_, refilled_at=-(slice_ - left) / per_shard)
+            self.shard_items[index] = item
+            self.minute_counter[0] += left
+            self.balance -= left * reserve
+
+    def conflicted(self, instance: Instance, *, on_shard: bool, then: Any = None) -> None:
+        """K2 (proxy/metering.py ``_conflicted``): an admission or settle that met TransactionConflict promotes the
+        key: direct -> 8 shards, on a shard -> double the environment's S (at most 256), conditional (never fewer);
+        then the environment reads the key again. On the request path (admission): its round trips delay it."""
+        if not self.c.promote or (instance.shards >= 2 and not on_shard):
+            if then is not None:
+                then()
+            return
+        target = self.c.first_shards if instance.shards < 2 else min(self.c.max_shards, instance.shards * 2)
+        delay = sum(2 * self.network() + 0.001 for _ in range(self.c.promotion_trips))
+
+        def promoted() -> None:
+            if target > self.key_shards:
+                self.key_shards = target
+                self.promotions.append((self.now, target))
+            instance.shards = self.key_shards
+            self.counts["promotions"] += 1
+            if then is not None:
+                then()
+
+        self.at(self.now + delay, promoted)
+
+    def failed_on_conflicts(self, tx: Tx, instance: Instance, *, on_shard: bool) -> None:
+        """``promote_on_failure`` (not built): a write that ran out of conflict retries promotes (and reloads) too."""
+        if self.c.design == "shards" and self.c.promote_on_failure and tx.attempt >= CONFLICT_ATTEMPTS - 1:
+            self.conflicted(instance, on_shard=on_shard)
+
+    def admit_on_shard(self, request: Request) -> None:
+        """K4: a random shard of the environment's S; its cache decides: admit there (one transaction), or refill."""
+        instance = request.instance
+        index = self.random.randrange(instance.shards)
+        seen = instance.cache.get(index)
+        if seen is None or self.may_serve(seen):
+            self.shard_admit(request, index, seen)
+        else:
+            self.refill_shard(request, index, seen, fresh=False, attempt=0)
+
+    def may_serve(self, seen: dict[str, Any]) -> bool:
+        if seen.get("minute") != self.minute():
+            return True
+        return seen["requests_left"] >= 1 and seen["available"] >= self.c.reserve_micros
+
+    def shard_admit(self, request: Request, index: int, seen: dict[str, Any] | None) -> None:
+        reserve, minute, instance = self.c.reserve_micros, self.minute(), request.instance
+        state: list[dict[str, Any]] = [{}]  # ALL_OLD of a refusal
+
+        def check() -> str | None:
+            item = self.shard_items.get(index)
+            if item is None or item.minute != minute or item.requests_left < 1 or item.available < reserve:
+                state[0] = item.seen() if item is not None else {}
+                return "shard"
+            return None
+
+        def apply() -> None:
+            item = self.shard_items[index]
+            item.requests_left -= 1
+            item.available -= reserve
+            item.open += 1
+            self.committed += reserve
+
+        def done(outcome: str) -> None:
+            if outcome == "ok":
+                request.on_shard = index
+                if seen:
+                    seen["requests_left"] -= 1
+                    seen["available"] -= reserve
+                if tx.attempt:
+                    self.conflicted(instance, on_shard=True, then=lambda: self.admitted(request, minute))
+                else:
+                    self.admitted(request, minute)
+            elif outcome == "refused":
+                instance.cache[index] = state[0]
+                self.refill_shard(request, index, state[0], fresh=True, attempt=0)
+            else:
+                self.fail(request)
+                self.failed_on_conflicts(tx, instance, on_shard=True)
+
+        tx = Tx("shard admit", [self.shard_item(index)], [None], [self.reservation_index(request)], check, apply, done)
+        tx.owner = request
+        self.send(tx)
+
+    def slice_for(self, instance: Instance, seen: dict[str, Any]) -> int:
+        """ShardPolicy ``slice``: the shard's observed rate (its last slice used, over the time since its refill)
+        x the horizon, at least 2, at most 4 x the last slice and rpm // S, divided by the divisor. 0: none."""
+        previous = seen.get("slice", 0)
+        if previous and seen.get("refilled_at") is not None:
+            used = max(1, previous - max(0, seen["requests_left"]))
+            elapsed = max(0.05, self.now - seen["refilled_at"])
+            wanted = min(math.ceil(used * self.c.shard_horizon / elapsed), self.c.slice_growth * previous)
+        elif self.c.first_slice_from_rate:
+            wanted = math.ceil(self.key_ewma / instance.shards * self.c.shard_horizon)
+        else:
+            wanted = self.c.min_slice
+        requests = min(max(self.c.min_slice, math.ceil(wanted / instance.shard_divisor)), self.rpm // instance.shards)
+        return requests if requests >= self.c.min_slice else 0
+
+    @staticmethod
+    def shard_changed(item: ShardItem | None, minute: int, *, new_minute: bool, sync: int) -> bool:
+        """The refill's shard condition fails: the new-minute variant finds this minute's slice already there, the
+        same-minute one finds another minute (or no item), or the sync finds less spent than was read."""
+        if new_minute and item is not None and item.minute is not None and item.minute >= minute:
+            return True
+        if not new_minute and (item is None or item.minute != minute):
+            return True
+        return bool(sync) and (item is None or item.spent < sync)
+
+    def refill_shard(self, request: Request, index: int, seen: dict[str, Any], *, fresh: bool, attempt: int) -> None:
+        """K5: one transaction carrying the request: key item (maxBudget room), minute counter (room for n), balance
+        (covers S slices, -= m), the shard (new minute: SET the slice; same minute: ADD; the sync of what was read
+        of its spend, conditioned on it), the sync's ledger entry, the reservation. Refused for room: the direct
+        path, the next slice smaller; refused on the shard (changed since read): once more as it is, then direct."""
+        instance, reserve, minute = request.instance, self.c.reserve_micros, self.minute()
+        requests = self.slice_for(instance, seen)
+        if not requests:
+            self.admit_direct(request)
+            return
+        money, cover = requests * reserve, requests * reserve * instance.shards
+        sync = seen.get("spent", 0) if fresh else 0
+        new_minute = seen.get("minute") is None or seen["minute"] < minute
+        why: list[Any] = [None, {}]
+
+        def check() -> str | None:
+            item = self.shard_items.get(index)
+            if self.minute_counter[minute] + requests > self.rpm or self.balance < cover:
+                why[0] = "room"  # the central items come first in the transaction: their reason is reported
+            elif self.shard_changed(item, minute, new_minute=new_minute, sync=sync):
+                why[0] = "shard"
+            else:
+                return None
+            why[1] = item.seen() if item is not None else {}
+            return why[0]
+
+        def apply() -> None:
+            item = self.shard_items.setdefault(index, ShardItem())
+            self.minute_counter[minute] += requests
+            self.balance -= money
+            if new_minute:
+                item.minute, item.requests_left = minute, requests - 1
+            else:
+                item.requests_left += requests - 1
+            item.available += money - reserve
+            item.open += 1
+            item.spent -= sync
+            self.ledger += sync
+            item.slice, item.refilled_at = requests, self.now
+            item.refills += 1
+            self.committed += reserve
+            self.counts["refills"] += 1
+            self.window["refills"] += self.measured()
+
+        def done(outcome: str) -> None:
+            if outcome == "ok":  # (a refill's conflicts are not passed on: they promote nothing, as built)
+                instance.shard_divisor = max(1, instance.shard_divisor // 2)
+                left = (seen.get("requests_left", 0) if not new_minute else 0) + requests - 1
+                available = seen.get("available", 0) + money - reserve  # money carries across minutes
+                instance.cache[index] = {
+                    **seen,
+                    "minute": minute,
+                    "requests_left": left,
+                    "available": available,
+                    "slice": requests,
+                    "refilled_at": self.now,
+                }
+                request.on_shard = index
+                self.admitted(request, minute)
+            elif outcome == "refused" and why[0] == "shard" and attempt == 0:
+                instance.cache[index] = why[1]
+                self.refill_shard(request, index, why[1], fresh=True, attempt=1)
+            elif outcome == "refused":
+                if why[0] == "room":
+                    instance.shard_divisor = min(64, instance.shard_divisor * 2)
+                    self.counts["refills refused"] += 1
+                self.admit_direct(request)  # exact: admitted if one request still fits, else 429/402
+            else:
+                self.fail(request)
+
+        items = [self.KEY, self.BALANCE, self.minute_item(minute), self.shard_item(index)]
+        unique = [None] + ([self.LEDGER] if sync else [])
+        indexes = [self.KEY_INDEX, self.reservation_index(request)]
+        tx = Tx("refill", items, unique, indexes, check, apply, done, owner=request)
+        self.send(tx)
+
+    def settle_on_shard(self, request: Request) -> None:
+        """K6: the shard (money back, spend recorded, openCount -1), the reservation's Delete, the log record (its
+        GSIs on one of 16 log shards) and the day's counter (pk x16, sk x8)."""
+        index, reserve = request.on_shard, self.c.reserve_micros
+        assert index is not None
+
+        def apply() -> None:
+            item = self.shard_items[index]
+            item.available += reserve - request.cost
+            item.open -= 1
+            item.spent += request.cost
+            self.settled(request)
+
+        def done(outcome: str) -> None:
+            if outcome != "ok":  # the reconciler settles it into the shard later (prompt cost, as today)
+                self.counts["settles left to the reconciler"] += 1
+                self.window["settles failed"] += self.in_window(request)
+                apply()
+                self.failed_on_conflicts(tx, request.instance, on_shard=True)
+            elif tx.attempt:
+                self.conflicted(request.instance, on_shard=True)
+
+        items = [self.shard_item(index), self.daily_item(request, True)]
+        indexes = [*self.log_indexes(request), self.reservation_index(request)]
+        tx = Tx("shard settle", items, [None, None], indexes, lambda: None, apply, done)
+        self.send(tx)
+
+    def return_shards(self) -> None:
+        """K7, the reconciler (every minute): a shard idle with nothing open gives its ``available`` back to the
+        balance and its unsynced spend to the ledger (one transaction, conditioned on what was read). Run once
+        the load has ended (outside the measured window), again a minute later while requests are open."""
+        waiting = False
+        for item in self.shard_items.values():
+            if item.open:
+                waiting = True
+                continue
+            if item.available or item.spent:
+                self.balance += item.available
+                self.ledger += item.spent
+                item.available = item.spent = 0
+                self.counts["shards returned"] += 1
+        if waiting:
+            self.at(self.now + 60, self.return_shards)
+
     # ------------------------------------------------------------------ figures
     def mean_in_flight(self) -> float:
         """Requests holding an instance (arrival to answer), averaged over the measured window."""
@@ -837,6 +1185,14 @@ class Simulation:
             "registry peak": self.registry_peak,
             "max per minute": max(self.admitted_per_minute.values(), default=0),
             "rpm": self.rpm,
+            "design": self.c.design,
+            "shards": self.key_shards,
+            "shards at": self.promotions,
+            "round trips": self.window["round trips"] / max(1, self.window["admitted"]),
+            "refills/s": self.window["refills"] / window,
+            "ledger": self.ledger,
+            "refills refused": self.counts["refills refused"],
+            "by second": {second: dict(counts) for second, counts in sorted(self.by_second.items())},
         }
 
 
@@ -873,25 +1229,20 @@ VARIANTS = {
 }
 
 
-# What remains for issue 16 on Lambda (recommendations, none built), cumulative, for chat on Lambda: the direct
-# path's central counters sharded (key spend, balance, minute counter; a request admits on one shard, one other if
-# refused; readers sum), then every per-request account partition sharded in its key (ledger entry, request-log
-# GSIs, daily counter) and 64 reservation shards; and leases held per environment for a minute across its
-# sequential requests, switched on by the key's rate (the alternative to sharding the central items).
+# The key-shard design as the shards branch built it (shard design K1-K9, proxy/shards.py, data/shards.py): the key
+# item says S; every environment admits on a random one of its S shards; 64 reservation shards, log shards x16.
+# "as built": promoted to S = 8 at the start (every warm environment has read it), every conflict met on a shard
+# doubles S (the S it settles at is printed); "S = 256 known": where it settles, every environment knowing it.
+SHARDS = {"design": "shards", "reservation_shards": 64}
+SHARD_ROWS = {
+    "key shards (as built)": SHARDS,
+    "key shards, S=256 known": {**SHARDS, "shards": 256},
+    # At 10,000 req/s the day counter's 16 partition keys take ~1,250 WCU/s each: data/log_shards.py allows 64.
+    "S=256 known, log x64": {**SHARDS, "shards": 256, "log_shards": 64},
+}
+# The earlier recommendation (sharded central counters on the direct path, kept for the unit tests' comparisons).
 SHARDED = {"design": "direct", "central_shards": 64}
 SHARDED_ALL = {**SHARDED, "ledger_shards": 64, "index_shards": 64, "reservation_shards": 64}
-LAMBDA_STEPS = {
-    "as built (direct path)": VARIANTS["lease (as built)"],
-    "+ central counters x64": SHARDED,
-    "+ ledger, logs, daily x64": SHARDED_ALL,
-    "+ central counters x256": {**SHARDED_ALL, "central_shards": 256},
-    "leases per env., 60 s": {
-        **VARIANTS["lease (tuned, not built)"],
-        "horizon": 60.0,
-        "lease_lifetime": 60.0,
-        "index_shards": 64,
-    },
-}
 DEPLOYMENTS = {"Lambda (1 in flight)": {"deployment": "lambda"}, "host (64 in flight)": {"deployment": "host"}}
 _cache: dict[str, dict[str, Any]] = {}
 
@@ -904,22 +1255,35 @@ def run_once(**settings: Any) -> dict[str, Any]:
 
 
 def skipped(rate: float, deployment: str, workload: str, label: str) -> str | None:
-    """Runs left out, for time: today's design past 2,000 req/s (it fails nearly every admission at 2,000), and
-    leases switched on by the key's rate on Lambda for chat past 500 req/s (every one of 10,000-50,000
-    environments renews its own lease: ~45,000 conflicts/s at 2,000 req/s, minutes of CPU per run)."""
+    """Runs left out, for time: today's design past 2,000 req/s (it fails nearly every admission at 2,000), the
+    built leases on Lambda for chat past 500 req/s (they never engage there: the direct path, the row above), and
+    the tuned leases on Lambda for chat past 500 req/s (every one of 10,000-50,000 environments renews its own
+    lease: ~45,000 conflicts/s at 2,000 req/s, minutes of CPU per run)."""
     if rate > 2000 and label.startswith("direct"):
         return "not run: fails nearly every admission from 2,000 req/s"
+    if deployment == "lambda" and workload == "chat" and rate > 500 and label == "lease (as built)":
+        return "= direct (today): 0% on a lease for chat on Lambda (500 req/s)"
     if deployment == "lambda" and workload == "chat" and rate > 500 and "tuned" in label:
-        return "not run (CPU): see the Lambda table"
-    if rate > 2000 and "per env." in label:
-        return "not run (CPU)"
+        return "not run (CPU): every environment renews its own lease"
+    if rate > 2000 and label == "key shards (as built)":
+        return "not run (CPU): the seconds after S jumps to 256 (0.1-0.6 s at 500-2,000 req/s), see 2,000"
+    heavy = "tuned" in label or deployment == "host"
+    if rate > 2000 and workload == "embeddings" and heavy and label.startswith("lease"):
+        return "not run (CPU): 40,000-80,000 conflicts/s"
+    if "log x64" in label and (rate <= 2000 or deployment != "lambda" or workload != "chat"):
+        return "skip"  # only needed at 10,000 req/s (shown for chat on Lambda)
     return None
 
 
 def limit_rows(rate: float, deployment: str) -> list[tuple[str, dict[str, Any]]]:
-    """The designs run with a binding balance or RPM (chat): the three, and on Lambda the sharded counters."""
-    rows = [*VARIANTS.items(), *([("sharded x64 (not built)", SHARDED_ALL)] if deployment == "lambda" else [])]
-    return [(label, settings) for label, settings in rows if not skipped(rate, deployment, "chat", label)]
+    """The designs run with a binding balance or RPM (chat): the leases and direct, and the key shards at the S
+    they settle at (every environment knowing it; the shards empty at the start)."""
+    rows = [*VARIANTS.items(), ("key shards, S=256 known", {**SHARDS, "shards": 256})]
+    return [
+        (label, settings)
+        for label, settings in rows
+        if label.startswith("key shards") or not skipped(rate, deployment, "chat", label)
+    ]
 
 
 def short(name: str) -> str:
@@ -928,19 +1292,38 @@ def short(name: str) -> str:
 
 LOAD_HEADER = (
     f"  {'design':<27}{'inst.':>7}{'req/s':>7}{'lease':>6}  {'hottest item':<24}  {'hottest partition key':<32}"
-    f"{'confl/s':>8}{'thrtl/s':>8}{'admit':>7}{'settle':>7}{'p50':>6}{'p99':>6}"
+    f"{'confl/s':>8}{'thrtl/s':>8}{'admit':>7}{'settle':>7}{'p50':>6}{'p99':>6}{'S':>5}{'trips':>6}"
 )
 
 
 def print_load(label: str, f: dict[str, Any]) -> None:
     item, partition = f["hottest item WCU/s"], f["hottest partition WCU/s"]
+    # Round trips before the first byte (conflict retries included), counted for the direct path and key shards.
+    trips = f"{f['round trips']:.2f}" if f["design"] in ("direct", "shards") else "-"
     print(
         f"  {label:<27}{f['instances']:>7,}{f['rate per instance']:>7.1f}{f['on lease %']:>5.0f}%"
         f"  {short(f['hottest item'])[:13]:<13}{item:>6,.0f}{item / 10:>4.0f}%"
         f"  {short(f['hottest partition'])[:21]:<21}{partition:>6,.0f}{partition / 10:>4.0f}%"
         f"{f['conflicts/s']:>8,.0f}{f['throttles/s']:>8,.0f}{f['failed %']:>6.1f}%{f['settles failed %']:>6.1f}%"
-        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}"
+        f"{f['p50 ms']:>6.0f}{f['p99 ms']:>6.0f}{f['shards'] or '-':>5}{trips:>6}"
     )
+
+
+def timeline(f: dict[str, Any]) -> str:
+    """When the key item's S changed (K2 promotions)."""
+    steps = f["shards at"]
+    return "S " + " -> ".join(f"{shards} ({at:.2f} s)" if at else f"{shards}" for at, shards in steps)
+
+
+def print_seconds(f: dict[str, Any], seconds: float) -> None:
+    """Admissions failed per 2-second bucket of arrivals (the promotion's transition)."""
+    by = f["by second"]
+    cells = []
+    for start in range(0, int(seconds), 2):
+        arrived = sum(by.get(t, {}).get("arrived", 0) for t in (start, start + 1))
+        failed = sum(by.get(t, {}).get("failed", 0) for t in (start, start + 1))
+        cells.append(f"{start}-{start + 2} s {100 * failed / max(1, arrived):.0f}%")
+    print("      admissions failed, by arrival: " + ", ".join(cells))
 
 
 def print_limits(label: str, f: dict[str, Any]) -> None:
@@ -963,8 +1346,14 @@ def main() -> None:
     print("Instances from Little's law: Lambda runs one request per execution environment (an idle one takes each")
     print("request, a new one starts when none is idle); a host runs 64 in flight per process (rate x mean duration")
     print("/ 64 processes, each request to one at random). Durations: embeddings lognormal median 0.2 s (mean 0.23),")
-    print("chat median 4.5 s (mean 4.9, 2.3-8.7 s). 'as built' = the merged lease policy (Decisions D2-D9);")
-    print("'tuned, not built' = a recommendation.")
+    print("chat median 4.5 s (mean 4.9, 2.3-8.7 s). 'lease (as built)' = the merged lease policy (Decisions D2-D9);")
+    print("'tuned, not built' = a recommendation. 'key shards (as built)': the shards branch (17dc0bd, Decisions")
+    print("S1-S12) with the logshards branch's log shards x16 and 64 reservation shards: the key promoted")
+    print("to S = 8 at the start (every warm environment read it; the shards empty but for 8 steady slices), S doubled")
+    print("by every conflict met on a shard (an environment learns the new S when it meets one itself); 'S=256")
+    print("known': where S settles (every run reaches 256 within 0.6 s), every environment knowing it, each shard")
+    print("holding a steady slice. S: the key's shards at the end; trips: DynamoDB round trips before the first")
+    print("byte per admitted request (conflict retries and promotions included; direct path and key shards).")
     print("\nLoad (money and RPM never bind; steady state: requests already in flight at the start), over seconds")
     print("2.5-6 of a 6 s run (2.5-4.5 of 4.5 s at 10,000 req/s): instances (Lambda: environments at the end) and")
     print("req/s per instance, share of admissions on a lease, WCU/s on the hottest item and partition key (% of")
@@ -982,20 +1371,38 @@ def main() -> None:
                         continue
                     f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
                     print_load(label, f)
-    print("\nWhat remains on Lambda for chat (recommendations, none built; cumulative from the top, same load table):")
-    for rate in [r for r in args.rates if r >= 2000]:
-        print(f"\nLambda (1 in flight), chat, {rate:,.0f} req/s")
-        print(LOAD_HEADER)
-        for label, settings in LAMBDA_STEPS.items():
-            why = skipped(rate, "lambda", "chat", label)
-            if why:
-                print(f"  {label:<27}{why}")
-                continue
-            print_load(label, run_once(rate=rate, seed=seed, workload="chat", deployment="lambda", **settings))
+                for label, settings in SHARD_ROWS.items():
+                    why = skipped(rate, where["deployment"], workload, label)
+                    if why:
+                        if why != "skip":
+                            print(f"  {label:<27}{why}")
+                        continue
+                    f = run_once(rate=rate, seed=seed, workload=workload, **where, **settings)
+                    print_load(label, f)
+                    if settings.get("shards") is None:
+                        print(f"      {timeline(f)}")
+    print("\nKey shards, promotion from the direct path (K2) on Lambda, chat: the key starts unpromoted (S absent),")
+    print("every environment's snapshot too; 'as built': an admission or settle that met a conflict and succeeded")
+    print("promotes and reloads (a write that fails on conflicts, after 8 attempts, does neither); 'promote on")
+    print("failure' (not built): such a failed write promotes and reloads too; '+ first slice' (not built): and a")
+    print("new shard's first refill takes the key's rate / S x 10 s, not 2 requests growing x4 per refill. 12 s runs,")
+    print("figures over seconds 6-12.")
+    print(LOAD_HEADER)
+    for rate in [r for r in args.rates if r <= 2000]:
+        print(f" {rate:,.0f} req/s")
+        both = {"promote_on_failure": True, "first_slice_from_rate": True}
+        variants = (("as built", {}), ("promote on failure", {"promote_on_failure": True}), ("+ first slice", both))
+        for label, extra in variants:
+            settings = {**SHARDS, "shards": 0, "seconds": 12.0, "warmup": 6.0, **extra}
+            f = run_once(rate=rate, seed=seed, workload="chat", deployment="lambda", **settings)
+            print_load(label, f)
+            print(f"      {timeline(f)}")
+            print_seconds(f, 12.0)
     print("\nLimits (chat): a small balance, 2.5 s of reservations, runs out mid-run (the worst case for leases: it is")
-    print("less than the instances' slices hold); instances are warm but hold no lease at the start; the run ends when")
-    print("every request is settled and every lease returned. False: refused while the budget still had room for the")
-    print("request (money held in other instances' leases, or in other shards). 1st refusal: committed money")
+    print("less than the instances' slices hold); instances are warm but hold no lease (and the shards nothing) at")
+    print("the start; the run ends when every request is settled, every lease returned and every shard given back")
+    print("(the reconciler). False: refused while the budget still had room for the request (money held in other")
+    print("instances' leases, or in other shards). 1st refusal: committed money")
     print("(reserved + spent) / budget at the first refusal. Unaccounted: budget - spend - balance left (0 = every")
     print("micro-dollar back).")
     for deployment, where in DEPLOYMENTS.items():
@@ -1008,7 +1415,15 @@ def main() -> None:
             print(f" {rate:,.0f} req/s")
             for label, settings in limit_rows(rate, where["deployment"]):
                 budget = int(rate * 2.5 * 1_500)
-                f = simulate(rate=rate, seed=seed, balance_micros=budget, prewarm_leases=False, **where, **settings)
+                f = simulate(
+                    rate=rate,
+                    seed=seed,
+                    balance_micros=budget,
+                    prewarm_leases=False,
+                    prewarm_shards=False,
+                    **where,
+                    **settings,
+                )
                 print_limits(label, f)
     print("\nRPM (chat): a limit of 4 s of traffic per minute (money ample, no lease at the start): the most requests")
     print("admitted in one minute, never above the RPM; false: refused while the minute still had room")
@@ -1017,7 +1432,15 @@ def main() -> None:
     for deployment, where in DEPLOYMENTS.items():
         for rate in args.rates:
             for label, settings in limit_rows(rate, where["deployment"]):
-                f = simulate(rate=rate, seed=seed, rpm=int(rate * 4), prewarm_leases=False, **where, **settings)
+                f = simulate(
+                    rate=rate,
+                    seed=seed,
+                    rpm=int(rate * 4),
+                    prewarm_leases=False,
+                    prewarm_shards=False,
+                    **where,
+                    **settings,
+                )
                 print(
                     f"  {deployment:<22}{label:<27}{rate:>7,.0f}{f['max per minute']:>24,}{f['rpm']:>9,}"
                     f"{f['refused']:>9,}{f['false refusals']:>7,}"

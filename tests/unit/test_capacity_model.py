@@ -123,6 +123,41 @@ def test_the_simulation_writes_what_the_model_derives(proxy_environment) -> None
         assert sim.tx_wcu(tx) == sum(w.wcu for w in writes) + sum(i.wcu for w in writes for i in w.indexes)
 
 
+def test_the_simulated_key_shards_write_what_the_model_derives(proxy_environment) -> None:
+    # Given the model's key-shard writes (shard design K4-K6), when the simulation builds a shard admission, a
+    # refill (with a sync) and a shard settle, then they have as many items and WCU (table and GSI) per
+    # transaction; the refill also carries the request's reservation, which the model counts in the admission.
+    scenario = model.shard_scenario(model.direct_scenario("credit", "credit"), 79, 256)
+    sent: list[sim.Tx] = []
+    simulation = sim.Simulation(sim.Config(rate=1, **sim.SHARDS))
+    simulation.send = sent.append
+    request = sim.Request(0, 0.0, simulation.instances[0], 1.0, 700, minute=0)
+    simulation.shard_admit(request, 3, None)
+    simulation.refill_shard(request, 3, {"minute": 0, "spent": 5_000, "slice": 4, "requests_left": 0,
+                                         "refilled_at": -1.0}, fresh=True, attempt=0)  # fmt: skip
+    request.on_shard = 3
+    simulation.settle_on_shard(request)
+    reservation = [w for w in scenario.writes if w.step == "admit (shard)" and w.table == "ReservationsTable"]
+    expected = {
+        "admit (shard)": [w for w in scenario.writes if w.step == "admit (shard)"],
+        "refill": [w for w in scenario.writes if w.step == "refill"] + reservation,
+        "settle (shard)": [w for w in scenario.writes if w.step == "settle (shard)"],
+    }
+    for (step, writes), tx in zip(expected.items(), sent, strict=True):
+        assert len(tx.items) + len(tx.unique) == len(writes), step
+        assert len(tx.indexes) == sum(len(w.indexes) for w in writes), step
+        assert sim.tx_wcu(tx) == sum(w.wcu for w in writes) + sum(i.wcu for w in writes for i in w.indexes), step
+
+
+def test_key_shard_ceilings(proxy_environment) -> None:
+    # S = 256 and 79 requests per refill: the key item, the balance and the minute counter are written once per
+    # refill (2 / 79 WCU per request: ~39,500 req/s); the busiest partitions are the K9 log shards: the day's
+    # counter (2 WCU / 16 partition keys: 8,000 req/s per account) and the log GSIs (1 WCU / 16: 16,000).
+    by_scope = model.print_ceilings(model.shard_scenario(model.direct_scenario("credit", "credit"), 79, 256))
+    assert by_scope["account"] == 8_000 and by_scope["key"] == 16_000
+    assert by_scope["platform"] == 32_000  # 64 reservation shards, 2 GSI writes per request
+
+
 def test_the_lease_registry_grows_the_minute_counter_alike_in_model_and_simulation(proxy_environment) -> None:
     # Given the built design's minute counter holding the ids of 400 live leases, then the model sizes its
     # writes as the simulation charges them (2 WCU per KB: ~14.5 KB, 30 WCU), not 2 WCU.

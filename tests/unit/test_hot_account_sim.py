@@ -13,8 +13,9 @@ from bench import hot_account_sim as sim
 TUNED = sim.VARIANTS["lease (tuned, not built)"]
 BUILT = sim.VARIANTS["lease (as built)"]
 BUILT_ON_LAMBDA = {**BUILT, "deployment": "lambda", "workload": "embeddings"}  # short requests: leases engage
-DESIGNS = [{"design": "direct"}, BUILT, TUNED, BUILT_ON_LAMBDA, sim.SHARDED_ALL]
-IDS = ["direct", "built", "tuned", "built-lambda", "sharded"]
+SHARDS_ON_LAMBDA = {**sim.SHARDS, "deployment": "lambda", "workload": "chat"}  # key shards: built for Lambda
+DESIGNS = [{"design": "direct"}, BUILT, TUNED, BUILT_ON_LAMBDA, sim.SHARDED_ALL, sim.SHARDS, SHARDS_ON_LAMBDA]
+IDS = ["direct", "built", "tuned", "built-lambda", "sharded", "key-shards", "key-shards-lambda"]
 
 
 def run(**settings) -> sim.Simulation:
@@ -117,3 +118,74 @@ def test_built_leases_engage_on_lambda_only_for_short_requests() -> None:
     assert share(deployment="lambda", workload="chat") == 0
     assert share(deployment="lambda", workload="embeddings") > 50
     assert share(deployment="host", workload="chat") > 50
+
+
+# ---------------------------------------------------------------------------------------------- key shards
+def test_a_seed_fixes_every_figure_of_the_key_shards() -> None:
+    first = run(rate=300, seed=7, **SHARDS_ON_LAMBDA).figures()
+    assert first == run(rate=300, seed=7, **SHARDS_ON_LAMBDA).figures()
+    assert first != run(rate=300, seed=8, **SHARDS_ON_LAMBDA).figures()
+
+
+@pytest.mark.parametrize("limit", ["rpm", "balance"])
+def test_key_shards_never_pass_a_limit_and_every_micro_dollar_reaches_the_ledger(limit) -> None:
+    # Given a key promoted to 8 shards (empty) on Lambda and an RPM of 1.5 s of traffic or a balance of 1 s of
+    # reservations, when 300 req/s keep coming and S doubles on conflicts, then no minute admits more than the RPM,
+    # spend stays within the balance, and once every request settled and the reconciler returned the idle shards,
+    # the balance + spend = the budget, the ledger holds exactly the spend, and no shard holds money or requests.
+    settings = {"rpm": 450} if limit == "rpm" else {"balance_micros": 300 * 1_500}
+    simulation = run(rate=300, prewarm_shards=False, **SHARDS_ON_LAMBDA, **settings)
+    assert simulation.counts["refused"] > 0
+    assert max(simulation.admitted_per_minute.values()) <= simulation.rpm
+    assert max(simulation.minute_counter.values()) <= simulation.rpm
+    assert simulation.spend <= simulation.budget
+    assert simulation.balance + simulation.spend == simulation.budget
+    assert simulation.ledger == simulation.spend
+    assert simulation.counts["shards returned"] > 0
+    assert all(item.open == 0 and item.available == 0 and item.spent == 0 for item in simulation.shard_items.values())
+    assert all(item.requests_left >= 0 for item in simulation.shard_items.values())
+
+
+def test_conflicts_on_shards_double_s_up_to_256_and_environments_learn_it() -> None:
+    # Given a key promoted to 8 shards and 1,000 req/s of chat on Lambda (~125 req/s per shard: their items
+    # collide), when it runs, then S only ever doubles (8, 16, ... at most 256), never shrinks, and no environment
+    # believes in more shards than the key item has.
+    simulation = run(rate=1000, **SHARDS_ON_LAMBDA)
+    steps = [shards for _, shards in simulation.promotions]
+    assert steps[0] == 8 and len(steps) > 1
+    assert all(later == 2 * earlier for earlier, later in zip(steps, steps[1:], strict=False))
+    assert steps[-1] <= 256 == simulation.c.max_shards
+    assert all(instance.shards <= simulation.key_shards for instance in simulation.instances)
+    assert any(instance.shards == simulation.key_shards for instance in simulation.instances)
+
+
+def test_a_quiet_key_admits_on_its_shards_in_one_round_trip_or_two_with_a_refill() -> None:
+    # Given a promoted key at 5 req/s on a host (S held at 8), then every admission is on a shard, none fails, and
+    # an admission takes one round trip (on the shard) or two (refused there, then the refill carrying it), a third
+    # only for a rare conflict retry; refills are a fraction of the requests (a slice covers ~10 s of its shard).
+    simulation = run(rate=5, seconds=20.0, warmup=4.0, promote=False, **sim.SHARDS)
+    figures = simulation.figures()
+    assert simulation.key_shards == 8
+    assert figures["on lease %"] == 100 and figures["failed %"] == 0
+    trips = [r.trips for r in simulation.requests if r.admitted_at is not None and r.arrival >= 0]
+    assert max(trips) <= 3 and sum(trips) / len(trips) < 1.5
+    assert simulation.counts["refills"] < 0.5 * len(trips)
+
+
+def test_as_built_any_conflict_on_a_shard_doubles_s_even_for_a_quiet_key() -> None:
+    # The built promotion rule has no threshold: at 5 req/s the shards' rare conflicts (a settle meeting a slow
+    # admission) still double S, so over time even a quiet promoted key climbs towards 256 (demotion was
+    # K2's sketch; not built: Decisions S2).
+    simulation = run(rate=5, seconds=20.0, warmup=4.0, **sim.SHARDS)
+    assert simulation.counts["conflicts"] > 0
+    assert simulation.key_shards > 8
+
+
+def test_a_promotion_from_the_direct_path_puts_the_key_on_shards() -> None:
+    # Given an unpromoted key (S absent) at 400 req/s on a host, when its direct admissions meet conflicts, then the
+    # key is promoted to 8 shards and the admissions move onto them; without promotion it stays direct.
+    promoted = run(rate=400, shards=0, **{**sim.SHARDS, "seconds": 4.0})
+    assert promoted.promotions[1][1] == 8
+    assert promoted.figures()["on lease %"] > 50
+    direct = run(rate=400, shards=0, promote=False, **{**sim.SHARDS, "seconds": 4.0})
+    assert direct.key_shards == 0 and direct.figures()["on lease %"] == 0
