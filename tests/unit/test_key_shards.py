@@ -79,6 +79,28 @@ def test_a_conflict_on_the_direct_path_promotes_a_credit_key_to_eight_shards(acc
     assert fresh is not None and fresh.shards == 8 and meter.shards.serves(fresh, 10)
 
 
+def test_conflicts_on_every_attempt_fail_the_request_but_still_promote_the_key(account, tables, monkeypatch) -> None:
+    """Given a credit key on the direct path, when its admission collides on every attempt (the key is at its
+    hottest), then that request fails as before (the conflict error is raised, nothing is admitted), and the
+    key is promoted all the same: this environment's next request of it is served from shards."""
+    from llm_platform.data.dynamo import gave_up_on_conflicts
+
+    plaintext, key = _credit_key(account)
+    meter = Meter(KeyCache(), LeasePolicy(enabled=False))
+    snapshot = meter.keys.lookup(plaintext)
+    assert snapshot is not None and snapshot.shards == 0
+    left = _conflicts_first(monkeypatch, 8)  # data.dynamo's _CONFLICT_ATTEMPTS
+    with pytest.raises(ClientError) as failed:
+        meter.admit(snapshot, 2_000, 10, str(uuid.uuid4()), utc_now())
+    assert left == [0] and gave_up_on_conflicts(failed.value)
+    stored_key = _stored(tables["ApiKeysTable"], {"keyHash": {"S": key.key_hash}})
+    assert (stored_key["shards"], stored_key.get("spendMicros", 0), stored_key.get("version", 0)) == (8, 0, key.version)
+    fresh = meter.keys.lookup(plaintext)
+    assert fresh is not None and fresh.shards == 8 and meter.shards.serves(fresh, 10)
+    admission = meter.admit(fresh, 2_000, 10, str(uuid.uuid4()), utc_now())
+    assert admission.shard is not None
+
+
 def test_no_conflict_promotes_nothing_and_a_key_with_a_budget_reset_stays_direct(account, tables, monkeypatch) -> None:
     """Given credit keys admitted without conflicts, then nothing is promoted; given a key with a budget reset
     (not served from shards), then a conflict promotes nothing either."""

@@ -201,6 +201,15 @@ class WriteRefused(Exception):
 _CONFLICT_ATTEMPTS = 8
 
 
+def gave_up_on_conflicts(error: BaseException) -> bool:
+    """True for the error ``transact`` raises when every attempt collided with other transactions (the key,
+    subscription or account is hot: the proxy promotes such a key to key shards as when a retry succeeds)."""
+    if not isinstance(error, ClientError) or error.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = {reason.get("Code", "None") for reason in error.response.get("CancellationReasons", [])}
+    return "TransactionConflict" in reasons and not reasons - {"None", "TransactionConflict"}
+
+
 def transact(items: list[dict[str, Any]], **kwargs: Any) -> int:
     """One TransactWriteItems, retried while it only collided with another transaction on the same
     items (``TransactionConflict``: concurrent requests of one key, subscription or account). A failed

@@ -16,6 +16,7 @@ from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.data import leases as lease_store
 from llm_platform.data import metering as store
 from llm_platform.data import shards as shard_store
+from llm_platform.data.dynamo import gave_up_on_conflicts
 from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
 from llm_platform.domain import hot_keys
 from llm_platform.domain.money import format_usd
@@ -286,6 +287,12 @@ class Meter:
             ):
                 raise _Outdated from refused
             raise self._refusal_error(key, refused.refusal, minute, window, period, now) from refused
+        except Exception as error:
+            # Every attempt collided (the key is hottest exactly then): this request fails as before (503),
+            # but the key is promoted, or its shards doubled, so this environment's next request spreads out.
+            if gave_up_on_conflicts(error) and lease is None:
+                self._conflicted(key, on_shard=shard is not None or self.shards.serves(key, reserve_tokens))
+            raise
         if conflicts:
             self._conflicted(key, on_shard=False)
         elif shard is not None and shard.conflicts:
