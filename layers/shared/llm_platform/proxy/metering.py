@@ -612,32 +612,38 @@ class Meter:
                     lease.settled(plan.reserve_micros, plan.cost_micros, plan.reserve_tokens, tokens_used)
 
         tokens_used = input_tokens + output_tokens
-        conflicts = settle(
-            store.SettlePlan(
-                request_id=admission.request_id,
-                key_hash=key.key_hash,
-                account_id=key.account_id,
-                minute=minute_counter(key.key_id, admission.minute.index),
-                reserve_micros=admission.reserve_micros,
-                reserve_tokens=admission.reserve_tokens,
-                cost_micros=cost_micros,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                counted=counted,
-                now_iso=to_iso(now),
-                window=window_counter(key.subscription_id, admission.window.index)
-                if admission.window and key.subscription_id
-                else None,
-                credit=key.credit,
-                budget_period=budget_period_counter(key.key_id, key.budget_reset, admission.budget_period.index)
-                if admission.budget_period and key.budget_reset
-                else None,
-                log_record=log_record,
-                log_expires_at=int(admission.admitted_at.timestamp()) + retention,
-                daily=daily_counter(key.account_id, created_at[:10], key.key_id, outcome.model),
-                log_shards=key.log_shards,
+        try:
+            conflicts = settle(
+                store.SettlePlan(
+                    request_id=admission.request_id,
+                    key_hash=key.key_hash,
+                    account_id=key.account_id,
+                    minute=minute_counter(key.key_id, admission.minute.index),
+                    reserve_micros=admission.reserve_micros,
+                    reserve_tokens=admission.reserve_tokens,
+                    cost_micros=cost_micros,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    counted=counted,
+                    now_iso=to_iso(now),
+                    window=window_counter(key.subscription_id, admission.window.index)
+                    if admission.window and key.subscription_id
+                    else None,
+                    credit=key.credit,
+                    budget_period=budget_period_counter(key.key_id, key.budget_reset, admission.budget_period.index)
+                    if admission.budget_period and key.budget_reset
+                    else None,
+                    log_record=log_record,
+                    log_expires_at=int(admission.admitted_at.timestamp()) + retention,
+                    daily=daily_counter(key.account_id, created_at[:10], key.key_id, outcome.model),
+                    log_shards=key.log_shards,
+                )
             )
-        )
+        except Exception as error:
+            # Collided on every attempt: the reconciler settles the request; the key is hot, promote it.
+            if gave_up_on_conflicts(error) and admission.lease is None:
+                self._conflicted(key, on_shard=admission.shard is not None)
+            raise
         if conflicts and admission.lease is None:
             self._conflicted(key, on_shard=admission.shard is not None)
         self.rates.settled(key.key_id, admission.minute, input_tokens + output_tokens - admission.reserve_tokens)
