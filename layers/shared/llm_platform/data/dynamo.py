@@ -201,13 +201,20 @@ class WriteRefused(Exception):
 _CONFLICT_ATTEMPTS = 8
 
 
+def _cancellation_reasons(error: ClientError) -> list[str] | None:
+    """The per-item reasons of a cancelled transaction; None for any other error."""
+    if error.response["Error"]["Code"] != "TransactionCanceledException":
+        return None
+    return [reason.get("Code", "None") for reason in error.response.get("CancellationReasons", [])]
+
+
 def gave_up_on_conflicts(error: BaseException) -> bool:
     """True for the error ``transact`` raises when every attempt collided with other transactions (the key,
     subscription or account is hot: the proxy promotes such a key to key shards as when a retry succeeds)."""
-    if not isinstance(error, ClientError) or error.response["Error"]["Code"] != "TransactionCanceledException":
-        return False
-    reasons = {reason.get("Code", "None") for reason in error.response.get("CancellationReasons", [])}
-    return "TransactionConflict" in reasons and not reasons - {"None", "TransactionConflict"}
+    reasons = _cancellation_reasons(error) if isinstance(error, ClientError) else None
+    return (
+        reasons is not None and "TransactionConflict" in reasons and not set(reasons) - {"None", "TransactionConflict"}
+    )
 
 
 def transact(items: list[dict[str, Any]], **kwargs: Any) -> int:
@@ -223,11 +230,11 @@ def transact(items: list[dict[str, Any]], **kwargs: Any) -> int:
             write(items, **kwargs)
             return attempt
         except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
+            reasons = _cancellation_reasons(error)
+            if reasons is None:
                 raise
-            raw = error.response.get("CancellationReasons", [])
-            reasons = [reason.get("Code", "None") for reason in raw]
             if "ConditionalCheckFailed" in reasons:
+                raw = error.response.get("CancellationReasons", [])
                 raise WriteRefused(reasons, [from_item(reason.get("Item")) for reason in raw]) from error
             if not set(reasons) - {"None", "TransactionConflict"} and attempt < _CONFLICT_ATTEMPTS - 1:
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security

@@ -18,7 +18,6 @@ from llm_platform.data import metering as store
 from llm_platform.data import shards as shard_store
 from llm_platform.data.dynamo import gave_up_on_conflicts
 from llm_platform.data.usage_counters import budget_period_counter, daily_counter, minute_counter, window_counter
-from llm_platform.domain import hot_keys
 from llm_platform.domain.money import format_usd
 from llm_platform.domain.windows import Window, budget_period, budget_window, budget_window_hours, minute_window
 from llm_platform.proxy.errors import ProxyError, bad_request, unauthorized
@@ -310,6 +309,8 @@ class Meter:
         if not key.credit or key.budget_reset is not None or (key.shards >= 2 and not on_shard):
             return
         try:
+            from llm_platform.domain import hot_keys  # only on a conflict: kept off the proxy's cold start
+
             hot_keys.promote(key.key_hash, key.key_id, key.account_id, hot_keys.next_shards(key.shards))
             self.keys.reload(key.secret_hash)
         except Exception:
