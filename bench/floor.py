@@ -6,17 +6,24 @@ low-level client: the time of those two serial round trips (boto3's own CPU incl
 a proxy doing exact accounting can add. Each replay gets a fresh request id (so the reservation put,
 its delete and the log record are new items, as for a new request) and a fresh ClientRequestToken.
 
+With "concurrency": N, N threads (a client each) replay the pairs at once, each thread its share of
+"requests": the same transactions on the same items as a proxy's N concurrent clients, so what DynamoDB
+Local itself does with that load (its queueing, its CPU on this host) shows apart from any proxy.
+
 Config: {"endpoint": url, "admission": params, "settle": params, "request_id": the captured request's id,
-"requests": 200, "warmup": 20}. Prints {"admission_ms": [...], "settle_ms": [...], "pair_ms": [...],
-"cpu_ms": [...] (this process's CPU per pair: boto3's own work), "failures": n, "error": first failure}.
+"requests": 200, "warmup": 20, "concurrency": 1}. Prints {"admission_ms": [...], "settle_ms": [...],
+"pair_ms": [...], "cpu_ms": [...] (this process's CPU per pair: boto3's own work; with concurrency, the
+process's CPU over the run spread evenly), "pairs_per_second": n, "failures": n, "error": first failure}.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import uuid
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
@@ -30,14 +37,15 @@ def fresh(params_text: str, request_id: str, new_id: str) -> dict:
     return params
 
 
-def main() -> None:
-    config = json.loads(sys.argv[1])
-    ddb = boto3.client("dynamodb", endpoint_url=config["endpoint"])
+def new_client(config: dict) -> Any:
+    return boto3.session.Session().client("dynamodb", endpoint_url=config["endpoint"])  # a session per thread
+
+
+def replay(ddb: Any, config: dict, requests: int, warmup: int, result: dict) -> None:
+    """``warmup`` + ``requests`` admission and settle pairs, one after the other, into ``result``."""
     request_id = config["request_id"]
     admission_text, settle_text = json.dumps(config["admission"]), json.dumps(config["settle"])
-    admission_ms, settle_ms, pair_ms, cpu_ms = [], [], [], []
-    failures, error = 0, None
-    for index in range(int(config.get("warmup", 20)) + int(config["requests"])):
+    for index in range(warmup + requests):
         new_id = str(uuid.uuid4())
         admission = fresh(admission_text, request_id, new_id)
         settle = fresh(settle_text, request_id, new_id)
@@ -50,26 +58,47 @@ def main() -> None:
             end = time.perf_counter()
             cpu_end = time.process_time()
         except ClientError as exc:
-            failures += 1
-            error = error or str(exc)
+            result["failures"] += 1
+            result["error"] = result["error"] or str(exc)
             continue
-        if index >= int(config.get("warmup", 20)):
-            admission_ms.append((middle - start) * 1000)
-            settle_ms.append((end - middle) * 1000)
-            pair_ms.append((end - start) * 1000)
-            cpu_ms.append((cpu_end - cpu_start) * 1000)
-    print(
-        json.dumps(
-            {
-                "admission_ms": admission_ms,
-                "settle_ms": settle_ms,
-                "pair_ms": pair_ms,
-                "cpu_ms": cpu_ms,
-                "failures": failures,
-                "error": error,
-            }
-        )
-    )
+        if index >= warmup:
+            result["admission_ms"].append((middle - start) * 1000)
+            result["settle_ms"].append((end - middle) * 1000)
+            result["pair_ms"].append((end - start) * 1000)
+            result["cpu_ms"].append((cpu_end - cpu_start) * 1000)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    requests, warmup = int(config["requests"]), int(config.get("warmup", 20))
+    concurrency = int(config.get("concurrency", 1))
+    result: dict = {"admission_ms": [], "settle_ms": [], "pair_ms": [], "cpu_ms": [], "failures": 0, "error": None}
+    if concurrency == 1:
+        replay(new_client(config), config, requests, warmup, result)
+        result["pairs_per_second"] = 1000 * len(result["pair_ms"]) / max(sum(result["pair_ms"]), 1e-9)
+    else:
+        # Each thread makes its client and warms its connection with one pair, then all start at once.
+        shares = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+        barrier = threading.Barrier(concurrency + 1)
+
+        def worker(share: int) -> None:
+            ddb = new_client(config)
+            replay(ddb, config, 0, 1, result)
+            barrier.wait()
+            replay(ddb, config, share, 0, result)
+
+        threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        cpu_start, started = time.process_time(), time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_start
+        pairs = len(result["pair_ms"])
+        result["pairs_per_second"] = pairs / elapsed
+        result["cpu_ms"] = [cpu * 1000 / max(pairs, 1)] * pairs  # the per-pair figure under threads is the GIL's
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

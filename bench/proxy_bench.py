@@ -287,6 +287,7 @@ class Series:
     statuses: dict[str, int]
     request_ids: list[str] = field(default_factory=list)
     calls_before_first_byte: int = 0
+    dynamodb_cpu_ms_per_request: float | None = None  # DynamoDB Local's, over the same requests
 
 
 def load(
@@ -298,8 +299,10 @@ def load(
     warmup: int = 5,
     count_url: str | None = None,
     request_ids: bool = False,
+    dynamodb_pid: int | None = None,
 ) -> Series:
-    """One series from the load generator, in its own process; the target's CPU time read around it."""
+    """One series from the load generator, in its own process; the target's CPU time read around it (and
+    DynamoDB Local's, given its ``dynamodb_pid``)."""
     config = {
         "url": target.url,
         "path": path,
@@ -313,10 +316,12 @@ def load(
     }
     pid = target.process.pid if target.process else None
     cpu_before = process_tree_cpu_seconds(pid) if pid else None
+    store_before = process_tree_cpu_seconds(dynamodb_pid) if dynamodb_pid else None
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "loadgen.py"), json.dumps(config)], capture_output=True, text=True
     )
     cpu_after = process_tree_cpu_seconds(pid) if pid else None
+    store_after = process_tree_cpu_seconds(dynamodb_pid) if dynamodb_pid else None
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed against {target.name}: {out.stderr.strip()[-2000:]}")
     result = json.loads(out.stdout)
@@ -330,11 +335,30 @@ def load(
         statuses=result["statuses"],
         request_ids=result["request_ids"],
         calls_before_first_byte=result["calls_before_first_byte"],
+        dynamodb_cpu_ms_per_request=(
+            cpu_ms_per_request(store_before, store_after, served) if store_before is not None else None
+        ),
     )
 
 
-def floor(dynamodb_url: str, transactions: dict, requests: int, warmup: int) -> dict:
-    config = {**transactions, "endpoint": dynamodb_url, "requests": requests, "warmup": warmup}
+def floor(
+    dynamodb_url: str,
+    transactions: dict,
+    requests: int,
+    warmup: int,
+    concurrency: int = 1,
+    dynamodb_pid: int | None = None,
+) -> dict:
+    """The captured pairs replayed by floor.py (serially, or from ``concurrency`` threads at once); given
+    ``dynamodb_pid``, also DynamoDB Local's CPU per pair (``dynamodb_cpu_ms``)."""
+    config = {
+        **transactions,
+        "endpoint": dynamodb_url,
+        "requests": requests,
+        "warmup": warmup,
+        "concurrency": concurrency,
+    }
+    store_before = process_tree_cpu_seconds(dynamodb_pid) if dynamodb_pid else None
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "floor.py"), json.dumps(config)],
         capture_output=True,
@@ -344,6 +368,10 @@ def floor(dynamodb_url: str, transactions: dict, requests: int, warmup: int) -> 
     if out.returncode != 0:
         raise RuntimeError(f"floor failed: {out.stderr.strip()[-2000:]}")
     result = json.loads(out.stdout)
+    if store_before is not None and dynamodb_pid:
+        # Warm-up pairs included: DynamoDB Local did their work too.
+        pairs = len(result["pair_ms"]) + (warmup if concurrency == 1 else concurrency)
+        result["dynamodb_cpu_ms"] = cpu_ms_per_request(store_before, process_tree_cpu_seconds(dynamodb_pid), pairs)
     if result["failures"]:
         print(f"  (floor: {result['failures']} replays failed: {result['error']})", file=sys.stderr)
     return result
@@ -438,6 +466,14 @@ def print_report(args, results: list[dict], floors: list[dict], names: list[str]
         f"settle {value_range((summary(f['settle_ms'])['p50'] for f in floors), 2)} ms; boto3's CPU for the two "
         f"{value_range((sum(f['cpu_ms']) / len(f['cpu_ms']) for f in floors), 2)} ms (mean)"
     )
+    crowds = [f["crowd"] for f in floors]
+    crowd_p99 = [summary(c["pair_ms"])["p99"] for c in crowds]
+    print(
+        f"  floor at {args.concurrency} clients (the same pairs from {args.concurrency} threads with a boto3 client "
+        f"each, {args.load} pairs): p50 {value_range((summary(c['pair_ms'])['p50'] for c in crowds), 2)} ms, "
+        f"p99 {value_range(crowd_p99, 2)} ms, {value_range((c['pairs_per_second'] for c in crowds), 0)} pairs/s; "
+        f"DynamoDB Local's CPU per pair {value_range((c['dynamodb_cpu_ms'] for c in crowds), 2)} ms"
+    )
     for name in names:
         if name == UPSTREAM:
             continue
@@ -460,6 +496,14 @@ def print_report(args, results: list[dict], floors: list[dict], names: list[str]
             f"{value_range(cpu['plainN'], 2)} ms ({args.concurrency} clients); "
             f"streamed {value_range(cpu['stream1'], 2)} ms"
         )
+        if name != "litellm":  # LiteLLM here keeps no accounts: DynamoDB Local idles through its series
+            store = [row["plainN"].dynamodb_cpu_ms_per_request for row in rows]
+            p99 = [summary(row["plainN"].latencies_ms)["p99"] for row in rows]
+            print(
+                f"    at {args.concurrency} clients: DynamoDB Local's CPU per request {value_range(store, 2)} ms "
+                f"(the proxy's {value_range(cpu['plainN'], 2)} ms); p99 / the floor's p99 at {args.concurrency} "
+                f"clients {value_range(ratios(p99, crowd_p99), 2)}x"
+            )
         failures = sum(row[kind].failures for row in rows for kind in ("plain1", "plainN", "stream1"))
         if failures:
             print(f"    FAILED requests: {failures} ({[row[kind].statuses for row in rows for kind in row]})")
@@ -503,6 +547,7 @@ def series_json(series: Series) -> dict:
         "first_byte": summary(series.first_byte_ms) if series.first_byte_ms else None,
         "requests_per_second": series.requests_per_second,
         "cpu_ms_per_request": series.cpu_ms_per_request,
+        "dynamodb_cpu_ms_per_request": series.dynamodb_cpu_ms_per_request,
         "failures": series.failures,
     }
 
@@ -635,7 +680,10 @@ def main() -> None:
                 ("plainN", BODY, args.load, args.concurrency),
             ):
                 for target in order:
-                    row[target.name][kind] = load(target, CHAT, body, requests, concurrency)
+                    row[target.name][kind] = load(target, CHAT, body, requests, concurrency, dynamodb_pid=dynamodb.pid)
+            # The same pairs from as many threads as the concurrent series has clients, straight to DynamoDB
+            # Local: what its own queueing and CPU add at that load, with no proxy in the way.
+            crowd = floor(dynamodb.endpoint_url, transactions, args.load, 0, args.concurrency, dynamodb.pid)
             embed.append(
                 (
                     load(targets[0], EMBEDDINGS, EMBED_BODY, args.requests // 2),
@@ -645,6 +693,7 @@ def main() -> None:
             after = floor(dynamodb.endpoint_url, transactions, args.floor_requests - args.floor_requests // 2, 10)
             floors.append(
                 {name: before[name] + after[name] for name in ("admission_ms", "settle_ms", "pair_ms", "cpu_ms")}
+                | {"crowd": crowd}
             )
             results.append(row)
             print(f"  repeat {repeat + 1} of {args.repeats} done", flush=True)
@@ -692,6 +741,14 @@ def main() -> None:
                 {
                     "load_average": [loads_before, loads_after],
                     "floors": [{k: summary(v) for k, v in f.items() if k.endswith("_ms")} for f in floors],
+                    "floors_at_concurrency": [
+                        {
+                            "pair_ms": summary(f["crowd"]["pair_ms"]),
+                            "pairs_per_second": f["crowd"]["pairs_per_second"],
+                            "dynamodb_cpu_ms": f["crowd"].get("dynamodb_cpu_ms"),
+                        }
+                        for f in floors
+                    ],
                     "repeats": [{n: {k: series_json(s) for k, s in row[n].items()} for n in names} for row in results],
                     "dynamodb": {name: use.__dict__ for name, (use, _, _) in counted.items()},
                 },

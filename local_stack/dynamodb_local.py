@@ -77,6 +77,11 @@ class DynamoDBLocal:
         self._ready = False
 
     @property
+    def pid(self) -> int | None:
+        """The JVM's process id while it runs (the bench reads its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
