@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,14 +25,10 @@ from bench.proxy_bench import (  # noqa: E402
     BODY,
     CHAT,
     STREAM_BODY,
-    Processes,
+    bench_stack,
     load,
     start_our_proxy,
-    start_upstream,
 )
-from local_stack.dynamodb_local import DynamoDBLocal, create_tables  # noqa: E402
-from local_stack.stack import stack_environment  # noqa: E402
-from local_stack.template import function_environment, load_template  # noqa: E402
 
 # A sample is charged to the innermost frame whose file matches one of these, in this order of precedence.
 GROUPS = (
@@ -168,31 +162,12 @@ def main() -> None:
     if not Path(py_spy).exists():
         raise SystemExit("no py-spy: `.venv/bin/pip install py-spy`")
 
-    folder = Path(tempfile.mkdtemp(prefix="profile-"))
-    template = load_template(REPO / "template.yaml")
-    processes = Processes(folder)
-    dynamodb = DynamoDBLocal(log_path=folder / "dynamodb-local.log")
-    try:
-        dynamodb.start()
-        table_names = create_tables(dynamodb.endpoint_url, template)
-        upstream = start_upstream(processes)
-        from local_stack.upstream import local_model_catalog
+    with bench_stack("profile") as stack:
+        processes, dynamodb, folder = stack.processes, stack.dynamodb, stack.folder
+        from llm_platform.domain import api_keys
 
-        (folder / "models.json").write_text(json.dumps(local_model_catalog(upstream.url)))
-        os.environ.update(stack_environment(template, table_names, dynamodb.endpoint_url))
-        os.environ["MODEL_CATALOG_FILE"] = str(folder / "models.json")
-        from llm_platform.domain import accounts, api_keys
-        from llm_platform.domain.accounts import Caller
-
-        created = accounts.create_account("profile")
-        accounts.grant_credit(created.account_id, 1_000_000_000, "profile")
-        caller = Caller(created.account_id, created.management_key_id)
-        _, key = api_keys.create_credit_key(caller, "profile", None, 1_000_000, 1_000_000_000)
-        proxy_env = {
-            **function_environment(template, "ProxyFunction", table_names),
-            **{name: value for name, value in os.environ.items() if name.startswith(("AWS_", "POWERTOOLS_"))},
-            "MODEL_CATALOG_FILE": str(folder / "models.json"),
-        }
+        _, key = api_keys.create_credit_key(stack.caller, "profile", None, 1_000_000, 1_000_000_000)
+        proxy_env = stack.proxy_environment()
         proxy = start_our_proxy(processes, "ours", args.checkout.resolve(), proxy_env, dynamodb.endpoint_url, key)
         body = BODY if args.kind == "plain" else STREAM_BODY
         load(proxy, CHAT, body, 300, concurrency=args.concurrency)  # warm: key cached, connections open, JVM
@@ -240,10 +215,6 @@ def main() -> None:
         if args.keep:
             shutil.copy(raw, args.keep)
         analyse(raw, args.top, 1000 * (user + system) / args.requests)
-    finally:
-        processes.stop_all()
-        dynamodb.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Figures, on this machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -36,8 +37,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -275,6 +278,59 @@ def start_litellm(processes: Processes, venv: Path, upstream_url: str) -> Target
 
 
 # --- measurements ----------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchStack:
+    """What the bench scripts run against: DynamoDB Local with the template's tables, the test upstream
+    in a process of its own, a model catalog pointing at it, and an account with credit to make keys in."""
+
+    folder: Path
+    template: dict
+    processes: Processes
+    dynamodb: DynamoDBLocal
+    table_names: dict[str, str]
+    upstream: Target
+    caller: Any  # the account's management key, as the domain takes it
+
+    def proxy_environment(self) -> dict[str, str]:
+        """ProxyFunction's settings from the template, pointed at this stack (start_our_proxy adds the rest)."""
+        return {
+            **function_environment(self.template, "ProxyFunction", self.table_names),
+            **{name: value for name, value in os.environ.items() if name.startswith(("AWS_", "POWERTOOLS_"))},
+            "MODEL_CATALOG_FILE": str(self.folder / "models.json"),
+        }
+
+
+@contextlib.contextmanager
+def bench_stack(label: str) -> Iterator[BenchStack]:
+    """Starts a BenchStack and stops every process it or its user started on the way out. The folder of
+    logs is removed after a clean exit and kept after an error, for the logs an error message names."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{label}-"))
+    template = load_template(REPO / "template.yaml")
+    processes = Processes(folder)
+    dynamodb = DynamoDBLocal(log_path=folder / "dynamodb-local.log")
+    try:
+        dynamodb.start()
+        table_names = create_tables(dynamodb.endpoint_url, template)
+        upstream = start_upstream(processes)
+        from local_stack.upstream import local_model_catalog
+
+        (folder / "models.json").write_text(json.dumps(local_model_catalog(upstream.url)))
+        # This process sets up the account and keys with the shared code, so it needs the functions' settings.
+        os.environ.update(stack_environment(template, table_names, dynamodb.endpoint_url))
+        os.environ["MODEL_CATALOG_FILE"] = str(folder / "models.json")
+        from llm_platform.domain import accounts
+        from llm_platform.domain.accounts import Caller
+
+        created = accounts.create_account(label)
+        accounts.grant_credit(created.account_id, 1_000_000_000, label)
+        caller = Caller(created.account_id, created.management_key_id)
+        yield BenchStack(folder, template, processes, dynamodb, table_names, upstream, caller)
+    finally:
+        processes.stop_all()
+        dynamodb.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -587,41 +643,20 @@ def main() -> None:
             flush=True,
         )
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-"))
-    template = load_template(REPO / "template.yaml")
-    processes = Processes(folder)
-    dynamodb = DynamoDBLocal(log_path=folder / "dynamodb-local.log")
-    counter_server = None
-    try:
-        dynamodb.start()
-        table_names = create_tables(dynamodb.endpoint_url, template)
-        upstream = start_upstream(processes)
-        from local_stack.upstream import local_model_catalog
+    with bench_stack("bench") as stack, contextlib.ExitStack() as cleanup:
+        dynamodb, processes, upstream, caller = stack.dynamodb, stack.processes, stack.upstream, stack.caller
+        from llm_platform.domain import api_keys, billing
 
-        (folder / "models.json").write_text(json.dumps(local_model_catalog(upstream.url)))
-        # This process sets up the account and keys with the shared code, so it needs the functions' settings.
-        os.environ.update(stack_environment(template, table_names, dynamodb.endpoint_url))
-        os.environ["MODEL_CATALOG_FILE"] = str(folder / "models.json")
-        from llm_platform.domain import accounts, api_keys, billing
-        from llm_platform.domain.accounts import Caller
-
-        created = accounts.create_account("bench")
-        caller = Caller(created.account_id, created.management_key_id)
-        accounts.grant_credit(created.account_id, 1_000_000_000, "bench")
         _, credit_key = api_keys.create_credit_key(caller, "bench-credit", None, 100_000, 100_000_000)
-        subscription = billing.grant_subscription(created.account_id, "pro")
+        subscription = billing.grant_subscription(caller.account_id, "pro")
         _, subscription_key = api_keys.create_subscription_key(caller, "bench-sub", subscription.subscription_id)
-
-        proxy_env = {
-            **function_environment(template, "ProxyFunction", table_names),
-            **{name: value for name, value in os.environ.items() if name.startswith(("AWS_", "POWERTOOLS_"))},
-            "MODEL_CATALOG_FILE": str(folder / "models.json"),
-        }
+        proxy_env = stack.proxy_environment()
 
         # DynamoDB calls per request, counted on the wire by a forwarder in front of DynamoDB Local.
         counter = DynamoDBCounter(dynamodb.endpoint_url)
         counter_server = ServerThread(counter)
         counter_server.start()
+        cleanup.callback(counter_server.stop)
         counting = start_our_proxy(processes, "ours-counted", REPO, proxy_env, counter_server.url, credit_key)
         counted = {}
         for label, key in (("credit key", credit_key), ("subscription key", subscription_key)):
@@ -636,7 +671,6 @@ def main() -> None:
         transactions = captured_transactions(plain_series, plain_calls)
         processes.stop(counting.process)
         counter_server.stop()
-        counter_server = None
         for name, (use, _, _) in counted.items():
             print(
                 f"  DynamoDB per request, warm, {name}: {use.calls:.2f} calls "
@@ -698,11 +732,6 @@ def main() -> None:
             results.append(row)
             print(f"  repeat {repeat + 1} of {args.repeats} done", flush=True)
         loads_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    finally:
-        if counter_server is not None:
-            counter_server.stop()
-        processes.stop_all()
-        dynamodb.stop()
 
     print_report(args, results, floors, names, (loads_before, loads_after))
     e_added = [summary(p.latencies_ms)["p50"] - summary(d.latencies_ms)["p50"] for d, p in embed]
@@ -719,7 +748,7 @@ def main() -> None:
         for logical_id, (wall, used) in per_function.items():
             print(f"    {logical_id:32} {wall:6.0f} / {used:4.0f} ms")
 
-    proxy_memory = int(template["Resources"]["ProxyFunction"]["Properties"]["MemorySize"])
+    proxy_memory = int(stack.template["Resources"]["ProxyFunction"]["Properties"]["MemorySize"])
     worst_units = max(use.write_units for use, _, _ in counted.values())
     ours_added = statistics.median(added(r["ours"]["plain1"], r[UPSTREAM]["plain1"], "p50") for r in results)
     print(
@@ -755,7 +784,6 @@ def main() -> None:
                 indent=2,
             )
         )
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
