@@ -44,31 +44,6 @@ class TakePlan:
     lease_end: str  # ISO; the lease admits nothing after it
 
 
-def _minute_take(plan: TakePlan) -> tuple[str, dict[str, Any]]:
-    admit = plan.admit
-    return "rate", {
-        "Update": {
-            "TableName": get_settings().usage_counters_table,
-            "Key": as_key(admit.minute),
-            # n requests and t tokens of this minute, all or nothing; the lease's id joins the registry.
-            "UpdateExpression": "ADD requests :n, tokens :t, leases :id SET expiresAt = :expires",
-            "ConditionExpression": "(attribute_not_exists(requests) OR requests <= :room_r) "
-            "AND (attribute_not_exists(tokens) OR tokens <= :room_t)",
-            "ExpressionAttributeValues": to_values(
-                {
-                    ":n": plan.requests,
-                    ":t": plan.tokens,
-                    ":id": {plan.lease_id},
-                    ":room_r": admit.rpm - plan.requests,
-                    ":room_t": admit.tpm - plan.tokens,
-                    ":expires": admit.minute_expires_at,
-                }
-            ),
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-    }
-
-
 def lease_record(plan: TakePlan) -> dict[str, Any]:
     admit = plan.admit
     return {
@@ -111,7 +86,8 @@ def take(plan: TakePlan) -> None:
     item and the triggering request's reservation. ``direct.AdmissionRefused`` names the failed check."""
     admit = plan.admit
     money = replace(admit, reserve_micros=plan.micros)
-    checks = [direct.key_check(money), _minute_take(plan), direct.balance_update(money)]
+    minute = direct.minute_block_update(admit, plan.requests, plan.tokens, plan.lease_id)
+    checks = [direct.key_check(money), minute, direct.balance_update(money)]
     if admit.budget_period is not None:
         checks.append(direct.key_budget_update(money))
     checks.append(

@@ -152,6 +152,34 @@ def rate_update(plan: AdmitPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
+def minute_block_update(
+    plan: AdmitPlan, requests: int, tokens: int, lease_id: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """This minute's counter taking ``requests`` and ``tokens`` at once for a lease or a key shard, all or
+    nothing, with room for them left under RPM and TPM; a lease's id also joins the minute's registry."""
+    values: dict[str, Any] = {
+        ":n": requests,
+        ":t": tokens,
+        ":room_r": plan.rpm - requests,
+        ":room_t": plan.tpm - tokens,
+        ":expires": plan.minute_expires_at,
+    }
+    added = "requests :n, tokens :t"
+    if lease_id is not None:
+        added, values[":id"] = f"{added}, leases :id", {lease_id}
+    return "rate", {
+        "Update": {
+            "TableName": get_settings().usage_counters_table,
+            "Key": as_key(plan.minute),
+            "UpdateExpression": f"ADD {added} SET expiresAt = :expires",
+            "ConditionExpression": "(attribute_not_exists(requests) OR requests <= :room_r) "
+            "AND (attribute_not_exists(tokens) OR tokens <= :room_t)",
+            "ExpressionAttributeValues": to_values(values),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
 def subscription_items(plan: AdmitPlan) -> list[tuple[str, dict[str, Any]]]:
     settings = get_settings()
     window = plan.window

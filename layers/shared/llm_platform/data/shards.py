@@ -194,29 +194,6 @@ def _shard_refill(plan: RefillPlan) -> tuple[str, dict[str, Any]]:
     }
 
 
-def _minute_slice(plan: RefillPlan) -> tuple[str, dict[str, Any]]:
-    admit = plan.admit
-    return "rate", {
-        "Update": {
-            "TableName": get_settings().usage_counters_table,
-            "Key": as_key(admit.minute),
-            "UpdateExpression": "ADD requests :n, tokens :t SET expiresAt = :expires",
-            "ConditionExpression": "(attribute_not_exists(requests) OR requests <= :room_r) "
-            "AND (attribute_not_exists(tokens) OR tokens <= :room_t)",
-            "ExpressionAttributeValues": to_values(
-                {
-                    ":n": plan.requests,
-                    ":t": plan.tokens,
-                    ":room_r": admit.rpm - plan.requests,
-                    ":room_t": admit.tpm - plan.tokens,
-                    ":expires": admit.minute_expires_at,
-                }
-            ),
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-    }
-
-
 def sync_reference(shard: str) -> str:
     """The ledger ``usage`` entries of a shard's syncs name the shard (each request is in the request log)."""
     return shard
@@ -251,7 +228,8 @@ def refill(plan: RefillPlan) -> int:
             }
         )
     )
-    checks = [(label, key_update), _minute_slice(plan), balance, _shard_refill(plan)]
+    minute = direct.minute_block_update(admit, plan.requests, plan.tokens)
+    checks = [(label, key_update), minute, balance, _shard_refill(plan)]
     request_id = (admit.reservation or {})["requestId"]
     if sync.spent:
         checks.append(
