@@ -17,7 +17,7 @@ from llm_platform.domain.accounts import Caller
 from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.leases import LeasePolicy
 from llm_platform.proxy.metering import Meter
-from tests.support.hot_load import DynamoCounter, LoadResult, run_load
+from tests.support.hot_load import DynamoCounter, LoadResult, echo_pending, run_load, settle_echo
 
 INSTANCES, THREADS, REQUESTS = 8, 4, 20  # 640 requests
 RESERVE, COST = 2_000, 700
@@ -349,7 +349,6 @@ def test_a_warm_leased_request_makes_one_dynamodb_call_to_admit_and_one_to_settl
     import uuid
 
     from llm_platform.core.clock import utc_now
-    from llm_platform.proxy.metering import Outcome, Pending
 
     key, _, account_id = _hot_key(10_000_000)
     # Returns run off the request path (a background thread); here only at the end, so the counts are the requests'.
@@ -359,20 +358,11 @@ def test_a_warm_leased_request_makes_one_dynamodb_call_to_admit_and_one_to_settl
     admitted_calls: list[int] = []
     with DynamoCounter(client()) as counter:
         for _ in range(5):
-            pending = Pending(model="test/echo", stream=False, prompt_tokens=3, prompt_cost_micros=COST)
-            admission = meter.admit(snapshot, RESERVE, 10, str(uuid.uuid4()), utc_now(), pending)
+            admission = meter.admit(snapshot, RESERVE, 10, str(uuid.uuid4()), utc_now(), echo_pending(COST))
             assert admission.lease is not None
             leases.add(admission.lease.lease_id)
             calls_before_first_byte = counter.calls["TransactWriteItems"]
-            meter.settle(
-                admission,
-                input_tokens=3,
-                output_tokens=2,
-                cost_micros=COST,
-                counted=True,
-                now=utc_now(),
-                outcome=Outcome("test/echo", "local", 200, False),
-            )
+            settle_echo(meter, admission, COST)
             assert counter.calls["TransactWriteItems"] == calls_before_first_byte + 1
             admitted_calls.append(calls_before_first_byte)
     assert admitted_calls == [1, 3, 5, 7, 9] and counter.calls == {"TransactWriteItems": 10}

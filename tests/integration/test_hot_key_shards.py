@@ -28,10 +28,10 @@ from llm_platform.domain import accounts, api_keys, hot_keys, reservations
 from llm_platform.domain.accounts import Caller
 from llm_platform.proxy.keys import KeyCache
 from llm_platform.proxy.leases import LeasePolicy
-from llm_platform.proxy.metering import Meter, Outcome, Pending
+from llm_platform.proxy.metering import Meter
 from llm_platform.proxy.shards import KeyShards
 from tests.support.dynamodb_calls import dynamodb_operations
-from tests.support.hot_load import DynamoCounter, LoadResult, run_load
+from tests.support.hot_load import DynamoCounter, LoadResult, echo_pending, run_load, settle_echo
 
 ENVIRONMENTS, REQUESTS = 32, 20  # 640 requests, each environment one at a time
 RESERVE, COST = 2_000, 700
@@ -206,20 +206,11 @@ def test_a_warm_request_on_a_shard_makes_at_most_two_round_trips_before_its_firs
     assert snapshot is not None and snapshot.shards == 2
     before_first_byte, to_settle = [], []
     for _ in range(30):
-        pending = Pending(model="test/echo", stream=False, prompt_tokens=3, prompt_cost_micros=COST)
         with dynamodb_operations() as admitting:
-            admission = meter.admit(snapshot, RESERVE, 10, str(uuid.uuid4()), utc_now(), pending)
+            admission = meter.admit(snapshot, RESERVE, 10, str(uuid.uuid4()), utc_now(), echo_pending(COST))
         assert admission.shard is not None
         with dynamodb_operations() as settling:
-            meter.settle(
-                admission,
-                input_tokens=3,
-                output_tokens=2,
-                cost_micros=COST,
-                counted=True,
-                now=utc_now(),
-                outcome=Outcome("test/echo", "local", 200, False),
-            )
+            settle_echo(meter, admission, COST)
         before_first_byte.append(len(admitting))
         to_settle.append(len(settling))
     print(f"\nround trips before the first byte, 30 warm requests: {before_first_byte}")

@@ -103,6 +103,24 @@ class LoadResult:
         return len(self.served)
 
 
+def echo_pending(cost_micros: int) -> Pending:
+    """What the reconciler would charge for the loads' one request shape (test/echo, 3 prompt tokens)."""
+    return Pending(model="test/echo", stream=False, prompt_tokens=3, prompt_cost_micros=cost_micros)
+
+
+def settle_echo(meter: Meter, admission: Any, cost_micros: int) -> None:
+    """Settles an admitted test/echo request as the proxy would after a 200: 3 tokens in, 2 out."""
+    meter.settle(
+        admission,
+        input_tokens=3,
+        output_tokens=2,
+        cost_micros=cost_micros,
+        counted=True,
+        now=_utc(),
+        outcome=Outcome("test/echo", "local", 200, False),
+    )
+
+
 def run_load(
     api_key: str,
     *,
@@ -146,7 +164,7 @@ def run_load(
                     reserve_tokens,
                     request_id,
                     now,
-                    Pending(model="test/echo", stream=False, prompt_tokens=3, prompt_cost_micros=cost_micros),
+                    echo_pending(cost_micros),
                 )
             except ProxyError as refused:
                 with lock:
@@ -162,15 +180,7 @@ def run_load(
                         Served(request_id, index, now.timestamp(), admission.minute.index, reserve_micros, 0)
                     )
                 continue
-            meter.settle(
-                admission,
-                input_tokens=3,
-                output_tokens=2,
-                cost_micros=cost_micros,
-                counted=True,
-                now=_utc(),
-                outcome=Outcome("test/echo", "local", 200, False),
-            )
+            settle_echo(meter, admission, cost_micros)
             with lock:
                 served.append(
                     Served(request_id, index, now.timestamp(), admission.minute.index, reserve_micros, cost_micros)
