@@ -18,6 +18,7 @@ process's CPU over the run spread evenly), "pairs_per_second": n, "failures": n,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -35,6 +36,13 @@ def fresh(params_text: str, request_id: str, new_id: str) -> dict:
     if "ClientRequestToken" in params and new_id not in params["ClientRequestToken"]:
         params["ClientRequestToken"] = str(uuid.uuid4())
     return params
+
+
+BARRIER_SECONDS = 120  # every thread's client made and warmed by then, or the run has failed
+
+
+def empty_result() -> dict:
+    return {"admission_ms": [], "settle_ms": [], "pair_ms": [], "cpu_ms": [], "failures": 0, "error": None}
 
 
 def new_client(config: dict) -> Any:
@@ -72,29 +80,45 @@ def main() -> None:
     config = json.loads(sys.argv[1])
     requests, warmup = int(config["requests"]), int(config.get("warmup", 20))
     concurrency = int(config.get("concurrency", 1))
-    result: dict = {"admission_ms": [], "settle_ms": [], "pair_ms": [], "cpu_ms": [], "failures": 0, "error": None}
+    result = empty_result()
     if concurrency == 1:
         replay(new_client(config), config, requests, warmup, result)
         result["pairs_per_second"] = 1000 * len(result["pair_ms"]) / max(sum(result["pair_ms"]), 1e-9)
     else:
-        # Each thread makes its client and warms its connection with one pair, then all start at once.
+        # Each thread makes its client and warms its connection with one pair, then all start at once. Each
+        # fills a result of its own (merged after the join); a thread that fails breaks the barrier, so the
+        # others and this one stop waiting, and the run exits non-zero with the error.
         shares = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
         barrier = threading.Barrier(concurrency + 1)
+        parts = [empty_result() for _ in shares]
+        crashed: list[BaseException] = []
 
-        def worker(share: int) -> None:
-            ddb = new_client(config)
-            replay(ddb, config, 0, 1, result)
-            barrier.wait()
-            replay(ddb, config, share, 0, result)
+        def worker(share: int, part: dict) -> None:
+            try:
+                ddb = new_client(config)
+                replay(ddb, config, 0, 1, part)
+                barrier.wait(timeout=BARRIER_SECONDS)
+                replay(ddb, config, share, 0, part)
+            except BaseException as exc:  # reported by the main thread; the barrier must not wait for it
+                crashed.append(exc)
+                barrier.abort()
 
-        threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+        threads = [threading.Thread(target=worker, args=pair) for pair in zip(shares, parts, strict=True)]
         for thread in threads:
             thread.start()
-        barrier.wait()
+        with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: joined and reported below
+            barrier.wait(timeout=BARRIER_SECONDS)
         cpu_start, started = time.process_time(), time.perf_counter()
         for thread in threads:
             thread.join()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_start
+        if crashed:
+            raise SystemExit(f"floor: {len(crashed)} of {concurrency} threads failed, the first: {crashed[0]!r}")
+        for part in parts:
+            for name in ("admission_ms", "settle_ms", "pair_ms"):
+                result[name] += part[name]
+            result["failures"] += part["failures"]
+            result["error"] = result["error"] or part["error"]
         pairs = len(result["pair_ms"])
         result["pairs_per_second"] = pairs / elapsed
         result["cpu_ms"] = [cpu * 1000 / max(pairs, 1)] * pairs  # the per-pair figure under threads is the GIL's

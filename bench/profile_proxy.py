@@ -191,6 +191,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            processes.started.append(spy)  # stopped with the stack should the load fail
             load(proxy, CHAT, body, args.requests, concurrency=args.concurrency, warmup=0)
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=120)
@@ -205,6 +206,7 @@ def main() -> None:
                 print("\n".join(lines[: args.top]))
             return
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        processes.started.append(spy)
         series = load(proxy, CHAT, body, args.requests, concurrency=args.concurrency, warmup=0)
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)

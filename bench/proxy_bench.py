@@ -60,6 +60,7 @@ EMBEDDINGS = "/v1/embeddings"
 EMBED_BODY = {"model": "test/embed", "input": ["benchmark the proxy overhead please", "and a second input"]}
 LITELLM_MASTER_KEY = "sk-bench-litellm-master"
 UPSTREAM = "upstream"  # the target name of the upstream called directly
+FLOOR_SECONDS = 900  # one floor.py run; its longest, 1,000 pairs at one client, takes well under a minute here
 
 
 def cold_import(runs: int, repo: Path) -> tuple[float, float, list[str]]:
@@ -304,7 +305,8 @@ class BenchStack:
 
 @contextlib.contextmanager
 def bench_stack(label: str) -> Iterator[BenchStack]:
-    """Starts a BenchStack and stops every process it or its user started on the way out. The folder of
+    """Starts a BenchStack and, on the way out, stops DynamoDB Local and every process in its ``processes``
+    (the upstream's, and whatever its user started or registered there). The folder of
     logs is removed after a clean exit and kept after an error, for the logs an error message names."""
     folder = Path(tempfile.mkdtemp(prefix=f"{label}-"))
     template = load_template(REPO / "template.yaml")
@@ -420,6 +422,7 @@ def floor(
         capture_output=True,
         text=True,
         env={**os.environ},
+        timeout=FLOOR_SECONDS,
     )
     if out.returncode != 0:
         raise RuntimeError(f"floor failed: {out.stderr.strip()[-2000:]}")

@@ -62,6 +62,14 @@ def compat(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Co
                 "contextLength": 4096,
                 "providers": [_provider("picky", picky.url, 0.5, parameters=["temperature"])],
             },
+            # The catalog's default output cap (4,096 without defaultMaxOutputTokens) above the standard plan's TPM
+            {
+                "id": "roomy/echo",
+                "inputPerMTokUsd": "1",
+                "outputPerMTokUsd": "2",
+                "maxOutputTokens": 8192,
+                "providers": [_provider("open", open_.url, 0.5)],
+            },
             # A provider that takes everything forwardable (as OpenAI's API does)
             {
                 "id": "open/echo",
@@ -155,6 +163,32 @@ def test_a_provider_that_takes_everything_gets_everything_priced_and_nothing_unp
     assert {name: received[name] for name in FORWARDABLE} == {name: REFERENCE_VALUES[name] for name in FORWARDABLE}
     # …and audio, modalities, web search and moderation never do; service_tier "auto" is not forwarded
     assert not (UNPRICED | {"service_tier"}) & set(received)
+
+
+def test_a_request_without_max_tokens_is_capped_by_the_keys_tpm_not_refused(compat) -> None:
+    # Given a standard-plan subscription key (TPM 3,333) and a model whose default output cap is 4,096
+    from llm_platform.domain import billing
+
+    created = accounts.create_account("compat-tpm")
+    caller = Caller(created.account_id, created.management_key_id)
+    subscription = billing.grant_subscription(created.account_id, "standard")
+    _, standard_key = api_keys.create_subscription_key(caller, "standard", subscription.subscription_id)
+    roomy_key, _ = credit_key()  # TPM 10,000,000
+    body = {"model": "roomy/echo", "messages": MESSAGES}
+    # When each asks without max_tokens, as the quick start does
+    standard = compat.post("/v1/chat/completions", standard_key, body)
+    standard_cap = compat.open.app.received[-1]["max_tokens"]
+    roomy = compat.post("/v1/chat/completions", roomy_key, body)
+    roomy_cap = compat.open.app.received[-1]["max_tokens"]
+    # Then both are answered: the standard key's request is cut at what its TPM leaves after the prompt
+    # (its estimate: 12 bytes of text / 3 + 4 per message + 8 = 16 tokens), the other gets the default
+    assert (standard.status_code, roomy.status_code) == (200, 200), (standard.text, roomy.text)
+    assert (standard_cap, roomy_cap) == (3_333 - 16, 4_096)
+    # And a cap the key's TPM cannot hold, asked for explicitly, is still refused before any provider call
+    sent = len(compat.open.app.received)
+    refused = compat.post("/v1/chat/completions", standard_key, {**body, "max_tokens": 4_000})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "request_too_large")
+    assert len(compat.open.app.received) == sent
 
 
 def test_a_stream_asks_the_provider_for_usage_only_in_the_form_it_takes(compat) -> None:

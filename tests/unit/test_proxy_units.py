@@ -17,6 +17,7 @@ from llm_platform.proxy.metering import RateView
 from llm_platform.proxy.parameters import UPSTREAM_OVERRIDES
 from llm_platform.proxy.pricing import (
     cost_micros,
+    default_output_cap,
     estimate_tokens,
     input_token_bound,
     input_token_estimate,
@@ -105,8 +106,8 @@ MODEL = parse_catalog(_catalog())["m/x"]
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 
-def test_valid_request_takes_max_tokens_or_the_default() -> None:
-    assert _validate({"model": "m/x", "messages": MESSAGES}, MODEL)[0].max_output == 1000
+def test_valid_request_takes_max_tokens_or_leaves_the_default_to_the_key() -> None:
+    assert _validate({"model": "m/x", "messages": MESSAGES}, MODEL)[0].max_output is None
     request = _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": 50, "n": 2, "stream": True}, MODEL)[0]
     assert (request.max_output, request.n, request.stream) == (50, 2, True)
 
@@ -234,7 +235,27 @@ def test_provider_extensions_are_refused_by_the_allowlist() -> None:
 def test_the_larger_output_cap_wins_and_null_means_the_default() -> None:
     both = {"model": "m/x", "messages": MESSAGES, "max_tokens": 256, "max_completion_tokens": 1}
     assert _validate(both, MODEL)[0].max_output == 256
-    assert _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": None}, MODEL)[0].max_output == 1000
+    assert _validate({"model": "m/x", "messages": MESSAGES, "max_tokens": None}, MODEL)[0].max_output is None
+
+
+@pytest.mark.parametrize(
+    ("model_default", "tpm", "prompt", "n", "prediction", "expected"),
+    [
+        (4096, 100_000, 20, 1, 0, 4096),  # the key's TPM has room: the model's default
+        (4096, 3_333, 20, 1, 0, 3_313),  # the standard plan's TPM: what is left after the prompt
+        (4096, 3_333, 21, 2, 0, 1_656),  # n choices share it: (3333 - 21) // 2
+        (4096, 3_333, 20, 1, 300, 3_013),  # a prediction's tokens are output too
+        (4096, 3_333, 3_333, 1, 0, 4096),  # no room at all: the default stands, admission refuses it
+        (256, 3_333, 20, 1, 0, 256),  # a smaller default is never raised
+    ],
+)
+def test_a_request_without_an_output_cap_gets_what_the_keys_tpm_leaves(
+    model_default, tpm, prompt, n, prediction, expected
+) -> None:
+    cap = default_output_cap(model_default, tpm, prompt, n, prediction)
+    assert cap == expected
+    if (tpm - prompt) // n - prediction >= 1:  # whenever one output token fits, the whole request fits the TPM
+        assert prompt + (cap + prediction) * n <= tpm
 
 
 def test_media_parts_need_a_declared_token_cost() -> None:

@@ -29,7 +29,13 @@ from llm_platform.proxy.generation import Generation, sse_chunks
 from llm_platform.proxy.http1 import HTTPError
 from llm_platform.proxy.keys import KeyCache, KeySnapshot
 from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, check_usable
-from llm_platform.proxy.pricing import cost_micros, estimate_tokens, input_token_bound, input_token_estimate
+from llm_platform.proxy.pricing import (
+    cost_micros,
+    default_output_cap,
+    estimate_tokens,
+    input_token_bound,
+    input_token_estimate,
+)
 from llm_platform.proxy.upstream import NoProviderAvailable, Upstreams
 from llm_platform.proxy.usage import StreamUsage, with_cost
 
@@ -224,15 +230,18 @@ class ProxyApp:
         name = body.get("model")
         request, model = _validate(body, catalog.models().get(name) if isinstance(name, str) else None)
         options = parameters.chat_options(body, model)
-        outputs = (request.max_output + options.prediction_tokens) * request.n
         media = request.media_parts * (model.media_part_tokens or 0)
+        prompt = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media)
+        max_output = request.max_output or default_output_cap(
+            model.default_max_output_tokens, key.tpm, prompt, request.n, options.prediction_tokens
+        )
+        outputs = (max_output + options.prediction_tokens) * request.n
         reserve = cost_micros(
             input_token_bound(len(raw), len(body["messages"]), media) * request.n,
             outputs,
             options.prices.input,
             options.prices.output,
         )
-        prompt = input_token_estimate(len(_prompt_text(body).encode()), len(body["messages"]), media)
         tokens = prompt + outputs
         pending = Pending(
             model=model.id,
@@ -249,7 +258,7 @@ class ProxyApp:
         def payload(provider: catalog.Provider) -> dict | None:
             if not parameters.offers(provider, options):
                 return None
-            return parameters.upstream_chat_body(provider, upstream_request, options, request.max_output)
+            return parameters.upstream_chat_body(provider, upstream_request, options, max_output)
 
         try:
             if request.stream:
@@ -498,7 +507,8 @@ class _SettleFailed(ProxyError):
 class _Request:
     __slots__ = ("max_output", "media_parts", "n", "stream")
 
-    def __init__(self, max_output: int, n: int, stream: bool, media_parts: int) -> None:
+    # max_output: the client's cap, None when it sent none (the key's TPM then shapes the default).
+    def __init__(self, max_output: int | None, n: int, stream: bool, media_parts: int) -> None:
         self.max_output, self.n, self.stream, self.media_parts = max_output, n, stream, media_parts
 
 
@@ -530,7 +540,7 @@ def _validate(body: dict, model: catalog.Model | None) -> tuple[_Request, catalo
             raise bad_request(f"'{field}' can be at most {model.max_output_tokens} for {model.id}.", param=field)
         caps.append(value)
     # The larger cap when both are given: it is what gets reserved and what is sent upstream.
-    max_output = max(caps) if caps else model.default_max_output_tokens
+    max_output = max(caps) if caps else None
     media_parts = sum(
         1
         for message in messages

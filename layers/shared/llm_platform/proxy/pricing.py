@@ -33,6 +33,17 @@ def input_token_estimate(text_bytes: int, message_count: int, media_tokens: int)
     return -(-text_bytes // 3) + 4 * message_count + 8 + media_tokens
 
 
+def default_output_cap(model_default: int, tpm: int, prompt_tokens: int, n: int, prediction_tokens: int) -> int:
+    """The output cap of a request that names none: the model's default, lowered to what the key's TPM
+    leaves after the prompt's estimate (for each of the ``n`` choices), since a request reserving more
+    tokens than the key's TPM is refused. So a key whose TPM is below a model's default (the standard
+    plan's 3,333 against a 4,096 default) still answers requests sent without ``max_tokens``, each cut
+    at the most that key could use in a minute. When not even one output token fits, the model's
+    default stands and admission refuses the request as too large for the key."""
+    room = (tpm - prompt_tokens) // n - prediction_tokens
+    return min(model_default, room) if room >= 1 else model_default
+
+
 def estimate_tokens(text: str) -> int:
     """Local count for streams that end without upstream usage (~4 characters a token, at least 1)."""
     return max(1, -(-len(text) // 4)) if text else 0
