@@ -57,7 +57,12 @@ CHAT_PARAMETERS: dict[str, Any] = {
         "items": {"$ref": REF + "ChatMessage"},
         "description": "The conversation. Image, audio and file parts only for models that declare them.",
     },
-    "max_tokens": {"type": ["integer", "null"], "minimum": 1, "description": "At most the model's `maxOutputTokens`."},
+    "max_tokens": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "description": "At most the model's `maxOutputTokens`. Without it, the model's default output cap, "
+        "lowered to what the key's TPM leaves after the prompt.",
+    },
     "max_completion_tokens": {
         "type": ["integer", "null"],
         "minimum": 1,
