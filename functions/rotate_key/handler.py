@@ -33,8 +33,10 @@ app = build_app()
         },
     ),
 )
-def rotate_key(key_id: str, body: RotateKeyRequest):
-    key, plaintext, previous_expires_at = api_keys.rotate_key(app.caller, key_id, body.grace_period_seconds)
+def rotate_key(key_id: str, body: RotateKeyRequest | None = None):
+    # No body at all is as `{}`: every field of it is optional.
+    grace_period_seconds = body.grace_period_seconds if body is not None else 0
+    key, plaintext, previous_expires_at = api_keys.rotate_key(app.caller, key_id, grace_period_seconds)
     metrics.add_metric(name="ApiKeysRotated", unit=MetricUnit.Count, value=1)
     return ok(views.rotated_api_key(key, plaintext, previous_expires_at))
 

@@ -293,9 +293,14 @@ def test_rotation_keeps_the_old_secret_for_its_grace_period_only(local_stack, pr
     key_id, old = account.credit_key(rpm=50)
     assert chat(proxy_url, old).status_code == 200
     # When it is rotated with a 5-second grace period
+    before = datetime.now(UTC)
     rotated = account.call("POST", f"/api/keys/{key_id}/rotate", json={"gracePeriodSeconds": 5})["data"]
+    after = datetime.now(UTC)
     new = rotated["apiKey"]
     assert rotated["id"] == key_id and new != old and new.startswith("sk_live_")
+    # (the answer says when the old secret stops: 5 s after the rotation, to the millisecond)
+    grace_ends = _instant(rotated["previousKeyExpiresAt"])
+    assert before + timedelta(seconds=4.999) <= grace_ends <= after + timedelta(seconds=5)
     # Then both secrets work during the grace period, as the same key
     assert chat(proxy_url, old).status_code == 200
     assert chat(proxy_url, new).status_code == 200
@@ -306,11 +311,24 @@ def test_rotation_keeps_the_old_secret_for_its_grace_period_only(local_stack, pr
     clock.move(seconds=5.5)
     assert chat(proxy_url, old).status_code == 401
     assert chat(proxy_url, new).status_code == 200
-    # And rotating again without grace retires the second secret at once
-    third = account.call("POST", f"/api/keys/{key_id}/rotate", json={})["data"]["apiKey"]
+    # And rotating again with no body at all (no grace) retires the second secret at once, on every /v1 route
+    before = datetime.now(UTC)
+    rotated = account.call("POST", f"/api/keys/{key_id}/rotate")["data"]
+    assert before - timedelta(milliseconds=1) <= _instant(rotated["previousKeyExpiresAt"]) <= datetime.now(UTC)
+    third = rotated["apiKey"]
     assert chat(proxy_url, new).status_code == 401
+    assert _get(proxy_url, "/v1/models", new).status_code == 401
     assert chat(proxy_url, third).status_code == 200
     assert len(account.all_pages("/api/requests", keyId=key_id)) == 5
+
+
+def _instant(text: str) -> datetime:
+    assert text.endswith("Z"), text
+    return datetime.fromisoformat(text[:-1] + "+00:00")
+
+
+def _get(proxy_url: str, path: str, key: str) -> httpx.Response:
+    return httpx.get(f"{proxy_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def test_rotation_refuses_bad_grace_and_other_accounts(local_stack) -> None:
@@ -373,3 +391,5 @@ def test_subscription_keys_lower_their_plan_limits_never_raise_them(local_stack,
     data = key_info(proxy_url, created["apiKey"]).json()["data"]
     assert data["type"] == "subscription" and data["window"]["budget"] == "0.14"
     assert data["remaining"] == "0.14" and data["window"]["spent"] == "0.00"
+    # (the window ends 5 hours after the subscription began: it is the first one)
+    assert _instant(data["window"]["resetsAt"]) == _instant(subscription.created_at) + timedelta(hours=5)

@@ -326,10 +326,46 @@ def test_disable_and_revoke_apply_to_the_very_next_request(proxy) -> None:
     assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_api_key")
 
 
-def test_empty_balance_is_402_insufficient_quota(proxy) -> None:
+@pytest.mark.parametrize("change", ["disable", "revoke"])
+def test_disable_and_revoke_apply_to_the_next_models_and_self_info_request(proxy, change) -> None:
+    # Given a key this proxy instance has cached, answered on every /v1 route that reads no counter
+    caller, account_id = _caller()
+    accounts.grant_credit(account_id, 1_000_000, "test")
+    key, plaintext = api_keys.create_credit_key(caller, "k", None, None, None)
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    paths = ["/v1/models", "/v1/models/test/echo", "/v1/key"]
+    assert chat(proxy, plaintext, model="test/echo").status_code == 200
+    assert [httpx.get(f"{proxy.url}{path}", headers=headers).status_code for path in paths] == [200] * 3
+    # When the key is disabled or revoked (no chat request in between to find it out)
+    if change == "disable":
+        api_keys.update_key(caller, key.key_id, name=None, disabled=True)
+    else:
+        api_keys.revoke_key(caller, key.key_id)
+    # Then each of those routes refuses it on the very next request
+    answers = [httpx.get(f"{proxy.url}{path}", headers=headers) for path in paths]
+    assert [(a.status_code, a.json()["error"]["code"]) for a in answers] == [(401, "invalid_api_key")] * 3
+
+
+RATE_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
+def test_empty_balance_is_402_insufficient_quota_with_the_keys_rate_headers(proxy) -> None:
     key, _, _ = credit_key(0)
     response = chat(proxy, key, model="test/echo")
     assert (response.status_code, response.json()["error"]["code"]) == (402, "insufficient_quota")
+    # A refusal on money takes nothing of the minute: the whole RPM is still there
+    assert {name: response.headers.get(name) for name in RATE_HEADERS[:2]} == {
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "1000",
+    }
+    assert all(name in response.headers for name in RATE_HEADERS)
 
 
 def test_max_budget_of_a_credit_key_is_enforced(proxy) -> None:
@@ -370,20 +406,23 @@ def test_models_and_chat_refuse_a_bad_key_alike(proxy, authorization) -> None:
     assert responses[0].json()["error"]["type"] == "authentication_error"
 
 
-def test_models_reads_the_key_through_the_chat_key_cache(proxy) -> None:
-    """A key /v1/models has seen is warm for chat, and the other way round: one snapshot cache."""
-    listed_first, _, _ = credit_key(1)
-    chatted_first, _, _ = credit_key(1)
-    headers = {"Authorization": f"Bearer {listed_first}"}
-    assert httpx.get(f"{proxy.url}/v1/models", headers=headers).status_code == 200  # cold: read once
-    assert chat(proxy, chatted_first, model="test/echo").status_code == 200
-    with dynamodb_operations() as operations:
-        # When the key first seen by /v1/models asks for a completion, and the other lists the models
-        assert chat(proxy, listed_first, model="test/echo").status_code == 200
+def test_models_reads_the_key_fresh_and_leaves_it_warm_for_chat(proxy) -> None:
+    """/v1/models has no admission transaction after it to find a key revoked since it was cached, so it
+    reads the key every time; what it reads is the snapshot chat uses: one cache."""
+    key, _, _ = credit_key(1)
+    headers = {"Authorization": f"Bearer {key}"}
+    # Given a key first seen by /v1/models
+    assert httpx.get(f"{proxy.url}/v1/models", headers=headers).status_code == 200
+    # When it asks for a completion, then lists the models and reads one
+    with dynamodb_operations() as chatting:
+        assert chat(proxy, key, model="test/echo").status_code == 200
+    with dynamodb_operations() as listing:
         for path in ("/v1/models", "/v1/models/test/echo"):
-            assert httpx.get(f"{proxy.url}{path}", headers={"Authorization": f"Bearer {chatted_first}"}).is_success
-    # Then no key is read again: only the completion's admission and settle reach DynamoDB
-    assert operations == ["TransactWriteItems", "TransactWriteItems"]
+            assert httpx.get(f"{proxy.url}{path}", headers=headers).status_code == 200
+    # Then the completion reads no key (only its admission and settle reach DynamoDB), and each model
+    # route reads the (credit) key once, and writes nothing
+    assert chatting == ["TransactWriteItems", "TransactWriteItems"]
+    assert listing == ["GetItem", "GetItem"]
 
 
 # ------------------------------------------------------------------ exact limits under concurrency
@@ -450,6 +489,8 @@ def test_50_simultaneous_requests_never_overspend_a_subscription_budget(proxy, l
         costs.append(_micros(response.headers["x-request-cost"]))
     assert response.json()["error"]["code"] == "budget_exceeded"
     assert int(response.headers["retry-after"]) > 60  # spent, not merely reserved: wait for the window
+    # (every refusal on the budget carries the key's rate headers, as admitted answers do)
+    assert all(name in answer.headers for answer in [*refused, response] for name in RATE_HEADERS)
     assert 140_000 <= sum(costs) <= 140_000 + max(costs)
 
 

@@ -294,6 +294,11 @@ def test_every_v1_answer_carries_a_request_id(compat) -> None:
         ),
         "embeddings": compat.post("/v1/embeddings", key, {"model": "test/embed", "input": "a"}),
         "embeddings 404": compat.post("/v1/embeddings", key, {"model": "no/such", "input": "a"}),
+        "options": httpx.options(f"{compat.url}/v1/chat/completions"),
+        "preflight": httpx.options(
+            f"{compat.url}/v1/chat/completions",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        ),
     }
     statuses = {label: r.status_code for label, r in answers.items()}
     assert statuses == {
@@ -309,6 +314,8 @@ def test_every_v1_answer_carries_a_request_id(compat) -> None:
         "stream": 200,
         "embeddings": 200,
         "embeddings 404": 404,
+        "options": 204,
+        "preflight": 403,  # no browser origin allowed here
     }
     ids = {label: r.headers.get("x-request-id") for label, r in answers.items()}
     assert all(ids.values()), ids

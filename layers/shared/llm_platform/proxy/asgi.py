@@ -124,7 +124,7 @@ class ProxyApp:
         request_id = str(uuid.uuid4())
         method, path = scope["method"], scope["path"].rstrip("/") or "/"
         if method == "OPTIONS":  # a browser's CORS preflight: no key, no DynamoDB, not a metered request
-            await cors.preflight(scope, send, path)
+            await cors.preflight(scope, send, path, request_id)
             return
         response = _Response(cors.with_cors(scope, send, path))
         # One JSON line per request with its metrics (proxy/telemetry.py); the readiness probe is not a request.
@@ -179,11 +179,14 @@ class ProxyApp:
 
     # ------------------------------------------------------------------ GET /v1/models
 
-    async def _authenticate(self, scope: Scope, now: datetime) -> KeySnapshot:
-        """The presented key's snapshot, refused when it is not live, expired or rotated away."""
+    async def _authenticate(self, scope: Scope, now: datetime, fresh: bool = False) -> KeySnapshot:
+        """The presented key's snapshot, refused when it is not live, expired or rotated away. ``fresh``:
+        read the key whatever is cached, for routes with no admission transaction after them to find a
+        key revoked or disabled since it was cached."""
         token = _bearer(scope)
-        # A warm key needs no thread hop; only a first sight of it reads DynamoDB (in the pool).
-        key = self.keys.cached(token) or await self._blocking(self.keys.lookup, token)
+        # A warm key needs no DynamoDB read; only a first sight of it (or a fresh one) does.
+        cached = None if fresh else self.keys.cached(token)
+        key = cached or await self._blocking(self.keys.lookup, token, fresh)
         if key is not None and (key.expired(now) or key.secret_retired(now)):
             # Expired as cached: read it again before refusing, its expiry may have been moved since.
             key = await self._blocking(self.keys.reload, key.secret_hash)
@@ -195,13 +198,13 @@ class ProxyApp:
         return key
 
     async def _models(self, scope: Scope, send: Send, request_id: str) -> None:
-        await self._authenticate(scope, _now())
+        await self._authenticate(scope, _now(), fresh=True)
         data = [model.public() for model in catalog.models().values()]
         await _send_json(send, 200, {"object": "list", "data": data}, {"x-request-id": request_id})
 
     async def _model(self, scope: Scope, send: Send, request_id: str, model_id: str) -> None:
         """``GET /v1/models/{id}``; ids contain ``/`` (the openai SDK sends it as ``%2F``, decoded by then)."""
-        await self._authenticate(scope, _now())
+        await self._authenticate(scope, _now(), fresh=True)
         model = catalog.models().get(model_id)
         if model is None:
             raise ProxyError(404, "model_not_found", f"The model '{model_id}' does not exist.", param="model")
@@ -212,7 +215,7 @@ class ProxyApp:
     async def _key_info(self, scope: Scope, send: Send, request_id: str) -> None:
         """The key's own limits, spend and what it may spend now, read fresh (not from the cache)."""
         now = _now()
-        key = await self._authenticate(scope, now)
+        key = await self._authenticate(scope, now, fresh=True)
         info = await self._blocking(key_info.read, key, now)
         if info is None:  # revoked or disabled since it was cached
             self.keys.forget(key.secret_hash)

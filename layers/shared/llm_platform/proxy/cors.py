@@ -142,22 +142,24 @@ def with_cors(scope: Scope, send: Send, path: str) -> Send:
     return send_with_cors
 
 
-async def preflight(scope: Scope, send: Send, path: str) -> None:
-    """Answer an ``OPTIONS`` request on ``path`` (see the module's docstring); reads nothing but the request."""
+async def preflight(scope: Scope, send: Send, path: str, request_id: str) -> None:
+    """Answer an ``OPTIONS`` request on ``path`` (see the module's docstring); reads nothing but the request.
+    Like every /v1 answer it carries ``x-request-id``."""
+    request = [(b"x-request-id", request_id.encode())]
     methods = route_methods(path)
     if methods is None:
-        await _send(send, 404, _error("not_found", f"Unknown route OPTIONS {path}."), [])
+        await _send(send, 404, _error("not_found", f"Unknown route OPTIONS {path}."), request)
         return
     if _header(scope, b"origin") is None:  # a plain OPTIONS, not a browser's preflight
-        await _send(send, 204, None, [(b"allow", f"{methods}, OPTIONS".encode())])
+        await _send(send, 204, None, [(b"allow", f"{methods}, OPTIONS".encode()), *request])
         return
     allowed = get_settings().cors_allowed_origins
     origin = allowed_origin(scope, allowed)
     if origin is None:
         message = "This origin may not call the API from a browser (the operator's CorsAllowedOrigins)."
-        await _send(send, 403, _error("origin_not_allowed", message), response_headers(None, allowed))
+        await _send(send, 403, _error("origin_not_allowed", message), [*response_headers(None, allowed), *request])
         return
-    await _send(send, 204, None, preflight_headers(scope, origin, methods))
+    await _send(send, 204, None, [*preflight_headers(scope, origin, methods), *request])
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -56,12 +56,13 @@ class KeyCache:
             return None
         return self._snapshots.get(hash_secret(token))
 
-    def lookup(self, token: str) -> KeySnapshot | None:
-        """The snapshot for a presented key, or None when it is not a live key (checked on a miss only)."""
+    def lookup(self, token: str, fresh: bool = False) -> KeySnapshot | None:
+        """The snapshot for a presented key, or None when it is not a live key: checked on a miss only,
+        or read again whatever is cached when ``fresh``."""
         if not token.startswith(API_KEY_PREFIX) or len(token) > 128:
             return None
         secret_hash = hash_secret(token)
-        snapshot = self._snapshots.get(secret_hash)
+        snapshot = None if fresh else self._snapshots.get(secret_hash)
         if snapshot is not None:
             return snapshot
         return self.reload(secret_hash)

@@ -103,6 +103,14 @@ class RateView:
         requests, tokens = self._add(key.key_id, minute.index, 1, tokens)
         return headers(key, minute, now, requests, tokens)
 
+    def current(self, key: KeySnapshot, minute: Window, now: datetime) -> dict[str, str]:
+        """The headers as they stand, for a request refused on money: it took nothing of the minute."""
+        with self._lock:
+            seen_minute, requests, tokens = self._minutes.get(key.key_id, (minute.index, 0, 0))
+        if seen_minute != minute.index:
+            requests, tokens = 0, 0
+        return headers(key, minute, now, requests, tokens)
+
     def refused(self, key: KeySnapshot, minute: Window, now: datetime, item: dict | None) -> dict[str, str]:
         item = item or {}
         requests, tokens = self._add(key.key_id, minute.index, item.get("requests", 0), item.get("tokens", 0), True)
@@ -505,7 +513,11 @@ class Meter:
         if refusal.check == "key":
             if item.get("status") == "active":  # active, so the credit key's own cap is what failed
                 return ProxyError(
-                    402, "insufficient_quota", "This key's maxBudget is spent.", type_="insufficient_quota"
+                    402,
+                    "insufficient_quota",
+                    "This key's maxBudget is spent.",
+                    type_="insufficient_quota",
+                    headers=self.rates.current(key, minute, now),
                 )
             self.keys.forget(key.secret_hash)
             return unauthorized("This API key is revoked or disabled.")
@@ -516,6 +528,7 @@ class Meter:
                 f"This key's maxBudget for the {key.budget_reset} period is spent"
                 + (f"; it resets at {to_iso(period.end)}." if period else "."),
                 type_="insufficient_quota",
+                headers=self.rates.current(key, minute, now),
             )
         if refusal.check == "subscription":
             self.keys.forget(key.secret_hash)
@@ -539,7 +552,7 @@ class Meter:
                     "budget_exceeded",
                     "Requests in flight have reserved the rest of this 5-hour budget; retry in a moment.",
                     type_="budget_exceeded",
-                    headers={"retry-after": "1"},
+                    headers={**self.rates.current(key, minute, now), "retry-after": "1"},
                 )
             resets = window.end if window else minute.end
             return ProxyError(
@@ -547,13 +560,14 @@ class Meter:
                 "budget_exceeded",
                 f"The subscription's 5-hour budget is spent; it resets at {to_iso(resets)}.",
                 type_="budget_exceeded",
-                headers={"retry-after": _seconds_until(resets, now)},
+                headers={**self.rates.current(key, minute, now), "retry-after": _seconds_until(resets, now)},
             )
         return ProxyError(
             402,
             "insufficient_quota",
             "Your credit balance does not cover this request's maximum cost (lower max_tokens or top up).",
             type_="insufficient_quota",
+            headers=self.rates.current(key, minute, now),
         )
 
     def settle(
