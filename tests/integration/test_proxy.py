@@ -556,11 +556,13 @@ def test_a_request_served_alone_makes_its_transactions_on_the_event_loop_and_a_c
         responses = asyncio.run(_burst(proxy, key, 12, model="test/echo"))
     finally:
         dynamo_wire.call_observers.remove(record_thread)
-    assert len(alone) == 4 and not any(name.startswith("proxy-db") for name in alone)
-    # Then the ones that found others in flight went to the pool, and every request was served and billed
+    assert alone == ["local-stack-http"] * 4  # the thread running the server's event loop
+    # Then the ones that found others in flight went to the pool, and every request was served and billed:
+    # only a first admission before the others are accepted and the last settles, when the rest are done,
+    # may find themselves alone (0-1 of 24 seen here), so at least 18 means admissions and settles both
     assert [r.status_code for r in responses] == [200] * 12
     assert len(threads) == 24
-    assert sum(name.startswith("proxy-db") for name in threads) >= 12
+    assert sum(name.startswith("proxy-db") for name in threads) >= 18
 
 
 # ------------------------------------------------------------------ what the review found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -405,3 +406,57 @@ def test_the_prompt_count_covers_every_part_but_media_payloads() -> None:
     for part in ("rules", "look", "lookup", '{"q": 1}', "result text", "finds things"):
         assert part in text
     assert "data:AAAA" not in text and "assistant" not in text
+
+
+def test_the_in_flight_count_returns_to_zero_whatever_ends_a_request(tables) -> None:
+    """The count decides whether a DynamoDB call may block the event loop: one left behind would send every
+    later request to the pool, one missing would block the loop under a crowd."""
+    import asyncio
+
+    from llm_platform.proxy.asgi import create_app
+
+    app = create_app()
+    counts: list[int] = []
+
+    def scope(method: str, path: str) -> dict:
+        return {"type": "http", "method": method, "path": path, "headers": []}
+
+    async def sink(message: dict) -> None:
+        counts.append(app._in_flight)
+
+    async def body_then_gone() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def empty_body() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def scenario() -> list[int]:
+        after = []
+        # Given a 404, a 401 (no key), a preflight, and a client gone before its body arrived
+        for method, path, receive in (
+            ("GET", "/v1/nothing", empty_body),
+            ("POST", "/v1/chat/completions", empty_body),
+            ("OPTIONS", "/v1/chat/completions", empty_body),
+            ("POST", "/v1/chat/completions", body_then_gone),
+        ):
+            await app(scope(method, path), receive, sink)
+            after.append(app._in_flight)
+        # And a request cancelled while it waits for its body
+        waiting = asyncio.Event()
+
+        async def never() -> dict:
+            waiting.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        task = asyncio.create_task(app(scope("POST", "/v1/chat/completions"), never, sink))
+        await waiting.wait()
+        in_flight_while_waiting = app._in_flight
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return [*after, in_flight_while_waiting, app._in_flight]
+
+    # Then each counted itself while it was served, and nothing is left counted after any of them
+    assert asyncio.run(scenario()) == [0, 0, 0, 0, 1, 0]
+    assert counts and set(counts) == {1}

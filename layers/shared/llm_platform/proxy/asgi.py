@@ -95,11 +95,13 @@ class ProxyApp:
 
     async def _blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking DynamoDB call. A request served alone (always so on Lambda: one request per
-        execution environment at a time) makes it right here on the event loop, which has nothing else
-        to do meanwhile: the hop to a thread and back costs about 0.5 ms of CPU per request, a sixth of
-        the total. With others in flight it goes to a pool sized for concurrent requests (the default
-        executor has cpu+4 threads, which would queue admissions behind each other), so no request
-        waits on another's round trip."""
+        execution environment at a time) makes it right here on the event loop: the hop to a thread and
+        back costs about 0.5 ms of CPU per request, a sixth of the total. Meanwhile the loop accepts
+        nothing: one round trip normally, but up to the wire client's retries (three attempts, 2 s
+        connect and 5 s read timeouts each) while DynamoDB is unreachable, when a newcomer would fail on
+        it anyway. With others in flight the call goes to a pool sized for concurrent requests (the
+        default executor has cpu+4 threads, which would queue admissions behind each other), so no
+        request waits on another's round trip."""
         if self._in_flight <= 1:
             return _on_hot_path(function, *args, **kwargs)
         if self._pool is None:
