@@ -424,23 +424,6 @@ async def serve_web_app(
     return Response("Internal Server Error", status_code=500, media_type="text/plain")
 
 
-OPENAPI_ROUTE = "/api/openapi.json"
-
-
-def openapi_document(path: Path) -> Callable[[Request], Any]:
-    """GET /api/openapi.json: the committed document as it is on disk (no auth; it describes the API)."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            content = await run_in_threadpool(path.read_bytes)
-        except FileNotFoundError:
-            message = f"{path.name} is missing: run bin/generate-openapi"
-            return Response(json.dumps(_error_body("route_not_found", message)), 404, media_type="application/json")
-        return Response(content, media_type="application/json")
-
-    return endpoint
-
-
 def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -564,9 +547,6 @@ def build_gateway(
                 await response(scope, receive, send)
 
     routes: list[BaseRoute] = [Mount(prefix, app=app) for prefix, app in (asgi_mounts or {}).items()]
-    # Local only, not a route of the template: the API's OpenAPI document, the committed openapi.json
-    # (bin/generate-openapi). On AWS the document is that committed file; the API does not serve it.
-    routes.append(Route(OPENAPI_ROUTE, openapi_document(template_path.parent / "openapi.json"), methods=["GET"]))
     # One catch-all, so matching and 404s follow API Gateway rather than Starlette (which would 405).
     routes.append(Route("/{path:path}", Endpoint(), methods=HTTP_METHODS))
     app = Starlette(routes=routes)

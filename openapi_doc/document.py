@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the whole API, generated from the code (dev tooling: nothing here is deployed).
 
 ``bin/generate-openapi`` writes it to ``openapi.json``; tests/unit/test_openapi.py fails when the committed
-file is stale. The local stack serves that file at ``GET /api/openapi.json``.
+file is stale. The dashboard's function serves that file at ``GET /assets/openapi.json``, locally and on AWS.
 
 How it is put together (``build_document``):
 - every management function's handler module is imported (each under its own module name) and its
@@ -49,7 +49,7 @@ Sell LLM inference from your own AWS account.
 - `POST /api/billing/webhook` is Stripe's: its signature is the authentication.
 
 On AWS the API URL is the stack output `ApiUrl`; locally (`make dev`) it is `http://127.0.0.1:3000`,
-where this document is served at `/api/openapi.json`.
+and both serve this document at `/assets/openapi.json`.
 """
 
 SERVERS = [
