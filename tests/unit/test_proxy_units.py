@@ -460,3 +460,27 @@ def test_the_in_flight_count_returns_to_zero_whatever_ends_a_request(tables) -> 
     # Then each counted itself while it was served, and nothing is left counted after any of them
     assert asyncio.run(scenario()) == [0, 0, 0, 0, 1, 0]
     assert counts and set(counts) == {1}
+
+
+def test_a_reservation_deadline_follows_the_heartbeats_but_never_passes_the_longest_request(
+    tables, monkeypatch
+) -> None:
+    from datetime import timedelta
+
+    from llm_platform.config import ConfigError, get_settings
+    from llm_platform.proxy.metering import reservation_deadline
+
+    admitted = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    # Given the defaults: 180 s after admission or the latest heartbeat, 900 s at most
+    assert reservation_deadline(admitted, admitted) == admitted + timedelta(seconds=180)
+    assert reservation_deadline(admitted, admitted + timedelta(seconds=600)) == admitted + timedelta(seconds=780)
+    assert reservation_deadline(admitted, admitted + timedelta(seconds=800)) == admitted + timedelta(seconds=900)
+    # And a heartbeat that could not keep a deadline is a configuration error, said at the first use
+    monkeypatch.setenv("RESERVATION_HEARTBEAT_SECONDS", "180")
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="RESERVATION_HEARTBEAT_SECONDS"):
+        get_settings()
+    monkeypatch.setenv("RESERVATION_HEARTBEAT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    assert get_settings().reservation_heartbeat_seconds == 0.5
+    get_settings.cache_clear()

@@ -27,8 +27,12 @@ class Settings:
     reservations_table: str
     # How long the proxy's request log keeps each record (DynamoDB TTL).
     request_log_retention_days: int = 30
-    # A request's reservation is settled by the reconciler once the request cannot be running any more:
-    # this long after admission (Lambda stops the proxy at 900 s), plus the reconciler's grace.
+    # A request's reservation is the reconciler's once its deadline has passed by the grace: the deadline is
+    # this long after admission, pushed out every heartbeat while the request runs, so a request that died
+    # (a Lambda stopped mid-request) holds its reservation a few minutes at most; never past the most a
+    # request can run (Lambda stops the proxy at 900 s), so no request can hold one for longer than that.
+    reservation_deadline_seconds: float = 180
+    reservation_heartbeat_seconds: float = 60
     reservation_timeout_seconds: int = 900
     reconcile_grace_seconds: int = 60
     # Leases of hot credit keys (issue 16, proxy/leases.py): off, or the admissions per second of one key on
@@ -96,6 +100,8 @@ class ConfigError(RuntimeError):
 def _parse(kind: object, raw: str) -> object:
     if kind == "int":
         return int(raw)
+    if kind == "float":
+        return float(raw)
     if kind == "tuple[str, ...]":
         return _origins(raw)
     if kind == "bool":
@@ -127,6 +133,9 @@ def get_settings() -> Settings:
         if raw:
             values[field.name] = _parse(field.type, raw)
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except TypeError as error:
         raise ConfigError(f"missing configuration: {error}") from error
+    if not 0 < settings.reservation_heartbeat_seconds < settings.reservation_deadline_seconds:
+        raise ConfigError("RESERVATION_HEARTBEAT_SECONDS must be above 0 and below RESERVATION_DEADLINE_SECONDS")
+    return settings

@@ -293,6 +293,7 @@ class SettlePlan:
     credit: bool = False
     budget_period: CounterId | None = None  # credit keys with budgetReset: the period reserved in
     by: str = "request"  # or "reconciler": who settles (their transactions differ, so do their tokens)
+    due_before: str | None = None  # the reconciler's: settled only if the record's deadline is before it
     log_shards: int = 0  # the key's log shards (L): the log record and day counter go on one of them
 
 
@@ -379,7 +380,7 @@ def settle(plan: SettlePlan) -> int:
                 )
             )
     # The reservation record goes with the settle: a request and the reconciler cannot both settle it.
-    items.append(reservation_delete(plan.request_id))
+    items.append(reservation_delete(plan.request_id, plan.due_before))
     return transact(items, ClientRequestToken=settle_token(plan))
 
 
@@ -388,15 +389,35 @@ def settle_token(plan: SettlePlan) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{plan.by}:{plan.request_id}"))
 
 
-def reservation_delete(request_id: str) -> dict[str, Any]:
-    """The settle deletes the reservation record: a request and the reconciler cannot both settle it."""
-    return {
-        "Delete": {
-            "TableName": get_settings().reservations_table,
-            "Key": {"requestId": {"S": request_id}},
-            "ConditionExpression": "attribute_exists(requestId)",
-        }
+def reservation_delete(request_id: str, due_before: str | None = None) -> dict[str, Any]:
+    """The settle deletes the reservation record: a request and the reconciler cannot both settle it. The
+    reconciler's (``due_before``: its cutoff) also needs the deadline still passed on the record itself:
+    the index it found the record by may not show a heartbeat of the running request yet."""
+    delete: dict[str, Any] = {
+        "TableName": get_settings().reservations_table,
+        "Key": {"requestId": {"S": request_id}},
+        "ConditionExpression": "attribute_exists(requestId)",
     }
+    if due_before is not None:
+        delete["ConditionExpression"] += " AND deadline < :due"
+        delete["ExpressionAttributeValues"] = {":due": {"S": due_before}}
+    return {"Delete": delete}
+
+
+def extend_reservation(request_id: str, deadline: str) -> bool:
+    """A running request's heartbeat: its reservation's deadline moved out to ``deadline``. False when there
+    is nothing to extend: settled or reconciled already, or the deadline is already that far."""
+    try:
+        client().update_item(
+            TableName=get_settings().reservations_table,
+            Key={"requestId": {"S": request_id}},
+            UpdateExpression="SET deadline = :deadline",
+            ConditionExpression="attribute_exists(requestId) AND deadline < :deadline",
+            ExpressionAttributeValues={":deadline": {"S": deadline}},
+        )
+    except client().exceptions.ConditionalCheckFailedException:
+        return False
+    return True
 
 
 def log_items(plan: SettlePlan, daily: CounterId | None = None) -> list[dict[str, Any]]:

@@ -282,7 +282,7 @@ def settle(plan: direct.SettlePlan, shard: str) -> int:
     items = [
         update,
         *direct.log_items(plan, daily_shard(plan.daily, plan.request_id)),
-        direct.reservation_delete(plan.request_id),
+        direct.reservation_delete(plan.request_id, plan.due_before),
     ]
     return transact(items, ClientRequestToken=direct.settle_token(plan))
 

@@ -60,10 +60,10 @@ def reconcile(now: datetime | None = None) -> ReconcileReport:
                     leases[record["leaseId"]] = record
                     continue
                 try:
-                    report.charged_micros += _settle_abandoned(record, now, log_shards)
+                    report.charged_micros += _settle_abandoned(record, now, log_shards, cutoff)
                     report.settled += 1
                     progressed = True
-                except WriteRefused:  # settled by its request (or another run) meanwhile
+                except WriteRefused:  # settled by its request (or another run), or its deadline pushed out, meanwhile
                     report.already_settled += 1
                 except Exception:
                     logger.exception("reconcile failed", extra={"requestId": record.get("requestId")})
@@ -141,7 +141,7 @@ def _key_log_shards(record: dict[str, Any], known: dict[str, int]) -> int:
     return known[key_hash]
 
 
-def _settle_abandoned(record: dict[str, Any], now: datetime, log_shards: dict[str, int]) -> int:
+def _settle_abandoned(record: dict[str, Any], now: datetime, log_shards: dict[str, int], cutoff: str) -> int:
     reserve = int(record["reserveMicros"])
     cost = min(int(record.get("promptCostMicros", 0)), reserve)
     prompt_tokens = int(record.get("promptTokens", 0))
@@ -187,6 +187,7 @@ def _settle_abandoned(record: dict[str, Any], now: datetime, log_shards: dict[st
             credit=bool(record.get("credit")),
             budget_period=tuple(record["budgetPeriod"]) if record.get("budgetPeriod") else None,
             by="reconciler",
+            due_before=cutoff,
             log_shards=_key_log_shards(record, log_shards),
         )
     )

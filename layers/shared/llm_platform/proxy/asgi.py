@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -428,6 +429,34 @@ class _Bill:
         self.provider: str | None = None  # the provider that answered, once one did
         self.closed = False
         telemetry.reservation_opened()
+        # While the request runs, its reservation's deadline is pushed out every heartbeat: only a request
+        # that died leaves it to the reconciler, within minutes (most requests end before the first beat).
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._beating: asyncio.Task | None = None
+        self._schedule_beat()
+
+    def _schedule_beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._beat_timer = loop.call_later(get_settings().reservation_heartbeat_seconds, self._beat)
+
+    def _beat(self) -> None:
+        if not self.closed:
+            self._beating = asyncio.ensure_future(self._extend())
+
+    async def _extend(self) -> None:
+        try:
+            extended = await self.app._blocking(self.app.meter.extend_reservation, self.admission, _now())
+        except Exception:  # DynamoDB failing: the next beat tries again, the deadline leaves room for a few
+            _log.warning("reservation heartbeat failed", extra={"requestId": self.admission.request_id}, exc_info=True)
+            extended = True
+        if extended and not self.closed:
+            self._schedule_beat()
+
+    def _stop_beating(self) -> None:
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+        if self._beating is not None and not self._beating.done():
+            self._beating.cancel()
 
     def cost_of(self, usage: Any, body: dict) -> int | None:
         """What the provider's usage costs at this request's prices (None: no usage in it)."""
@@ -456,6 +485,7 @@ class _Bill:
         if self.closed:
             return
         self.closed = True
+        self._stop_beating()
         telemetry.reservation_closed()
         if (record := telemetry.current()) is not None:
             record.model, record.provider, record.stream = self.model.id, self.provider, self.stream
@@ -497,7 +527,9 @@ class _SettleFailed(ProxyError):
     """The settle could not be written: the client is told what happens to its reservation instead."""
 
     def __init__(self, admission: Admission) -> None:
-        minutes = -(-(get_settings().reservation_timeout_seconds + get_settings().reconcile_grace_seconds) // 60)
+        settings = get_settings()
+        # The last heartbeat left the deadline at most this far out; the reconciler runs every minute.
+        minutes = math.ceil((settings.reservation_deadline_seconds + settings.reconcile_grace_seconds) / 60)
         super().__init__(
             503,
             "billing_unavailable",

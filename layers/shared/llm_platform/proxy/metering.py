@@ -65,6 +65,17 @@ class Pending:
     prompt_cost_micros: int
 
 
+def reservation_deadline(admitted_at: datetime, now: datetime) -> datetime:
+    """When a request's reservation becomes the reconciler's if no heartbeat pushes it out: a while after
+    ``now``, but never past the most a request can run, so a request that is never settled (a bug) cannot
+    hold its reservation for longer than one that died."""
+    settings = get_settings()
+    return min(
+        now + timedelta(seconds=settings.reservation_deadline_seconds),
+        admitted_at + timedelta(seconds=settings.reservation_timeout_seconds),
+    )
+
+
 class _Outdated(Exception):
     """Admission found the key at another version than the cached snapshot."""
 
@@ -241,7 +252,7 @@ class Meter:
         reservation = {
             "requestId": request_id,
             "openShard": store.reservation_shard(request_id),
-            "deadline": to_iso(now + timedelta(seconds=get_settings().reservation_timeout_seconds)),
+            "deadline": to_iso(reservation_deadline(now, now)),
             "reservedAt": to_iso(now),
             "keyHash": key.key_hash,
             "keyId": key.key_id,
@@ -308,6 +319,12 @@ class Meter:
         return Admission(
             request_id, key, minute, window, reserve_micros, reserve_tokens, rate_headers, now, period, lease, shard
         )
+
+    def extend_reservation(self, admission: Admission, now: datetime) -> bool:
+        """A running request's heartbeat: its reservation's deadline pushed out (one conditional write). False
+        when it cannot be any more: settled, reconciled, or at the most a request can run."""
+        deadline = reservation_deadline(admission.admitted_at, now)
+        return store.extend_reservation(admission.request_id, to_iso(deadline))
 
     def _conflicted(self, key: KeySnapshot, *, on_shard: bool) -> None:
         """A write of this key met ``TransactionConflict``: the key is hot across environments. A credit key
