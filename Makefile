@@ -14,9 +14,13 @@ help:
 	@echo "make unit | integration | e2e | bench | bench-peers | bench-capacity | lint | validate | build | sandbox | openapi | dashboard"
 	@echo "make deploy     sam build + sam deploy (guided the first time; see README \"Deploy\")"
 
-# Java (DynamoDB Local), Node (its npm package), curl (the documented examples) and Debian's chromium (the
-# browser test paying on the Stripe simulator's checkout page) from apt when missing.
+# Python 3 with venv (Debian splits ensurepip into python3-venv), Java (DynamoDB Local), Node (its npm package),
+# curl (the documented examples) and Debian's chromium (the browser tests) from apt when missing.
 system-deps:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "installing Python 3 with venv from apt"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3 python3-venv >/dev/null; }
 	@command -v java >/dev/null && command -v npm >/dev/null && command -v curl >/dev/null || { \
 		echo "installing Java 17, Node.js and curl from apt"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
