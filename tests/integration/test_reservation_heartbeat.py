@@ -22,7 +22,7 @@ from llm_platform.data.dynamo import WriteRefused, client, from_item
 from llm_platform.domain import accounts, api_keys, reservations
 from llm_platform.domain.accounts import Caller
 from llm_platform.proxy.keys import KeyCache
-from llm_platform.proxy.metering import Meter, Outcome, Pending, reservation_deadline
+from llm_platform.proxy.metering import Admission, Meter, Outcome, Pending, reservation_deadline
 from local_stack.upstream import UpstreamServer
 from tests.support.proxies import catalog_model, proxy_on_catalog
 
@@ -110,14 +110,20 @@ def test_a_streaming_request_keeps_its_reservation_past_many_deadlines(proxy_url
     assert accounts.get_account(account_id).credit_balance_micros == 1_000_000 - record["costMicros"]
 
 
-def test_a_request_that_died_is_reconciled_once_its_deadline_passes(local_stack, quick_deadlines) -> None:
-    # Given a request admitted, and its instance gone: nothing settles it, nothing beats for it
+def _admitted() -> tuple[Meter, Admission, str]:
+    """A request admitted straight through a meter (no HTTP, no bill: nothing settles it or beats for it),
+    reserving $0.002 with a $0.000005 prompt; with its account."""
     key, account_id = credit_key()
     meter = Meter(KeyCache())
-    admitted = utc_now()
     pending = Pending(model="test/story", stream=True, prompt_tokens=5, prompt_cost_micros=5)
-    request_id = str(uuid.uuid4())
-    meter.admit(meter.keys.lookup(key), 2_000, 600, request_id, admitted, pending)
+    admission = meter.admit(meter.keys.lookup(key), 2_000, 600, str(uuid.uuid4()), utc_now(), pending)
+    return meter, admission, account_id
+
+
+def test_a_request_that_died_is_reconciled_once_its_deadline_passes(local_stack, quick_deadlines) -> None:
+    # Given a request admitted, and its instance gone: nothing settles it, nothing beats for it
+    _, admission, account_id = _admitted()
+    request_id, admitted = admission.request_id, admission.admitted_at
     deadline = from_iso(open_reservation(request_id)["deadline"])
     assert to_iso(deadline) == to_iso(reservation_deadline(admitted, admitted))
     assert to_iso(deadline) == to_iso(admitted + timedelta(seconds=DEADLINE))
@@ -132,12 +138,8 @@ def test_a_request_that_died_is_reconciled_once_its_deadline_passes(local_stack,
 
 def test_the_reconciler_decides_on_the_record_not_on_a_stale_index(local_stack, quick_deadlines) -> None:
     # Given a reservation the reconciler read when its deadline had passed
-    key, _ = credit_key()
-    meter = Meter(KeyCache())
-    admitted = utc_now()
-    pending = Pending(model="test/story", stream=False, prompt_tokens=5, prompt_cost_micros=5)
-    request_id = str(uuid.uuid4())
-    admission = meter.admit(meter.keys.lookup(key), 2_000, 600, request_id, admitted, pending)
+    meter, admission, _ = _admitted()
+    request_id, admitted = admission.request_id, admission.admitted_at
     as_read = open_reservation(request_id)
     later = admitted + timedelta(seconds=DEADLINE + 0.1)
     # When its request's heartbeat lands first (the index the reconciler queried did not show it yet)
