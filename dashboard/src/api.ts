@@ -97,6 +97,15 @@ export interface Subscription {
   cancelAtPeriodEnd: boolean;
   keyCount: number;
   keys: { id: string; name: string }[];
+  /** The current 5-hour budget window, keys or not; null once expired. */
+  budgetWindow: SubscriptionBudgetWindow | null;
+}
+
+export interface SubscriptionBudgetWindow {
+  start: string;
+  resetsAt: string;
+  budget: string;
+  spent: string;
 }
 
 export interface BillingStatus {
@@ -156,7 +165,7 @@ export interface KeyUsage {
   name: string;
   type: "subscription" | "credit";
   status: string;
-  subscription: Omit<Subscription, "keyCount" | "keys"> | null;
+  subscription: Omit<Subscription, "keyCount" | "keys" | "budgetWindow"> | null;
   limits: { rpm: number; tpm: number; maxBudget: string | null; budgetPer5h: string | null };
   usage: {
     lifetime: { requests: number; inputTokens: number; outputTokens: number; totalTokens: number; spend: string };

@@ -16,8 +16,9 @@ app = build_app()
     "/api/billing/status",
     summary="Billing status",
     description=(
-        "The account's subscriptions, each with its live keys (at most 100 listed; `keyCount` counts them all), "
-        "and the prepaid credit balance."
+        "The account's subscriptions, each with its live keys (at most 100 listed; `keyCount` counts them all) "
+        "and its current 5-hour budget window (`budgetWindow`: what its keys spent in it and when it resets; "
+        "null once the subscription has expired), and the prepaid credit balance."
     ),
     tags=["Billing"],
     operation_id="getBillingStatus",

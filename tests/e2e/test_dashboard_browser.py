@@ -1,8 +1,10 @@
 """The customer dashboard in a real browser (headless Debian chromium through playwright-core) on the real
-local stack, `python -m local_stack` as `make dev` runs it: sign up by email code, top up and subscribe by
-card through Checkout, API keys (secret once, Copy, disable, limits, rotate, delete) used with curl on /v1,
-usage in the chart, management keys, cancel, sign out. tests/e2e/browser/dashboard.mjs holds the steps;
-screenshots of every page land in .local/screenshots/."""
+local stack, `python -m local_stack` as `make dev` runs it: sign up by email code (and a new code), top up by
+card and USDC (wallets bound from a browser wallet and by a pasted signature), subscribe with credits (the
+Overview says when the keyless subscription's budget resets) and by card through Checkout, API keys (credit
+and subscription; secret once, Copy, disable, limits, rotate, delete) used with curl on /v1, the quick-start
+snippets run as copied, usage in the chart, management keys, cancel, failed requests shown in words, sign
+out. tests/e2e/browser/dashboard.mjs holds the steps; screenshots of every page land in .local/screenshots/."""
 
 from __future__ import annotations
 
@@ -51,9 +53,13 @@ def test_a_new_customer_uses_the_whole_dashboard_in_a_browser(stack) -> None:
     )
     assert result.returncode == 0, result.stderr + f"\n(screenshots in {SCREENSHOTS})"
     findings = json.loads(result.stdout.splitlines()[-1])
-    assert findings["signedUp"].endswith("@example.com") and findings["requests"] == 4
+    assert findings["signedUp"].endswith("@example.com") and findings["requests"] == 5
+    assert findings["snippetsRun"] == ["curl", "Python"]
     for page in (
         "01-sign-in",
+        "03-billing-wallet-pasted-signature",
+        "03-billing-subscribed-credits",
+        "03-overview-subscription-without-keys",
         "03-billing-subscribed",
         "04-key-created",
         "05-api-keys",
@@ -61,5 +67,8 @@ def test_a_new_customer_uses_the_whole_dashboard_in_a_browser(stack) -> None:
         "08-management-keys",
         "09-overview",
         "10-billing",
+        "10-keys-subscriptions-failed",
+        "10-usage-keys-failed",
+        "12-sign-in-new-code",
     ):
         assert (SCREENSHOTS / f"{page}.png").stat().st_size > 10_000, page

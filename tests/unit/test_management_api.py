@@ -6,12 +6,13 @@ import hashlib
 import io
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
 
-from llm_platform.core.clock import to_iso
+from llm_platform.core.clock import from_iso, to_iso
 from llm_platform.core.entities import PaymentMethod, SubscriptionStatus
 from llm_platform.data import subscriptions as subscriptions_table
 from llm_platform.domain import billing
@@ -54,8 +55,50 @@ def test_status_lists_subscriptions_with_their_live_keys(invoke, account) -> Non
         "cancelAtPeriodEnd": False,
         "keyCount": 1,
         "keys": [{"id": keys[0]["id"], "name": "prod-api"}],
+        "budgetWindow": {
+            "start": subscription.created_at,  # its first 5-hour window, anchored at its start
+            "resetsAt": to_iso(from_iso(subscription.created_at) + timedelta(hours=5)),
+            "budget": "0.42",
+            "spent": "0.00",
+        },
     }
     assert shown["currentPeriodEnd"].endswith("Z")
+
+
+def test_status_gives_a_subscription_without_keys_its_current_budget_window(invoke, account, tables) -> None:
+    # Given a pro subscription started 6 hours ago (now in its second 5-hour window) with no key at all,
+    # the proxy's counter of that window at $0.15 and the first window's left over at $0.40
+    started = datetime.now(UTC) - timedelta(hours=6)
+    subscription = billing.new_subscription(account.account_id, catalog().plan("pro"), PaymentMethod.GRANT, started)
+    subscriptions_table.add(subscription)
+    for window, spent in (("window#1", "150000"), ("window#0", "400000")):
+        boto3.client("dynamodb").put_item(
+            TableName=tables["UsageCountersTable"],
+            Item={
+                "pk": {"S": f"sub#{subscription.subscription_id}"},
+                "sk": {"S": window},
+                "spendMicros": {"N": spent},
+            },
+        )
+    # And an expired subscription
+    expired = billing.new_subscription(account.account_id, catalog().plan("standard"), PaymentMethod.GRANT, started)
+    subscriptions_table.add(replace(expired, subscription_id="sub_expired", status=SubscriptionStatus.EXPIRED))
+
+    # When the status is read
+    status, body = invoke("billing_status", "GET", "/api/billing/status", key=account.management_key)
+
+    # Then the keyless subscription says what its keys spent in the current window and when it resets
+    assert status == 200
+    windows = {s["id"]: s["budgetWindow"] for s in body["data"]["subscriptions"]}
+    second_start = from_iso(subscription.created_at) + timedelta(hours=5)
+    assert windows[subscription.subscription_id] == {
+        "start": to_iso(second_start),
+        "resetsAt": to_iso(second_start + timedelta(hours=5)),
+        "budget": "0.42",
+        "spent": "0.15",
+    }
+    # And the expired one has no window (nothing to spend)
+    assert windows["sub_expired"] is None
 
 
 # ------------------------------------------------------------------ credit keys

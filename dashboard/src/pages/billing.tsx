@@ -49,7 +49,7 @@ export function BillingPage() {
                 <p class="stat" data-testid="billing-balance" title={`${usd(data.creditBalance)} exactly`}>
                   {usd(data.creditBalance, { cents: true })}
                 </p>
-                <p class="muted">Spent by credit keys per request, or on a plan with “Pay from credits”.</p>
+                <p class="muted">Spent by credit keys per request, or on a plan with “Subscribe with credits”.</p>
               </>
             )}
           </Loaded>
@@ -111,7 +111,7 @@ function PlanCard({ plan, balance, onSubscribed }: { plan: Plan; balance?: strin
       </ul>
       {short ? (
         <p class="hint" id={`${headingId}-short`}>
-          Your balance ({usd(balance, { cents: true })}) does not cover {usd(plan.price)}: pay by card, or top up first.
+          Your balance ({usd(balance, { cents: true })}) does not cover {usd(plan.price)}: subscribe by card, or top up first.
         </p>
       ) : null}
       <div class="plan-actions">
@@ -119,7 +119,7 @@ function PlanCard({ plan, balance, onSubscribed }: { plan: Plan; balance?: strin
           Subscribe by card
         </Button>
         <Button busy={credits.busy} onClick={fromCredits} aria-describedby={short ? `${headingId}-short` : undefined}>
-          Pay from credits
+          Subscribe with credits
         </Button>
       </div>
       <ErrorNotice error={card.error} title="Could not open Checkout." />

@@ -1,7 +1,7 @@
 import { useId, useState } from "preact/hooks";
 
 import { api, type ApiKey, type BillingStatus, type BudgetReset, type CreatedKey, type Plan, type RotatedKey } from "../api";
-import { Badge, Button, Card, DataTable, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, SecretOnce, StatusBadge, useAction, useResource } from "../components";
+import { Badge, Button, Card, DataTable, DeleteKeyDialog, Dialog, DoneActions, EmptyState, ErrorNotice, Field, FormActions, Loaded, Notice, PageHeader, type Resource, SecretOnce, StatusBadge, useAction, useResource } from "../components";
 import { day, number, planName, usd, when } from "../format";
 
 type Dialogs =
@@ -27,7 +27,7 @@ export function KeysPage() {
 
   const planOf = (key: ApiKey) => {
     const subscription = status.data?.subscriptions.find((candidate) => candidate.id === key.subscriptionId);
-    if (!subscription) return "Subscription";
+    if (!subscription) return status.loading ? "…" : "Plan unknown";
     return plans.data?.find((plan) => plan.slug === subscription.planSlug)?.name ?? planName(subscription.planSlug);
   };
 
@@ -50,6 +50,8 @@ export function KeysPage() {
       />
       {message ? <Notice kind="success">{message}</Notice> : null}
       <ErrorNotice error={toggle.error} title="Could not change the key." />
+      <ErrorNotice error={status.error} title="Could not load your subscriptions: subscription keys show without their plan, and new ones cannot be made." />
+      <ErrorNotice error={plans.error} title="Could not load the plans: subscription keys show their plan's id." />
       <Card>
         <Loaded resource={keys} label="your API keys">
           {(list) =>
@@ -71,7 +73,16 @@ export function KeysPage() {
                         <td>
                           <code class="prefix">{key.prefix}…</code>
                         </td>
-                        <td>{key.type === "credit" ? <Badge tone="blue">Credit</Badge> : <Badge tone="gray">{planOf(key)}</Badge>}</td>
+                        <td>
+                          {key.type === "credit" ? (
+                            <Badge tone="blue">Credit</Badge>
+                          ) : (
+                            <>
+                              <Badge tone="gray">Subscription</Badge>
+                              <span class="cell-sub">{planOf(key)}</span>
+                            </>
+                          )}
+                        </td>
                         <td>
                           <StatusBadge status={key.status} />
                           {key.expiresAt ? <span class="cell-sub">Expires {when(key.expiresAt)}</span> : null}
@@ -110,7 +121,7 @@ export function KeysPage() {
           }
         </Loaded>
       </Card>
-      <CreateKeyDialog open={dialog.kind === "create"} status={status.data} plans={plans.data} onClose={close} onCreated={() => void keys.reload()} />
+      <CreateKeyDialog open={dialog.kind === "create"} status={status} plans={plans.data} onClose={close} onCreated={() => void keys.reload()} />
       {dialog.kind === "edit" ? <EditLimitsDialog apiKey={dialog.key} onClose={close} onSaved={() => done(`Limits of ${dialog.key.name} saved. They apply to its next request.`)} /> : null}
       {dialog.kind === "rotate" ? <RotateDialog apiKey={dialog.key} onClose={() => done()} /> : null}
       {dialog.kind === "delete" ? <DeleteKeyDialog apiKey={dialog.key} path="api/keys" consequence="This cannot be undone." onClose={close} onDeleted={() => done(`${dialog.key.name} is deleted: it stopped working at once.`)} /> : null}
@@ -123,7 +134,7 @@ function optionalNumber(text: string): number | undefined {
   return trimmed === "" ? undefined : Number(trimmed);
 }
 
-function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: boolean; status?: BillingStatus; plans?: Plan[]; onClose: () => void; onCreated: () => void }) {
+function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: boolean; status: Resource<BillingStatus>; plans?: Plan[]; onClose: () => void; onCreated: () => void }) {
   const [name, setName] = useState("");
   const [kind, setKind] = useState<"credit" | "subscription">("credit");
   const [subscriptionId, setSubscriptionId] = useState("");
@@ -135,7 +146,15 @@ function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: bo
   const [created, setCreated] = useState<CreatedKey>();
   const { busy, error, run, clearError } = useAction();
   const base = useId();
-  const active = (status?.subscriptions ?? []).filter((subscription) => subscription.status === "active");
+  const active = (status.data?.subscriptions ?? []).filter((subscription) => subscription.status === "active");
+  // Why there is no subscription to choose: none yet, still loading, or the list could not be read.
+  const subscriptionHint = active.length
+    ? "Uses a plan's 5-hour budget"
+    : status.data
+      ? "Subscribe to a plan first (Billing)"
+      : status.error
+        ? "Your subscriptions could not be loaded"
+        : "Loading your subscriptions…";
   const chosen = subscriptionId || active[0]?.id || "";
 
   const reset = () => {
@@ -200,10 +219,20 @@ function CreateKeyDialog({ open, status, plans, onClose, onCreated }: { open: bo
               <input type="radio" name="kind" checked={kind === "subscription"} disabled={active.length === 0} onChange={() => setKind("subscription")} />
               <span>
                 <strong>Subscription</strong>
-                <span class="muted">{active.length ? "Uses a plan's 5-hour budget" : "Subscribe to a plan first (Billing)"}</span>
+                <span class="muted">{subscriptionHint}</span>
               </span>
             </label>
           </fieldset>
+          {status.error && !status.data ? (
+            <>
+              <ErrorNotice error={status.error} title="Could not load your subscriptions." />
+              <p class="retry">
+                <Button small busy={status.loading} onClick={() => void status.reload()}>
+                  Try again
+                </Button>
+              </p>
+            </>
+          ) : null}
           {kind === "subscription" ? (
             <Field label="Subscription" id={`${base}-sub`}>
               <select id={`${base}-sub`} value={chosen} onChange={(e) => setSubscriptionId(e.currentTarget.value)}>

@@ -1,7 +1,8 @@
-import { useState } from "preact/hooks";
+import type { ComponentChildren } from "preact";
+import { useEffect, useState } from "preact/hooks";
 
 import { api, type BillingStatus, type KeyUsage, type Plan } from "../api";
-import { Badge, Card, CopyButton, EmptyState, ErrorNotice, Loaded, Loading, Meter, PageHeader, StatusBadge, useResource } from "../components";
+import { Badge, Card, CopyButton, EmptyState, ErrorNotice, Loaded, Meter, PageHeader, StatusBadge, useResource } from "../components";
 import { micros, microsToUsd, planName, ratio, until, usd, when } from "../format";
 
 export function apiBase(): string {
@@ -13,6 +14,16 @@ export function OverviewPage() {
   // GET /api/usage pages ({data: [...], nextCursor}); one page of 100 keys covers the overview.
   const usage = useResource(() => api.get<KeyUsage[]>("api/usage?limit=100").then((keys) => ({ keys })));
   const plans = useResource(() => api.get<Plan[]>("api/plans"));
+  // "Resets in …" counts down while the page is open; past a reset, read the new window.
+  const [now, setNow] = useState(Date.now);
+  useEffect(() => {
+    const timer = window.setInterval(() => setNow(Date.now()), 30_000);
+    return () => window.clearInterval(timer);
+  }, []);
+  const nextReset = Math.min(...(status.data?.subscriptions ?? []).map((subscription) => (subscription.budgetWindow ? Date.parse(subscription.budgetWindow.resetsAt) : Infinity)));
+  useEffect(() => {
+    if (now > nextReset && !status.loading) void status.reload();
+  }, [now, nextReset]);
   return (
     <>
       <PageHeader title="Overview" description="Your balance, your plans and how to call the API." />
@@ -54,6 +65,7 @@ export function OverviewPage() {
         </Card>
       </div>
       <Card title="Subscriptions">
+        {plans.error && status.data ? <ErrorNotice error={plans.error} title="Could not load the plans: they are shown by their ids." /> : null}
         <Loaded resource={status} label="your subscriptions">
           {(data) =>
             data.subscriptions.length === 0 ? (
@@ -66,15 +78,14 @@ export function OverviewPage() {
             ) : (
               <ul class="subscription-list">
                 {data.subscriptions.map((subscription) => {
-                  const plan = plans.data?.find((candidate) => candidate.slug === subscription.planSlug);
-                  const window = usage.data?.keys.find((key) => key.subscription?.id === subscription.id && key.usage.currentBudgetWindow)?.usage.currentBudgetWindow;
-                  const budget = window?.budget ?? plan?.budgetPer5h ?? null;
-                  const spent = window?.spend ?? "0";
+                  const name = plans.data?.find((candidate) => candidate.slug === subscription.planSlug)?.name ?? planName(subscription.planSlug);
+                  // The subscription's own window (GET /api/billing/status), there with or without keys.
+                  const window = subscription.budgetWindow;
                   return (
                     <li key={subscription.id} class="subscription">
                       <div class="subscription-head">
                         <div>
-                          <h3>{plan?.name ?? planName(subscription.planSlug)}</h3>
+                          <h3>{name}</h3>
                           <p class="muted">
                             {subscription.cancelAtPeriodEnd ? "Ends" : "Renews"} {when(subscription.currentPeriodEnd)} · {subscription.keyCount} {subscription.keyCount === 1 ? "key" : "keys"}
                           </p>
@@ -84,21 +95,25 @@ export function OverviewPage() {
                           {subscription.cancelAtPeriodEnd ? <Badge tone="gray">Cancelled</Badge> : null}
                         </div>
                       </div>
-                      {budget ? (
+                      {window ? (
                         <div class="budget">
                           <div class="budget-label">
                             <span>5-hour budget</span>
                             <span>
-                              <strong>{usd(spent)}</strong> of {usd(budget)} used
+                              <strong>{usd(window.spent)}</strong> of {usd(window.budget)} used
                             </span>
                           </div>
-                          <Meter value={ratio(spent, budget)} label={`5-hour budget used, ${plan?.name ?? subscription.planSlug}`} valueText={`${usd(spent)} of ${usd(budget)}`} />
+                          <Meter value={ratio(window.spent, window.budget)} label={`5-hour budget used, ${name}`} valueText={`${usd(window.spent)} of ${usd(window.budget)}`} />
                           <p class="hint">
-                            {window ? `Resets in ${until(window.end)} (${when(window.end)}).` : "Nothing spent in the current window. Windows restart every 5 hours from the subscription's start."}
+                            Resets in {until(window.resetsAt, now)} ({when(window.resetsAt)}), to the full {usd(window.budget)}.
+                            {subscription.keyCount === 0 ? (
+                              <>
+                                {" "}
+                                <a href="#/keys">Create a key</a> to spend it.
+                              </>
+                            ) : null}
                           </p>
                         </div>
-                      ) : usage.loading || plans.loading ? (
-                        <Loading label="Loading the budget…" />
                       ) : null}
                     </li>
                   );
@@ -107,7 +122,6 @@ export function OverviewPage() {
             )
           }
         </Loaded>
-        {usage.error && status.data ? <ErrorNotice error={usage.error} title="Could not load the budget use." /> : null}
       </Card>
       <QuickStart />
     </>
@@ -120,9 +134,11 @@ const SNIPPETS = {
   -H "Content-Type: application/json" \\
   -d '{"model": "deepseek/deepseek-chat-v3-0324",
        "messages": [{"role": "user", "content": "Hello"}]}'`,
-  Python: (base: string) => `from openai import OpenAI
+  Python: (base: string) => `import os
 
-client = OpenAI(base_url="${base}", api_key=API_KEY)
+from openai import OpenAI
+
+client = OpenAI(base_url="${base}", api_key=os.environ["API_KEY"])
 reply = client.chat.completions.create(
     model="deepseek/deepseek-chat-v3-0324",
     messages=[{"role": "user", "content": "Hello"}],
@@ -138,6 +154,26 @@ const reply = await client.chat.completions.create({
 console.log(reply.choices[0].message.content);`,
 };
 type Language = keyof typeof SNIPPETS;
+
+/** How to run each snippet as pasted (each reads the key from API_KEY in the environment). */
+const HOW_TO_RUN: Record<Language, ComponentChildren> = {
+  curl: (
+    <>
+      Paste it into a shell where <code>API_KEY</code> is set.
+    </>
+  ),
+  Python: (
+    <>
+      <code>pip install openai</code>, save it as <code>quickstart.py</code>, then <code>python quickstart.py</code>.
+    </>
+  ),
+  "Node.js": (
+    <>
+      <code>npm install openai</code>, save it as <code>quickstart.mjs</code> (an ES module: <code>import</code> and top-level <code>await</code>), then{" "}
+      <code>node quickstart.mjs</code>.
+    </>
+  ),
+};
 
 export function QuickStart() {
   const [language, setLanguage] = useState<Language>("curl");
@@ -156,7 +192,8 @@ export function QuickStart() {
   return (
     <Card title="Quick start" actions={<CopyButton text={code} label="Copy snippet" />}>
       <p class="muted">
-        The API speaks OpenAI's format: point any OpenAI SDK at <code>{base}</code> and use an API key from <a href="#/keys">API keys</a>.
+        The API speaks OpenAI's format: point any OpenAI SDK at <code>{base}</code> and use an API key from <a href="#/keys">API keys</a>. The
+        snippets read it from the environment: <code>export API_KEY=sk_live_…</code> first.
       </p>
       <div role="tablist" aria-label="Language" class="tabs" onKeyDown={onKey}>
         {languages.map((name) => (
@@ -180,6 +217,7 @@ export function QuickStart() {
           <code>{code}</code>
         </pre>
       </div>
+      <p class="hint">{HOW_TO_RUN[language]}</p>
     </Card>
   );
 }

@@ -2,7 +2,7 @@ import { useId, useMemo, useState } from "preact/hooks";
 
 import { api, query, type ApiKey, type DailyUsage, type KeyUsage, type RequestRecord } from "../api";
 import { BarChart, type Point } from "../chart";
-import { Button, Card, DataTable, EmptyState, Loaded, PageHeader, useResource } from "../components";
+import { Button, Card, DataTable, EmptyState, ErrorNotice, Loaded, PageHeader, useResource } from "../components";
 import { micros, microsToUsd, number, shortTime, usd } from "../format";
 
 function isoDay(date: Date): string {
@@ -103,11 +103,13 @@ export function UsagePage() {
             void daily.reload();
             void requests.reload();
             void usage.reload();
+            void keys.reload();
           }}
         >
           Refresh
         </Button>
       </div>
+      <ErrorNotice error={keys.error} title="Could not load your API keys: the Key filter may miss some, and requests may show key ids for names." />
       <Card title="Per day">
         <Loaded resource={daily} label="daily usage">
           {() => (

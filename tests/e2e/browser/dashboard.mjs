@@ -74,6 +74,34 @@ async function codeFor(email, notBefore) {
   throw new Error(`no code mailed to ${email} in the outbox`);
 }
 
+/** The codes mailed to `email` since `notBefore`, newest first, once at least `count` have arrived. */
+async function codesFor(email, notBefore, count) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const messages = await (await fetch(`${stack.mailUrl}/messages`)).json();
+    const codes = messages
+      .filter((message) => message.to === email && Date.parse(message.sentAt) >= notBefore - 1000)
+      .map((message) => message.text.match(/\b(\d{6})\b/)?.[1])
+      .filter(Boolean);
+    if (codes.length >= count) return codes;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`fewer than ${count} codes mailed to ${email} in the outbox`);
+}
+
+/** The Quick start's snippet for the tab `name`, as its Copy button puts it on the clipboard (the text shown). */
+async function copiedSnippet(name) {
+  await page.getByRole("tab", { name }).click();
+  const shown = await page.getByRole("tabpanel").locator("code").textContent();
+  await page.getByRole("button", { name: "Copy snippet" }).click();
+  const deadline = Date.now() + 5000;
+  while ((await page.evaluate(() => navigator.clipboard.readText())) !== shown) {
+    check(Date.now() < deadline, `Copy snippet did not put the ${name} snippet on the clipboard`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return shown;
+}
+
 function curlChat(apiKey, content = "Hello") {
   const result = spawnSync(
     "curl",
@@ -193,6 +221,46 @@ try {
   await page.getByTestId("billing-balance").filter({ hasText: "$37.50" }).waitFor();
   await shot("03-billing-usdc");
 
+  // 2c. Bind a second wallet with a pasted signature: its message signed outside the browser (personal_sign,
+  // as a wallet's own tool does), the signature pasted back.
+  const other = stack.testWallets[0];
+  check(other.address.toLowerCase() !== payer.address.toLowerCase(), "the stack has a second test wallet");
+  await page.getByLabel("Wallet address").fill(other.address);
+  await page.getByRole("button", { name: "Get message to sign" }).click();
+  const toSign = await page.getByLabel("Message to sign").inputValue();
+  check(toSign.includes(other.address), `the message to sign names the wallet: ${toSign}`);
+  await page.getByLabel("Signature").fill(wallet("sign", other.privateKey, "0x" + Buffer.from(toSign, "utf8").toString("hex")));
+  await shot("03-billing-wallet-pasted-signature");
+  await page.getByRole("button", { name: "Bind wallet" }).click();
+  await page.getByText(new RegExp(`Wallet ${other.address} is bound to your account`, "i")).waitFor();
+  // The list reloads after the notice: both wallets in it
+  const boundList = page.getByRole("list", { name: "Bound wallets" });
+  await boundList.getByRole("listitem").filter({ hasText: new RegExp(other.address, "i") }).waitFor();
+  await boundList.getByRole("listitem").filter({ hasText: new RegExp(payer.address, "i") }).waitFor();
+  await page.getByLabel("Message to sign").waitFor({ state: "detached" });
+
+  // 3a. Subscribe to Standard ($20) from credits: active at once, the balance down by the price, no key yet.
+  const standard = page.getByRole("region", { name: "Standard", exact: true });
+  await standard.getByRole("button", { name: "Subscribe with credits" }).click();
+  await page.getByText("You are subscribed to Standard, paid from your credits").waitFor();
+  const standardRow = page.getByTestId("subscription-standard");
+  await standardRow.getByText("Active", { exact: true }).waitFor();
+  check((await standardRow.getByRole("cell").nth(2).innerText()) === "None", `a new subscription has no key: ${await standardRow.innerText()}`);
+  await page.getByTestId("billing-balance").filter({ hasText: "$17.50" }).waitFor();
+  await page.getByRole("table", { name: "Ledger" }).getByRole("row", { name: /Subscription.*−\$20\.00/ }).waitFor();
+  await shot("03-billing-subscribed-credits");
+
+  // 3b. The Overview shows Standard's 5-hour budget, and when it resets, without any key.
+  await go("Overview", "Overview");
+  const standardItem = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: "Standard" }) });
+  await standardItem.getByText("0 keys").waitFor();
+  const keylessMeter = standardItem.getByRole("meter", { name: "5-hour budget used, Standard" });
+  check((await keylessMeter.getAttribute("aria-valuetext")) === "$0.00 of $0.14", `Standard's budget bar: ${await keylessMeter.getAttribute("aria-valuetext")}`);
+  const resets = await standardItem.getByText(/^Resets in/).innerText();
+  check(/^Resets in (5 h 0 min|4 h [45]\d min) \(.+\), to the full \$0\.14\./.test(resets), `a new subscription's budget resets in about 5 hours: ${resets}`);
+  await shot("03-overview-subscription-without-keys");
+  await go("Billing", "Billing");
+
   // 3. Subscribe to Pro by card: Checkout, press Pay, and the subscription shows active.
   const pro = page.getByRole("region", { name: "Pro", exact: true });
   await pro.getByRole("button", { name: "Subscribe by card" }).click();
@@ -262,6 +330,30 @@ try {
   await dialog.getByLabel("RPM").fill("45");
   await dialog.getByRole("button", { name: "Save" }).click();
   await page.getByRole("row", { name: /ci-credit/ }).getByText("45 RPM").waitFor();
+
+  // A subscription key on Standard (paid from credits above): its secret once, listed as a subscription key.
+  await page.getByRole("button", { name: "Create key" }).first().click();
+  dialog = page.getByRole("dialog", { name: "Create key" });
+  await dialog.getByLabel("Name").fill("ci-standard");
+  await dialog.getByRole("radio", { name: /Subscription/ }).check();
+  const choice = dialog.getByRole("combobox", { name: "Subscription" });
+  const options = await choice.getByRole("option").allInnerTexts();
+  const standardOption = options.find((text) => text.startsWith("Standard"));
+  check(standardOption && options.some((text) => text.startsWith("Pro")), `both subscriptions can be chosen: ${options.join(" | ")}`);
+  await choice.selectOption({ label: standardOption });
+  await dialog.getByRole("button", { name: "Create key" }).click();
+  dialog = page.getByRole("dialog", { name: "Your new API key" });
+  const subscriptionSecret = await dialog.getByLabel("API key ci-standard").inputValue();
+  check(/^sk_live_[\w-]{20,}$/.test(subscriptionSecret) && subscriptionSecret !== secret, `the subscription key's secret is shown: ${subscriptionSecret}`);
+  await dialog.getByRole("button", { name: "Done" }).click();
+  const subscriptionRow = page.getByRole("row", { name: /ci-standard/ });
+  await subscriptionRow.getByText("Subscription", { exact: true }).waitFor();
+  const subscriptionRowText = await subscriptionRow.innerText();
+  check(subscriptionRowText.includes("Standard") && subscriptionRowText.includes("60 RPM"), `the key shows its plan and the plan's limits: ${subscriptionRowText}`);
+  check(!(await page.content()).includes(subscriptionSecret), "the subscription key's secret stays in the page after Done");
+  const onBudget = curlChat(subscriptionSecret, "on the plan");
+  check(onBudget.status === 200, `/v1 with the subscription key answered ${onBudget.status}: ${onBudget.body}`);
+  findings.requests += 1;
   await shot("05-api-keys");
 
   // 6. Usage: the requests in the chart of today, and in the latest requests.
@@ -340,8 +432,31 @@ try {
   const exact = await headline.getAttribute("title");
   check(/^\$[\d,]+\.\d\d$/.test(shown), `the balance headline shows cents, not micro-dollars: ${shown}`);
   check(exact.endsWith(" exactly") && exact.startsWith(shown.slice(0, -1)), `the exact balance is in the title: ${exact}`);
+  // The quick start is copy-ready: each snippet, as Copy puts it on the clipboard, runs with API_KEY set.
+  const snippetEnv = { ...process.env, API_KEY: subscriptionSecret };
+  const curlSnippet = await copiedSnippet("curl");
+  const viaCurl = spawnSync("bash", ["-c", curlSnippet], { encoding: "utf8", env: snippetEnv, timeout: 30000 });
+  const curlAnswer = (() => {
+    try {
+      return JSON.parse(viaCurl.stdout);
+    } catch {
+      return null;
+    }
+  })();
+  check(viaCurl.status === 0 && curlAnswer?.choices?.[0]?.message?.content, `the curl snippet as pasted: ${viaCurl.stdout} ${viaCurl.stderr}`);
+  const pythonSnippet = await copiedSnippet("Python");
+  check(pythonSnippet.includes(`base_url="${base}/v1"`), `the Python snippet points at this API: ${pythonSnippet}`);
+  const viaPython = spawnSync(process.env.PYTHON || "python3", ["-"], { input: pythonSnippet, encoding: "utf8", env: snippetEnv, timeout: 60000 });
+  check(viaPython.status === 0 && viaPython.stdout.trim().length > 0, `the Python snippet as pasted: ${viaPython.stdout} ${viaPython.stderr}`);
+  findings.snippetsRun = ["curl", "Python"];
+  // Those requests spent Standard's budget: the bar shows it after a reload
+  await page.reload();
+  await onPage("Overview");
+  const spentMeter = page.getByRole("meter", { name: "5-hour budget used, Standard" });
+  const spentText = await spentMeter.getAttribute("aria-valuetext");
+  check(/^\$0\.\d+ of \$0\.14$/.test(spentText) && !spentText.startsWith("$0.00 of"), `Standard's bar shows the spend of its key: ${spentText}`);
   await page.getByRole("tab", { name: "Python" }).click();
-  await page.getByRole("tabpanel").getByText(`base_url="${base}/v1"`).waitFor();
+  await page.getByRole("tabpanel").getByText('api_key=os.environ["API_KEY"]').waitFor();
   await shot("09-overview");
   // The API reference in the navigation: the OpenAPI document, served with the dashboard
   const reference = await page.getByRole("link", { name: "API reference" }).getAttribute("href");
@@ -356,6 +471,41 @@ try {
   await page.getByRole("table", { name: "Ledger" }).getByText("+$25.00").waitFor();
   await shot("10-billing");
 
+  // 10b. Nothing fails silently: with the API answering 503 (in its error format) for the subscriptions, the
+  // plans and the keys, each page says so in words, and Create key says why no subscription can be chosen.
+  const outage = (route) =>
+    route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "service_unavailable", message: "The service is briefly unavailable." } }) });
+  const statusRoute = /\/api\/billing\/status$/;
+  const plansRoute = /\/api\/plans$/;
+  const keysRoute = /\/api\/keys$/;
+  await page.route(statusRoute, outage);
+  await page.route(plansRoute, outage);
+  await go("API keys", "API keys");
+  await page.getByRole("alert").filter({ hasText: "Could not load your subscriptions" }).filter({ hasText: "The service is briefly unavailable." }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "Could not load the plans" }).waitFor();
+  await page.getByRole("button", { name: "Create key" }).first().click();
+  dialog = page.getByRole("dialog", { name: "Create key" });
+  await dialog.getByText("Your subscriptions could not be loaded").waitFor();
+  await dialog.getByRole("alert").filter({ hasText: "The service is briefly unavailable." }).waitFor();
+  check(await dialog.getByRole("radio", { name: /Subscription/ }).isDisabled(), "a subscription can be chosen while none could be loaded");
+  check((await dialog.getByText("Subscribe to a plan first").count()) === 0, "the dialog says to subscribe while the subscriptions could not be loaded");
+  await shot("10-keys-subscriptions-failed");
+  // The outage over, Try again loads them: the subscription choice is back
+  await page.unroute(statusRoute);
+  await dialog.getByRole("button", { name: "Try again" }).click();
+  await dialog.getByText("Uses a plan's 5-hour budget").waitFor();
+  check(!(await dialog.getByRole("radio", { name: /Subscription/ }).isDisabled()), "the subscription choice is back after Try again");
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("alert").filter({ hasText: "Could not load your subscriptions" }).waitFor({ state: "detached" });
+  await go("Overview", "Overview");
+  await page.getByRole("alert").filter({ hasText: "Could not load the plans" }).filter({ hasText: "The service is briefly unavailable." }).waitFor();
+  await page.unroute(plansRoute);
+  await page.route(keysRoute, outage);
+  await go("Usage", "Usage");
+  await page.getByRole("alert").filter({ hasText: "Could not load your API keys" }).filter({ hasText: "The service is briefly unavailable." }).waitFor();
+  await shot("10-usage-keys-failed");
+  await page.unroute(keysRoute);
+
   // 11. Sign out: back to the sign-in page, and the session is over server-side (a reload stays signed out).
   await page.getByRole("button", { name: "Sign out" }).click();
   await onPage("Sign in or create an account");
@@ -368,7 +518,19 @@ try {
   await page.getByLabel("Email").fill(email);
   const again = Date.now();
   await page.getByRole("button", { name: "Send code" }).click();
-  await page.getByLabel("Code").fill(await codeFor(email, again));
+  const [first] = await codesFor(email, again, 1);
+  // "Send a new code": a second code arrives; the first stops working, the new one signs in.
+  await page.getByRole("button", { name: "Send a new code" }).click();
+  await page.getByText("A new code is on its way.").waitFor();
+  const [second] = await codesFor(email, again, 2);
+  await shot("12-sign-in-new-code");
+  if (second !== first) {
+    // (one time in a million the two random codes are equal)
+    await page.getByLabel("Code").fill(first);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "Could not sign in." }).waitFor();
+  }
+  await page.getByLabel("Code").fill(second);
   await page.getByRole("button", { name: "Sign in" }).click();
   await onPage("Overview");
   await go("API keys", "API keys");
@@ -378,6 +540,10 @@ try {
     .getByRole("link")
     .evaluateAll((links) => links.filter((link) => { const box = link.getBoundingClientRect(); return box.left < 0 || box.right > window.innerWidth; }).map((link) => link.textContent));
   check(cutOff.length === 0, `navigation links cut off at phone width: ${cutOff.join(", ")}`);
+  // The keys table (ci-standard is still there) scrolls inside its card; the page itself does not scroll sideways
+  await page.getByRole("row", { name: /ci-standard/ }).waitFor();
+  const [pageWidth, viewWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  check(pageWidth <= viewWidth, `the page is ${pageWidth}px wide at a ${viewWidth}px phone width`);
   await shot("11-mobile-api-keys");
   console.log(JSON.stringify(findings));
 } catch (error) {

@@ -166,9 +166,17 @@ class KeyRef(TypedDict):
     name: str
 
 
+class SubscriptionBudgetWindow(TypedDict):
+    start: Timestamp
+    resetsAt: Timestamp  # the window's end: the next window starts with nothing spent
+    budget: Usd
+    spent: Usd  # by all the subscription's keys in this window
+
+
 class BillingSubscription(SubscriptionSummary):
     keyCount: int
     keys: list[KeyRef]
+    budgetWindow: SubscriptionBudgetWindow | None  # the current 5-hour window; None once expired
 
 
 class PlanView(TypedDict):
@@ -414,12 +422,24 @@ def plan(entry: Plan) -> PlanView:
 
 
 def billing_status(status: BillingStatus) -> BillingStatusView:
+    def budget_window(subscription: Subscription) -> SubscriptionBudgetWindow | None:
+        use = status.budget_windows.get(subscription.subscription_id)
+        if use is None:
+            return None
+        return {
+            "start": to_iso(use.window.start),
+            "resetsAt": to_iso(use.window.end),
+            "budget": format_usd(subscription.budget_per_window_micros),
+            "spent": format_usd(use.spent_micros),
+        }
+
     return {
         "subscriptions": [
             {
                 **subscription_summary(subscription),
                 "keyCount": key_count,
                 "keys": [{"id": k.key_id, "name": k.name} for k in keys],
+                "budgetWindow": budget_window(subscription),
             }
             for subscription, keys, key_count in status.subscriptions
         ],

@@ -10,15 +10,26 @@ from llm_platform.core.clock import to_iso, utc_now
 from llm_platform.core.entities import ApiKey, PaymentMethod, Subscription, SubscriptionStatus
 from llm_platform.data import api_keys as api_keys_table
 from llm_platform.data import subscriptions as subscriptions_table
+from llm_platform.data import usage_counters
 from llm_platform.domain.accounts import Caller, get_account
 from llm_platform.domain.credentials import new_id
 from llm_platform.domain.plans import Plan, catalog
+from llm_platform.domain.windows import Window, budget_window
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWindowUse:
+    """A subscription's current 5-hour budget window and what its keys spent in it (the proxy's counter)."""
+
+    window: Window
+    spent_micros: int
 
 
 @dataclass(frozen=True, slots=True)
 class BillingStatus:
     subscriptions: list[tuple[Subscription, list[ApiKey], int]]  # with some of its live keys, and their count
     credit_balance_micros: int
+    budget_windows: dict[str, BudgetWindowUse]  # by subscription id; expired subscriptions have none
 
 
 STATUS_KEYS_READ = 1000  # live keys of the account read by GET /api/billing/status, at most
@@ -58,6 +69,7 @@ def grant_subscription(account_id: str, plan_slug: str) -> Subscription:
 
 
 def status(caller: Caller) -> BillingStatus:
+    now = utc_now()
     account = get_account(caller.account_id)
     subscriptions = sorted(
         subscriptions_table.list_for_account(caller.account_id), key=lambda s: s.created_at, reverse=True
@@ -71,6 +83,19 @@ def status(caller: Caller) -> BillingStatus:
             listed = live_keys.setdefault(key.subscription_id, [])
             if len(listed) < STATUS_KEYS_PER_SUBSCRIPTION:
                 listed.append(key)
+    # Each subscription's current window, as GET /api/usage and the proxy compute it, even without a key (so the
+    # dashboard can say when the budget resets); one batch read of the window counters of those not expired.
+    hours = catalog().budget_window_hours
+    windows = {
+        s.subscription_id: budget_window(s.created_at, now, hours)
+        for s in subscriptions
+        if s.status != SubscriptionStatus.EXPIRED
+    }
+    counters = usage_counters.get_many([usage_counters.window_counter(sid, w.index) for sid, w in windows.items()])
+    budget_windows = {
+        sid: BudgetWindowUse(w, counters.get(usage_counters.window_counter(sid, w.index), {}).get("spendMicros", 0))
+        for sid, w in windows.items()
+    }
     return BillingStatus(
         subscriptions=[
             (s, keys, max(s.live_key_count, len(keys)))
@@ -78,4 +103,5 @@ def status(caller: Caller) -> BillingStatus:
             for keys in [live_keys.get(s.subscription_id, [])]
         ],
         credit_balance_micros=account.credit_balance_micros,
+        budget_windows=budget_windows,
     )
