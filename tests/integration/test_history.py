@@ -318,6 +318,7 @@ def test_rotation_keeps_the_old_secret_for_its_grace_period_only(local_stack, pr
     third = rotated["apiKey"]
     assert chat(proxy_url, new).status_code == 401
     assert _get(proxy_url, "/v1/models", new).status_code == 401
+    assert _get(proxy_url, "/v1/key", new).status_code == 401
     assert chat(proxy_url, third).status_code == 200
     assert len(account.all_pages("/api/requests", keyId=key_id)) == 5
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from llm_platform.config import get_settings
 from llm_platform.data import ledger, log_shards, request_log
-from llm_platform.data.dynamo import WriteRefused, client, from_item, to_item, to_values, transact
+from llm_platform.data.dynamo import WriteRefused, client, from_item, to_item, to_values, transact, update_if
 from llm_platform.data.usage_counters import CounterId, as_key
 
 
@@ -407,17 +407,14 @@ def reservation_delete(request_id: str, due_before: str | None = None) -> dict[s
 def extend_reservation(request_id: str, deadline: str) -> bool:
     """A running request's heartbeat: its reservation's deadline moved out to ``deadline``. False when there
     is nothing to extend: settled or reconciled already, or the deadline is already that far."""
-    try:
-        client().update_item(
-            TableName=get_settings().reservations_table,
-            Key={"requestId": {"S": request_id}},
-            UpdateExpression="SET deadline = :deadline",
-            ConditionExpression="attribute_exists(requestId) AND deadline < :deadline",
-            ExpressionAttributeValues={":deadline": {"S": deadline}},
-        )
-    except client().exceptions.ConditionalCheckFailedException:
-        return False
-    return True
+    updated = update_if(
+        TableName=get_settings().reservations_table,
+        Key={"requestId": {"S": request_id}},
+        UpdateExpression="SET deadline = :deadline",
+        ConditionExpression="attribute_exists(requestId) AND deadline < :deadline",
+        ExpressionAttributeValues={":deadline": {"S": deadline}},
+    )
+    return updated is not None
 
 
 def log_items(plan: SettlePlan, daily: CounterId | None = None) -> list[dict[str, Any]]:

@@ -190,7 +190,7 @@ class ProxyApp:
         # A warm key needs no DynamoDB read; only a first sight of it (or a fresh one) does.
         cached = None if fresh else self.keys.cached(token)
         key = cached or await self._blocking(self.keys.lookup, token, fresh)
-        if key is not None and (key.expired(now) or key.secret_retired(now)):
+        if key is not None and not fresh and (key.expired(now) or key.secret_retired(now)):
             # Expired as cached: read it again before refusing, its expiry may have been moved since.
             key = await self._blocking(self.keys.reload, key.secret_hash)
         if key is None:
@@ -218,13 +218,17 @@ class ProxyApp:
     async def _key_info(self, scope: Scope, send: Send, request_id: str) -> None:
         """The key's own limits, spend and what it may spend now, read fresh (not from the cache)."""
         now = _now()
-        key = await self._authenticate(scope, now, fresh=True)
+        key = await self._authenticate(scope, now)
         info = await self._blocking(key_info.read, key, now)
+        if info is not None and info["_version"] != key.version:
+            # Changed since cached (limits, or a rotation that may have retired this very secret): the presented
+            # secret is checked again, fresh, before anything is answered; the cache then holds the new snapshot.
+            key = await self._authenticate(scope, now, fresh=True)
+            info = await self._blocking(key_info.read, key, now)
         if info is None:  # revoked or disabled since it was cached
             self.keys.forget(key.secret_hash)
             raise unauthorized("This API key is revoked or disabled.")
-        if info.pop("_version") != key.version:  # changed since cached: later requests read it again
-            self.keys.forget(key.secret_hash)
+        del info["_version"]
         await _send_json(send, 200, {"data": info}, {"x-request-id": request_id})
 
     # ------------------------------------------------------------------ POST /v1/chat/completions

@@ -116,11 +116,7 @@ class RateView:
 
     def current(self, key: KeySnapshot, minute: Window, now: datetime) -> dict[str, str]:
         """The headers as they stand, for a request refused on money: it took nothing of the minute."""
-        with self._lock:
-            seen_minute, requests, tokens = self._minutes.get(key.key_id, (minute.index, 0, 0))
-        if seen_minute != minute.index:
-            requests, tokens = 0, 0
-        return headers(key, minute, now, requests, tokens)
+        return headers(key, minute, now, *self._add(key.key_id, minute.index, 0, 0))
 
     def refused(self, key: KeySnapshot, minute: Window, now: datetime, item: dict | None) -> dict[str, str]:
         item = item or {}
