@@ -17,7 +17,7 @@ function takeCheckoutReturn(): "success" | "cancelled" | null {
 export function BillingPage() {
   const status = useResource(() => api.get<BillingStatus>("api/billing/status"));
   const plans = useResource(() => api.get<Plan[]>("api/plans"));
-  const [checkout] = useState(takeCheckoutReturn);
+  const [checkout, setCheckout] = useState(takeCheckoutReturn);
   const [message, setMessage] = useState<string>();
   useEffect(() => {
     // Back from Checkout: Stripe's webhook may land a moment after the redirect, so look again shortly.
@@ -27,6 +27,7 @@ export function BillingPage() {
   }, []);
   const [usdc, setUsdc] = useState<UsdcInstructions>();
   const refresh = (text?: string) => {
+    setCheckout(null); // the Checkout return's notice is about an earlier payment: the newest outcome replaces it
     setMessage(text);
     void status.reload();
   };
